@@ -1,0 +1,181 @@
+"""The `kpibot` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bot import render
+from bot.clock import today
+from bot.config import LOCALES, Settings, load_settings, parse_database_url
+from bot.database import make_engine, migrate, require_current_schema, schema_revision, transaction
+from bot.errors import KpibotError
+from bot.plan import PlanInvalid, apply_plan, load_plan
+
+log = logging.getLogger("kpibot")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# Commands that later issues implement; until then they say so instead of pretending.
+NOT_YET = {
+    "serve": "serve Slack over HTTP on $PORT",
+    "socket": "serve Slack over Socket Mode",
+    "scheduler": "run the digest and reminder scheduler",
+    "digest": "build and post weekly digests",
+    "alerts": "scan KPIs and post alerts",
+}
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    print(
+        render.message(
+            "cli.migrated", args.locale, url=settings.safe_database_url, revision=schema_revision(engine)
+        )
+    )
+    return 0
+
+
+def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise KpibotError(f"{path}: no such file")
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    try:
+        with transaction(engine) as session:
+            result = apply_plan(session, load_plan(path, session))
+            if args.dry_run:
+                session.rollback()
+    except PlanInvalid as invalid:
+        print(
+            render.message("cli.plan_invalid", args.locale, source=path, count=len(invalid.problems)),
+            file=sys.stderr,
+        )
+        for problem in invalid.problems:
+            print(f"  {problem.describe(args.locale)}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        headline = "cli.plan_checked"
+    else:
+        headline = "cli.plan_imported" if result.changed else "cli.plan_unchanged"
+    print(render.message(headline, args.locale, source=path))
+    for entity, counter in result.counts.items():
+        print(
+            render.message(
+                "cli.import_counts",
+                args.locale,
+                entity=entity,
+                created=counter["created"],
+                updated=counter["updated"],
+                unchanged=counter["unchanged"],
+            )
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.export import export_actuals, export_targets
+
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    out = sys.stdout if args.output == "-" else open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    try:
+        with transaction(engine) as session:
+            if args.what == "targets":
+                count = export_targets(session, out)
+            else:
+                count = export_actuals(session, out, include_history=args.history)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if out is not sys.stdout:
+        print(render.message("cli.exported", args.locale, count=count, path=args.output))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.demo import run_demo
+
+    url = parse_database_url(args.database, "--database")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        # The demo starts from nothing each time; it only ever owns its own file.
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+    engine = make_engine(url)
+    migrate(engine)
+    print(render.message("cli.demo_database", args.locale, url=url.render_as_string(hide_password=True)))
+    print()
+    print(run_demo(engine, locale=args.locale, today=today(settings.timezone)))
+    return 0
+
+
+def _not_yet(command: str) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        print(render.message("cli.not_yet", args.locale, command=command), file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def build_parser(default_locale: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpibot", description="KPI reviews in Slack.")
+    parser.add_argument(
+        "--locale",
+        choices=LOCALES,
+        default=default_locale,
+        help="language of messages (default: KPIBOT_LOCALE or ja)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        handler=cmd_migrate
+    )
+
+    importer = commands.add_parser("import-plan", help="import departments, KGI, KFS, KPIs and targets")
+    importer.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
+    importer.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+    importer.set_defaults(handler=cmd_import_plan)
+
+    exporter = commands.add_parser("export", help="write actuals or targets as CSV")
+    exporter.add_argument("what", nargs="?", choices=("actuals", "targets"), default="actuals")
+    exporter.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
+    exporter.add_argument("--history", action="store_true", help="include superseded actuals (corrections)")
+    exporter.set_defaults(handler=cmd_export)
+
+    demo = commands.add_parser("demo", help="run the example plan with a simulated quarter, no Slack needed")
+    demo.add_argument(
+        "--database",
+        default="sqlite:///kpibot-demo.db",
+        help="database for the demo (default: sqlite:///kpibot-demo.db, recreated each run)",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    for command, help_text in NOT_YET.items():
+        commands.add_parser(command, help=f"{help_text} (not available yet)").set_defaults(
+            handler=_not_yet(command)
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except KpibotError as exc:
+        print(f"kpibot: {exc}", file=sys.stderr)
+        return 1
+    args = build_parser(settings.locale).parse_args(argv)
+    try:
+        return args.handler(args, settings)
+    except KpibotError as exc:
+        print(f"kpibot: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Engine, sessions and migrations: the one way kpibot talks to its database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from bot.errors import DatabaseUnavailable, SchemaOutOfDate
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(url: URL | str, **kwargs: Any) -> Engine:
+    url = sa.make_url(url)
+    if url.get_backend_name() == "sqlite":
+        # Several threads (Bolt's listener pool, the scheduler) share one SQLite file.
+        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        raise DatabaseUnavailable(f"cannot connect to the database at {safe_url(engine)}: {reason}") from None
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: committed when the block ends, rolled back if it raises."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise DatabaseUnavailable(f"the database at {safe_url(engine)} is unavailable") from exc
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # env.py uses this engine rather than building its own, so tests can pass theirs.
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    check_connection(engine)
+    command.upgrade(alembic_config(engine), revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse to work on a database that is missing migrations, with the fix in the message."""
+    check_connection(engine)
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    current = schema_revision(engine)
+    if current != head:
+        state = "not initialised" if current is None else f"at revision {current}, code expects {head}"
+        raise SchemaOutOfDate(f"the database at {safe_url(engine)} is {state}; run `kpibot migrate` first")

@@ -1,0 +1,99 @@
+"""`kpibot demo`: the example plan and a simulated quarter, with no Slack account needed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from bot import render
+from bot.actuals import record_actual
+from bot.database import transaction
+from bot.models import Cadence, Kpi, Source, Unit
+from bot.periods import Period
+from bot.plan import apply_plan, load_plan
+from bot.scorecard import all_departments, build_scorecard, reviewed_period, targets_for
+
+EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
+WEEKS = 13
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Where a KPI starts and ends the quarter, as a multiple of its target."""
+
+    start: float
+    end: float
+    noise: float = 0.04
+
+
+# A plausible quarter for the example plan: most KPIs near target, a few sliding off it.
+DRIFTS = {
+    "mqls": Drift(1.05, 0.72),
+    "sqls": Drift(1.00, 0.70),
+    "cost_per_lead": Drift(0.95, 1.25),
+    "churn_rate": Drift(0.90, 1.60, 0.03),
+    "close_rate": Drift(1.10, 0.93, 0.02),
+    "website_visits": Drift(1.00, 1.08, 0.06),
+    "nps": Drift(1.10, 1.00, 0.05),
+    "retention_rate": Drift(1.02, 1.01, 0.004),
+}
+DEFAULT_DRIFT = Drift(1.02, 1.00)
+
+
+def simulated_periods(cadence: Cadence, today: dt.date) -> list[Period]:
+    """The quarter before `today`: 13 finished weeks, or the 3 finished months."""
+    last = reviewed_period(cadence, today)
+    return last.last(WEEKS if cadence is Cadence.WEEKLY else 3)
+
+
+def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
+    """Report plausible actuals for every non-derived KPI; returns how many were stored."""
+    rng = random.Random(seed)
+    kpis = session.exec(select(Kpi).where(col(Kpi.formula).is_(None)).order_by(col(Kpi.id))).all()
+    periods = {cadence: simulated_periods(cadence, today) for cadence in Cadence}
+    targets = targets_for(
+        session, [k.id for k in kpis if k.id is not None], {p.key for ps in periods.values() for p in ps}
+    )
+    stored = 0
+    for kpi in kpis:
+        drift = DRIFTS.get(kpi.key, DEFAULT_DRIFT)
+        window = periods[kpi.cadence]
+        for index, period in enumerate(window):
+            target = targets.get((kpi.id, period.key))  # type: ignore[arg-type]
+            if target is None:
+                continue
+            progress = index / max(1, len(window) - 1)
+            factor = drift.start + (drift.end - drift.start) * progress + rng.gauss(0, drift.noise)
+            value = _rounded(target.reference(kpi.direction) * Decimal(str(factor)), kpi.unit)
+            record_actual(
+                session,
+                kpi=kpi,
+                period=period.key,
+                value=max(value, Decimal(0)),
+                reported_by=kpi.owner_user_id or "demo",
+                source=Source.DEMO,
+            )
+            stored += 1
+    return stored
+
+
+def _rounded(value: Decimal, unit: Unit) -> Decimal:
+    places = {Unit.PERCENT: Decimal("0.1"), Unit.JPY: Decimal("100"), Unit.USD: Decimal("0.01")}
+    quantum = places.get(unit, Decimal(1))
+    return (value / quantum).quantize(Decimal(1), rounding=ROUND_HALF_UP) * quantum
+
+
+def run_demo(engine: Engine, *, locale: str, today: dt.date, plan_path: Path = EXAMPLE_PLAN) -> str:
+    """Import the plan, simulate a quarter and return every department's scorecard as text."""
+    with transaction(engine) as session:
+        apply_plan(session, load_plan(plan_path, session), actor="demo")
+        simulate_quarter(session, today)
+    with transaction(engine) as session:
+        cards = [build_scorecard(session, department, today) for department in all_departments(session)]
+        return "\n\n".join(render.template("scorecard.txt", locale, card=card) for card in cards)

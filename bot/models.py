@@ -1,0 +1,321 @@
+"""The tables (design §2). Plain SQLModel classes; services in `bot/` work on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from bot.clock import utcnow
+from bot.dbtypes import TZDateTime
+
+# Names every constraint so Alembic can address them on both SQLite and PostgreSQL.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Direction(enum.StrEnum):
+    HIGHER = "higher"
+    LOWER = "lower"
+
+
+class Cadence(enum.StrEnum):
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class KpiKind(enum.StrEnum):
+    PROCESS = "process"
+    RESULT = "result"
+
+
+class Aggregation(enum.StrEnum):
+    SUM = "sum"
+    AVERAGE = "average"
+    LAST = "last"
+
+
+class Unit(enum.StrEnum):
+    COUNT = "count"
+    PERCENT = "percent"
+    JPY = "jpy"
+    USD = "usd"
+    SCORE = "score"
+    HOURS = "hours"
+    DAYS = "days"
+
+
+class Source(enum.StrEnum):
+    COMMAND = "command"
+    MODAL = "modal"
+    CSV = "csv"
+    API = "api"
+    DEMO = "demo"
+
+
+class Severity(enum.StrEnum):
+    AMBER = "amber"
+    RED = "red"
+    MISSING = "missing"
+
+
+class AlertStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class CountermeasureStatus(enum.StrEnum):
+    PLANNED = "planned"
+    DOING = "doing"
+    DONE = "done"
+    DROPPED = "dropped"
+
+
+class PostKind(enum.StrEnum):
+    DIGEST = "digest"
+    SUMMARY = "summary"
+    REMINDER = "reminder"
+    ALERT = "alert"
+
+
+class PostStatus(enum.StrEnum):
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+def _enum(enum_type: type[enum.StrEnum], **kwargs: Any) -> Any:
+    # Stored as checked VARCHAR, not native PostgreSQL enums: adding a value later is
+    # then a plain migration on both databases.
+    return Field(
+        sa_column=Column(
+            sa.Enum(
+                enum_type,
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+                name=enum_type.__name__.lower(),
+                values_callable=lambda members: [m.value for m in members],
+            ),
+            nullable=False,
+            **kwargs,
+        )
+    )
+
+
+def _timestamp(*, nullable: bool = False, default_now: bool = True) -> Any:
+    return Field(
+        default_factory=utcnow if default_now else None,
+        sa_column=Column(TZDateTime(), nullable=nullable),
+    )
+
+
+def _amount(*, nullable: bool = True) -> Any:
+    # Numeric, not float: users compare these numbers with targets they typed.
+    return Field(default=None, sa_column=Column(sa.Numeric(20, 6), nullable=nullable))
+
+
+class Department(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    name_ja: str = Field(max_length=200)
+    name_en: str = Field(max_length=200)
+    channel_id: str | None = Field(default=None, max_length=32)
+    head_user_id: str | None = Field(default=None, max_length=32)
+    locale: str = Field(default="ja", max_length=8)
+    timezone: str = Field(default="Asia/Tokyo", max_length=64)
+    digest_cron: str = Field(default="0 9 * * mon", max_length=64)
+    fiscal_year_start_month: int = Field(default=4)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+    def name(self, locale: str) -> str:
+        return self.name_ja if locale == "ja" else self.name_en
+
+
+class Goal(SQLModel, table=True):
+    """The KGI of a fiscal year."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    name_ja: str = Field(max_length=200)
+    name_en: str = Field(max_length=200)
+    target_value: Decimal = _amount(nullable=False)
+    unit: Unit = _enum(Unit)
+    fiscal_year: int
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+    def name(self, locale: str) -> str:
+        return self.name_ja if locale == "ja" else self.name_en
+
+
+class SuccessFactor(SQLModel, table=True):
+    """A KFS: what must go right for the KGI."""
+
+    __tablename__ = "success_factor"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    goal_id: int | None = Field(default=None, foreign_key="goal.id", ondelete="RESTRICT")
+    name_ja: str = Field(max_length=200)
+    name_en: str = Field(max_length=200)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+    def name(self, locale: str) -> str:
+        return self.name_ja if locale == "ja" else self.name_en
+
+
+class Kpi(SQLModel, table=True):
+    __table_args__ = (sa.CheckConstraint("amber_pct > 0 AND red_pct > 0", name="positive_thresholds"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    name_ja: str = Field(max_length=200)
+    name_en: str = Field(max_length=200)
+    department_id: int = Field(foreign_key="department.id", ondelete="RESTRICT", index=True)
+    success_factor_id: int | None = Field(default=None, foreign_key="success_factor.id", ondelete="RESTRICT")
+    owner_user_id: str | None = Field(default=None, max_length=32)
+    unit: Unit = _enum(Unit)
+    direction: Direction = _enum(Direction)
+    cadence: Cadence = _enum(Cadence)
+    kind: KpiKind = _enum(KpiKind)
+    aggregation: Aggregation = _enum(Aggregation)
+    # Thresholds are actual ÷ target in %: for higher-is-better red < amber ≤ 100,
+    # for lower-is-better 100 ≤ amber < red (see bot/scoring.py).
+    amber_pct: Decimal = _amount(nullable=False)
+    red_pct: Decimal = _amount(nullable=False)
+    formula: str | None = Field(default=None, max_length=500)
+    position: int = Field(default=0)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+    def name(self, locale: str) -> str:
+        return self.name_ja if locale == "ja" else self.name_en
+
+
+# The period a target applies to when no period-specific target exists.
+EVERY_PERIOD = "*"
+
+
+class Target(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("kpi_id", "period"),
+        sa.CheckConstraint(
+            "(value IS NOT NULL AND min_value IS NULL AND max_value IS NULL)"
+            " OR (value IS NULL AND min_value IS NOT NULL AND max_value IS NOT NULL"
+            " AND min_value <= max_value)",
+            name="value_or_range",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE")
+    period: str = Field(max_length=16)
+    value: Decimal | None = _amount()
+    min_value: Decimal | None = _amount()
+    max_value: Decimal | None = _amount()
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+
+class Actual(SQLModel, table=True):
+    """A reported value. A correction is a new row; the old one gets `superseded_at`."""
+
+    __table_args__ = (
+        # At most one live (not superseded) actual per KPI and period.
+        sa.Index(
+            "uq_actual_live",
+            "kpi_id",
+            "period",
+            unique=True,
+            sqlite_where=sa.text("superseded_at IS NULL"),
+            postgresql_where=sa.text("superseded_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE")
+    period: str = Field(max_length=16, index=True)
+    value: Decimal = _amount(nullable=False)
+    reported_by: str = Field(max_length=64)
+    reported_at: dt.datetime = _timestamp()
+    source: Source = _enum(Source)
+    note: str | None = Field(default=None, max_length=2000)
+    superseded_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    superseded_by_id: int | None = Field(default=None, foreign_key="actual.id", ondelete="SET NULL")
+
+
+class Alert(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("kpi_id", "period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE")
+    period: str = Field(max_length=16)
+    severity: Severity = _enum(Severity)
+    status: AlertStatus = _enum(AlertStatus)
+    channel_id: str | None = Field(default=None, max_length=32)
+    thread_ts: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+    resolved_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+
+
+class Countermeasure(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE")
+    alert_id: int | None = Field(default=None, foreign_key="alert.id", ondelete="SET NULL")
+    text: str = Field(max_length=3000)
+    owner_user_id: str | None = Field(default=None, max_length=32)
+    due_date: dt.date | None = None
+    status: CountermeasureStatus = _enum(CountermeasureStatus)
+    expected_effect: str | None = Field(default=None, max_length=1000)
+    outcome: str | None = Field(default=None, max_length=3000)
+    logged_by: str = Field(max_length=64)
+    permalink: str | None = Field(default=None, max_length=500)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+
+class Post(SQLModel, table=True):
+    """Ledger of scheduled posts: claimed before sending, completed with the message ts."""
+
+    __table_args__ = (sa.UniqueConstraint("department_id", "kind", "period", "subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    department_id: int = Field(foreign_key="department.id", ondelete="CASCADE")
+    kind: PostKind = _enum(PostKind)
+    period: str = Field(max_length=16)
+    # What the post is about inside the department ("" for a digest, a KPI key for an alert).
+    subject: str = Field(default="", max_length=64)
+    status: PostStatus = _enum(PostStatus)
+    channel_id: str | None = Field(default=None, max_length=32)
+    ts: str | None = Field(default=None, max_length=32)
+    attempts: int = Field(default=0)
+    error: str | None = Field(default=None, max_length=500)
+    claimed_at: dt.datetime = _timestamp()
+    sent_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = _timestamp()
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    entity: str = Field(max_length=64)
+    entity_id: str | None = Field(default=None, max_length=64)
+    source: str = Field(max_length=32)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

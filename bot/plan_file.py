@@ -1,0 +1,192 @@
+"""Reading plan files (YAML or CSV) into plain records that remember where they came from.
+
+Nothing here validates meaning; `bot.plan` does. Each record is a dict of raw field
+values plus the line or row it was read from, so every problem can point at its place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SECTIONS = ("goals", "success_factors", "departments", "kpis", "targets")
+
+
+@dataclass
+class Record:
+    """One entry of a plan section: its fields and where each one was written."""
+
+    where: str
+    fields: dict[str, Any]
+    field_where: dict[str, str] = field(default_factory=dict)
+
+    def at(self, name: str) -> str:
+        return self.field_where.get(name, self.where)
+
+
+@dataclass
+class PlanDocument:
+    source: str
+    sections: dict[str, list[Record]] = field(default_factory=lambda: {name: [] for name in SECTIONS})
+    # Problems found while reading (bad syntax, wrong shapes): (where, field, code, params).
+    problems: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+
+
+class _LineDict(dict[str, Any]):
+    line: int
+    key_lines: dict[str, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader whose mappings know the line of each key."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:  # type: ignore[override]
+        mapping = _LineDict(super().construct_mapping(node, deep=deep))
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {str(key_node.value): key_node.start_mark.line + 1 for key_node, _ in node.value}
+        return mapping
+
+
+# Every mapping, including the top one, is built by construct_mapping (SafeLoader's default
+# builds an empty dict first and fills it later, losing our subclass).
+_LineLoader.add_constructor(
+    "tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node, deep=True)
+)
+
+
+def read_plan(path: Path) -> PlanDocument:
+    text = path.read_text(encoding="utf-8-sig")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return parse_yaml(text, path.name)
+    if suffix == ".csv":
+        return parse_csv(text, path.name)
+    document = PlanDocument(path.name)
+    document.problems.append(("", "", "unknown_file_type", {"suffix": path.suffix or "(none)"}))
+    return document
+
+
+def parse_yaml(text: str, source: str) -> PlanDocument:
+    document = PlanDocument(source)
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        document.problems.append((where, "", "yaml_syntax", {"reason": reason}))
+        return document
+    if not isinstance(data, dict):
+        document.problems.append(("line 1", "", "yaml_not_mapping", {}))
+        return document
+    for key in data:
+        if key not in (*SECTIONS, "goal", "version"):
+            document.problems.append((f"line {data.key_lines[key]}", key, "unknown_section", {}))
+    if "goal" in data:
+        data.setdefault("goals", [])
+        data["goals"] = [data["goal"], *data["goals"]]
+    for section in SECTIONS:
+        entries = data.get(section) or []
+        section_line = data.key_lines.get(section) or data.key_lines.get("goal", 1)
+        if not isinstance(entries, list):
+            document.problems.append((f"line {section_line}", section, "section_not_list", {}))
+            continue
+        for entry in entries:
+            if not isinstance(entry, _LineDict):
+                document.problems.append((f"line {section_line}", section, "entry_not_mapping", {}))
+                continue
+            document.sections[section].append(
+                Record(
+                    where=f"line {entry.line}",
+                    fields=dict(entry),
+                    field_where={key: f"line {line}" for key, line in entry.key_lines.items()},
+                )
+            )
+    return document
+
+
+# A CSV holds either the KPI table of design §1 (one row per KPI, with its department
+# and KFS) or a targets table (kpi, period, target). The header says which.
+_KPI_COLUMNS = {"department", "key", "unit", "direction"}
+_TARGET_COLUMNS = {"kpi", "period", "target"}
+_DEPARTMENT_COLUMNS = {
+    "department": "key",
+    "department_name_ja": "name_ja",
+    "department_name_en": "name_en",
+    "channel": "channel",
+    "head": "head",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+_FACTOR_COLUMNS = {"kfs": "key", "kfs_name_ja": "name_ja", "kfs_name_en": "name_en"}
+
+
+def parse_csv(text: str, source: str) -> PlanDocument:
+    document = PlanDocument(source)
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        document.problems.append(("", "", "csv_syntax", {"reason": str(exc)}))
+        return document
+    if not rows:
+        document.problems.append(("row 1", "", "csv_empty", {}))
+        return document
+    header = [name.strip().lower() for name in rows[0]]
+    if set(header) >= _KPI_COLUMNS:
+        kind = "kpis"
+    elif set(header) >= _TARGET_COLUMNS:
+        kind = "targets"
+    else:
+        document.problems.append(("row 1", "", "csv_header", {"columns": ", ".join(header)}))
+        return document
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"row {number}"
+        if len(row) != len(header):
+            document.problems.append((where, "", "csv_columns", {"expected": len(header), "found": len(row)}))
+            continue
+        values = {name: cell.strip() for name, cell in zip(header, row, strict=True) if cell.strip()}
+        if kind == "targets":
+            document.sections["targets"].append(Record(where, values))
+            continue
+        _add_csv_kpi_row(document, where, values)
+    return document
+
+
+def _add_csv_kpi_row(document: PlanDocument, where: str, values: dict[str, str]) -> None:
+    department = {out: values[col] for col, out in _DEPARTMENT_COLUMNS.items() if col in values}
+    factor = {out: values[col] for col, out in _FACTOR_COLUMNS.items() if col in values}
+    kpi = {
+        name: value
+        for name, value in values.items()
+        if name not in _DEPARTMENT_COLUMNS and name not in _FACTOR_COLUMNS
+    }
+    kpi["department"] = values.get("department")
+    if "kfs" in values:
+        kpi["success_factor"] = values["kfs"]
+    if "amber" in kpi or "red" in kpi:
+        kpi["thresholds"] = {"amber": kpi.pop("amber", None), "red": kpi.pop("red", None)}
+    document.sections["kpis"].append(Record(where, kpi))
+    # Departments and KFS are repeated on every row; keep each once, with its first row.
+    if department.get("key"):
+        _merge_once(document, "departments", where, department)
+    if factor.get("key"):
+        _merge_once(document, "success_factors", where, factor)
+
+
+def _merge_once(document: PlanDocument, section: str, where: str, values: dict[str, str]) -> None:
+    for record in document.sections[section]:
+        if record.fields["key"] == values["key"]:
+            for name, value in values.items():
+                if record.fields.setdefault(name, value) != value:
+                    document.problems.append(
+                        (where, name, "csv_conflict", {"key": values["key"], "first": record.where})
+                    )
+            return
+    document.sections[section].append(Record(where, dict(values)))

@@ -1,0 +1,135 @@
+"""Every word a user reads comes from templates/: this is the one way to render them.
+
+- ``message(key, locale, **params)``: a short string from ``templates/<locale>/messages.yaml``.
+- ``template(name, locale, **context)``: a layout from ``templates/<locale>/<name>.j2``.
+Both are Jinja2, with the same filters, so a message and a layout format numbers alike.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from bot.config import LOCALES
+from bot.numbers import format_compact, format_decimal
+from bot.scoring import TargetValue
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+STATUS_EMOJI = {"green": "🟢", "amber": "🟡", "red": "🔴", "no_target": "⚪", "no_data": "⚪"}
+
+
+def _number(value: Decimal | int | float | None, locale: str = "en", digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    return format_decimal(Decimal(str(value)) if isinstance(value, float) else Decimal(value), locale, digits)
+
+
+def amount(value: Decimal | None, unit: str, locale: str = "en") -> str:
+    """A value with its unit, as people write it: 1,200 / 15.5 % / ¥3,000,000 / $12,000."""
+    if value is None:
+        return "—"
+    if unit == "percent":
+        return f"{_number(value, locale, 1)} %"
+    if unit == "jpy":
+        return f"¥{_number(value, locale, 0)}"
+    if unit == "usd":
+        return f"${_number(value, locale, 2)}"
+    if unit in ("hours", "days"):
+        label = {"hours": ("時間", "h"), "days": ("日", "d")}[unit][0 if locale == "ja" else 1]
+        return f"{_number(value, locale, 1)} {label}"
+    return _number(value, locale, 1)
+
+
+def target_text(target: TargetValue | None, unit: str, locale: str = "en") -> str:
+    if target is None:
+        return message("status.no_target", locale)
+    if not target.is_range:
+        return amount(target.low, unit, locale)
+    low = amount(target.low, unit, locale)
+    high = amount(target.high, unit, locale)
+    # "15 %–20 %" reads worse than "15–20 %": keep the unit once, at its usual side.
+    if unit == "percent":
+        return f"{_number(target.low, locale, 1)}–{high}"
+    return f"{low}–{high}"
+
+
+def _percent(value: Decimal | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{_number(value, digits=digits)} %"
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(value: object, width: int, align: str = "left") -> str:
+    text = str(value)
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if align == "right" else text + fill
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["number"] = _number
+    env.filters["percent"] = _percent
+    env.filters["compact"] = lambda value, locale="en": (
+        "—" if value is None else format_compact(value, locale)
+    )
+    env.filters["pad"] = _pad
+    env.filters["amount"] = amount
+    env.filters["target_text"] = target_text
+    env.globals["message"] = lambda key, locale, **params: message(key, locale, **params)
+    env.filters["status_emoji"] = lambda status: STATUS_EMOJI.get(str(status), "⚪")
+    return env
+
+
+@cache
+def _catalog(locale: str) -> dict[str, jinja2.Template]:
+    path = TEMPLATES_DIR / locale / "messages.yaml"
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    env = _environment()
+    return {key: env.from_string(text) for key, text in entries.items()}
+
+
+def normalize_locale(locale: str | None) -> str:
+    """`ja-JP`, `en_US`, None → one of LOCALES (English when unknown)."""
+    if locale:
+        short = locale.replace("_", "-").split("-")[0].lower()
+        if short in LOCALES:
+            return short
+    return "en"
+
+
+def message(key: str, locale: str, **params: Any) -> str:
+    catalog = _catalog(normalize_locale(locale))
+    try:
+        entry = catalog[key]
+    except KeyError:
+        raise KeyError(f"no message {key!r} in templates/{locale}/messages.yaml") from None
+    return entry.render(locale=locale, **params).strip()
+
+
+def template(name: str, locale: str, **context: Any) -> str:
+    locale = normalize_locale(locale)
+    return _environment().get_template(f"{locale}/{name}.j2").render(locale=locale, **context)
+
+
+def message_keys(locale: str) -> set[str]:
+    return set(_catalog(locale))

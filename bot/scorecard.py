@@ -1,0 +1,128 @@
+"""A department's scorecard: every KPI's value, target and status for a period, as plain data.
+
+Queries are per department, not per KPI: the KPIs, their targets and the values they
+need (derived KPIs included) are each loaded with one statement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlmodel import Session, col, select
+
+from bot.actuals import live_values
+from bot.formulas import parse_formula
+from bot.models import EVERY_PERIOD, Cadence, Department, Kpi, Target
+from bot.periods import Period, period_of
+from bot.scoring import Score, TargetValue, score
+
+HISTORY_LENGTH = 6
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    kpi: Kpi
+    period: Period
+    score: Score
+    previous: Decimal | None
+    history: list[Decimal | None]  # oldest first, ending with `period`
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    department: Department
+    rows: list[ScoreRow]
+
+
+def reviewed_period(cadence: Cadence, today: dt.date) -> Period:
+    """The period a review looks at: the one that last ended (last week, last month)."""
+    return period_of(today, cadence).previous()
+
+
+def department_kpis(session: Session, department_id: int) -> list[Kpi]:
+    return list(
+        session.exec(
+            select(Kpi).where(Kpi.department_id == department_id).order_by(col(Kpi.position), col(Kpi.id))
+        ).all()
+    )
+
+
+def targets_for(
+    session: Session, kpi_ids: list[int], periods: set[str]
+) -> dict[tuple[int, str], TargetValue]:
+    """Targets by (KPI id, period); a period without its own target falls back to the KPI's default."""
+    if not kpi_ids:
+        return {}
+    rows = session.exec(
+        select(Target).where(
+            col(Target.kpi_id).in_(kpi_ids), col(Target.period).in_([*periods, EVERY_PERIOD])
+        )
+    ).all()
+    found = {(row.kpi_id, row.period): _target_value(row) for row in rows}
+    result: dict[tuple[int, str], TargetValue] = {}
+    for kpi_id in kpi_ids:
+        for period in periods:
+            target = found.get((kpi_id, period)) or found.get((kpi_id, EVERY_PERIOD))
+            if target is not None:
+                result[(kpi_id, period)] = target
+    return result
+
+
+def _target_value(row: Target) -> TargetValue:
+    if row.value is not None:
+        return TargetValue.exact(Decimal(row.value))
+    assert row.min_value is not None and row.max_value is not None
+    return TargetValue(Decimal(row.min_value), Decimal(row.max_value))
+
+
+def build_scorecard(
+    session: Session, department: Department, today: dt.date, history_length: int = HISTORY_LENGTH
+) -> Scorecard:
+    assert department.id is not None
+    kpis = department_kpis(session, department.id)
+    windows = {kpi.id: reviewed_period(kpi.cadence, today).last(history_length) for kpi in kpis}
+    period_keys = {period.key for window in windows.values() for period in window}
+
+    formulas = {kpi.id: parse_formula(kpi.formula) for kpi in kpis if kpi.formula}
+    inputs_by_key: dict[str, int] = {}
+    needed = {name for formula in formulas.values() for name in formula.names}
+    if needed:
+        for key, kpi_id in session.exec(select(Kpi.key, Kpi.id).where(col(Kpi.key).in_(needed))).all():
+            assert kpi_id is not None
+            inputs_by_key[key] = kpi_id
+
+    kpi_ids = [kpi.id for kpi in kpis if kpi.id is not None]
+    values = live_values(session, {*kpi_ids, *inputs_by_key.values()}, period_keys)
+    targets = targets_for(session, kpi_ids, period_keys)
+
+    def value_of(kpi: Kpi, period: Period) -> Decimal | None:
+        assert kpi.id is not None
+        formula = formulas.get(kpi.id)
+        if formula is None:
+            return values.get((kpi.id, period.key))
+        return formula.evaluate(
+            {name: values.get((kpi_id, period.key)) for name, kpi_id in inputs_by_key.items()}
+        )
+
+    rows = []
+    for kpi in kpis:
+        assert kpi.id is not None
+        window = windows[kpi.id]
+        period = window[-1]
+        series = [value_of(kpi, p) for p in window]
+        kpi_score = score(
+            series[-1],
+            targets.get((kpi.id, period.key)),
+            kpi.direction,
+            Decimal(kpi.amber_pct),
+            Decimal(kpi.red_pct),
+        )
+        previous = series[-2] if len(series) > 1 else None
+        rows.append(ScoreRow(kpi, period, kpi_score, previous, series))
+    return Scorecard(department, rows)
+
+
+def all_departments(session: Session) -> list[Department]:
+    return list(session.exec(select(Department).order_by(col(Department.id))).all())

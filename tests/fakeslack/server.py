@@ -1,0 +1,473 @@
+"""A fake Slack Web API served over real HTTP, and a threaded WSGI server for the app under test.
+
+Only Slack is faked, and only at the wire: slack_sdk and Bolt talk to these servers through their
+ordinary HTTP code paths, so retries, JSON/form encoding and signing are all exercised for real.
+"""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import WSGIApplication
+
+TEAM_ID = "T0TEST"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+APP_ID = "A0KPIBOT"
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the fake received. Header names are lower-cased so lookups don't depend on the client."""
+
+    method: str  # "chat.postMessage", "response_url" or "upload"
+    args: JsonDict
+    token: str | None
+    headers: dict[str, str]
+    timestamp: float
+    path: str = ""
+    failed: bool = False
+
+
+@dataclass
+class _Failure:
+    error: str
+    remaining: int | None  # None: fail forever
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: JsonDict
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _maybe_json(value: str) -> Any:
+    # slack_sdk form-encodes structured args (blocks, view, files) as JSON strings; tests want objects.
+    if value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _parse_args(query: str, raw: bytes, content_type: str) -> JsonDict:
+    args: JsonDict = {k: _maybe_json(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    if not raw:
+        return args
+    if content_type.startswith("application/json"):
+        body = json.loads(raw)
+        args.update(body if isinstance(body, dict) else {"_body": body})
+    else:
+        args.update({k: _maybe_json(v) for k, v in parse_qsl(raw.decode(), keep_blank_values=True)})
+    return args
+
+
+def _bearer_token(headers: Message) -> str | None:
+    auth = headers.get("Authorization", "")
+    return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _FakeHTTPServer
+
+    def do_GET(self) -> None:  # slack_sdk sends some methods (users.info, ...) as GET
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # per-request lines would drown pytest output
+
+    def _handle(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = self.server.fake._dispatch(self.path, raw, self.headers)
+        body = json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _FakeHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeSlack) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+
+class FakeSlack:
+    """Records Web API calls and answers them like Slack. Use as a context manager or start()/stop()."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.uploads: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+        self._failures: dict[str, deque[_Failure]] = {}
+        self._users: dict[str, JsonDict] = {}
+        self._filenames: dict[str, str] = {}
+        self._ts_us = 1_700_000_000_000_000
+        self._next_serial = 0
+        self._server: _FakeHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._handlers: dict[str, Callable[[JsonDict], JsonDict]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.postEphemeral": lambda args: {"message_ts": self._new_ts()},
+            "chat.update": self._chat_update,
+            "chat.getPermalink": self._chat_get_permalink,
+            "views.open": self._view,
+            "views.update": self._view,
+            "views.publish": self._view,
+            "users.info": self._users_info,
+            "conversations.info": self._conversations_info,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> FakeSlack:
+        self._server = _FakeHTTPServer(self)
+        self._thread = _serving_thread(self._server, "fakeslack")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        """Web API root, for WebClient(base_url=...)."""
+        return f"{self.base_url}/api/"
+
+    def response_url(self, name: str) -> str:
+        """A URL to hand out as response_url; posts to it are recorded as method "response_url"."""
+        return f"{self.base_url}/response_url/{name}"
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def set_user(
+        self,
+        user_id: str,
+        *,
+        locale: str = "ja-JP",
+        tz: str = "Asia/Tokyo",
+        is_admin: bool = False,
+        real_name: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._users[user_id] = self._make_user(user_id, locale, tz, is_admin, real_name)
+
+    def fail(
+        self, method: str, error: str = "ratelimited", times: int | None = 1, retry_after: int = 1
+    ) -> None:
+        """Make the next `times` calls of `method` fail (None: until clear_failures()).
+
+        Queued failures for the same method are used in order, so a test can script a sequence.
+        """
+        with self._lock:
+            self._failures.setdefault(method, deque()).append(_Failure(error, times, retry_after))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+    def reset(self) -> None:
+        """Forget calls, uploads, failures and users, keeping the server running."""
+        with self._lock:
+            self._calls.clear()
+            self._failures.clear()
+            self._users.clear()
+            self._filenames.clear()
+            self.uploads.clear()
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def last(self, method: str) -> Call:
+        matching = self.calls(method)
+        if not matching:
+            raise AssertionError(f"no {method} call; received: {self._summary()}")
+        return matching[-1]
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Wait for work Bolt does after ack() in background threads."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = self.calls(method)
+            if len(matching) >= count:
+                return matching
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"expected {count} {method} call(s) within {timeout}s, got {len(matching)}; "
+                    f"received: {self._summary()}"
+                )
+            time.sleep(0.01)
+
+    def _summary(self) -> str:
+        calls = self.calls()
+        if not calls:
+            return "(nothing)"
+        return ", ".join(f"{c.method}{' (failed)' if c.failed else ''} {c.args}" for c in calls)
+
+    # -- request handling --------------------------------------------------------------------------
+
+    def _dispatch(self, raw_path: str, raw: bytes, headers: Message) -> _Reply:
+        if self.latency:
+            time.sleep(self.latency)
+        url = urlsplit(raw_path)
+        kind, _, rest = url.path.lstrip("/").partition("/")
+        content_type = headers.get("Content-Type", "")
+        if kind == "api":
+            method, args = rest, _parse_args(url.query, raw, content_type)
+        elif kind == "response_url":
+            method, args = "response_url", _parse_args("", raw, content_type)
+        elif kind == "upload":
+            method, args = "upload", {"file_id": rest, "size": len(raw)}
+        else:
+            return _Reply(404, {"ok": False, "error": "not_found"})
+
+        token = _bearer_token(headers) or args.get("token")
+        with self._lock:
+            failure = self._take_failure(method)
+            self._calls.append(
+                Call(
+                    method=method,
+                    args=args,
+                    token=token,
+                    headers={k.lower(): v for k, v in headers.items()},
+                    timestamp=time.time(),
+                    path=url.path,
+                    failed=failure is not None,
+                )
+            )
+            if failure is not None:
+                return _failure_reply(failure)
+            if method == "upload":
+                self.uploads[rest] = raw
+                return _Reply(200, {"ok": True})
+            if method == "response_url":
+                return _Reply(200, {"ok": True})
+            handler = self._handlers.get(method)
+            if handler is None:
+                return _Reply(200, {"ok": False, "error": "unknown_method"})
+            return _Reply(200, {"ok": True, **handler(args)})
+
+    def _take_failure(self, method: str) -> _Failure | None:
+        queue = self._failures.get(method)
+        if not queue:
+            return None
+        failure = queue[0]
+        if failure.remaining is not None:
+            failure.remaining -= 1
+            if failure.remaining <= 0:
+                queue.popleft()
+        return failure
+
+    # -- Web API answers (called with the lock held) -----------------------------------------------
+
+    def _new_ts(self) -> str:
+        self._ts_us += 100
+        return f"{self._ts_us // 1_000_000}.{self._ts_us % 1_000_000:06d}"
+
+    def _new_id(self, prefix: str) -> str:
+        self._next_serial += 1
+        return f"{prefix}{self._next_serial:09d}"
+
+    @staticmethod
+    def _make_user(user_id: str, locale: str, tz: str, is_admin: bool, real_name: str | None) -> JsonDict:
+        name = user_id.lower()
+        real_name = real_name or f"User {user_id}"
+        return {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": name,
+            "real_name": real_name,
+            "tz": tz,
+            "locale": locale,
+            "is_admin": is_admin,
+            "is_owner": False,
+            "is_bot": False,
+            "deleted": False,
+            "profile": {"real_name": real_name, "display_name": name},
+        }
+
+    def _auth_test(self, args: JsonDict) -> JsonDict:
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "kpibot",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _bot_message(self, args: JsonDict, ts: str) -> JsonDict:
+        message: JsonDict = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "ts": ts,
+            "text": args.get("text", ""),
+        }
+        for key in ("blocks", "thread_ts"):
+            if key in args:
+                message[key] = args[key]
+        return message
+
+    def _chat_post_message(self, args: JsonDict) -> JsonDict:
+        ts = self._new_ts()
+        return {"channel": args.get("channel"), "ts": ts, "message": self._bot_message(args, ts)}
+
+    def _chat_update(self, args: JsonDict) -> JsonDict:
+        ts = args.get("ts", "")
+        return {
+            "channel": args.get("channel"),
+            "ts": ts,
+            "text": args.get("text", ""),
+            "message": self._bot_message(args, ts),
+        }
+
+    def _chat_get_permalink(self, args: JsonDict) -> JsonDict:
+        channel, ts = args.get("channel", ""), str(args.get("message_ts", ""))
+        return {
+            "channel": channel,
+            "permalink": f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}",
+        }
+
+    def _view(self, args: JsonDict) -> JsonDict:
+        view = args.get("view")
+        view = dict(view) if isinstance(view, dict) else {}
+        view_id = args.get("view_id") or self._new_id("V")
+        view.setdefault("state", {"values": {}})
+        view.update(id=view_id, hash=self._new_ts(), team_id=TEAM_ID, app_id=APP_ID, bot_id=BOT_ID)
+        return {"view": view}
+
+    def _users_info(self, args: JsonDict) -> JsonDict:
+        user_id = args.get("user", "")
+        user = self._users.get(user_id) or self._make_user(user_id, "ja-JP", "Asia/Tokyo", False, None)
+        return {"user": user}
+
+    def _conversations_info(self, args: JsonDict) -> JsonDict:
+        channel_id = args.get("channel", "")
+        return {
+            "channel": {"id": channel_id, "name": channel_id.lower(), "is_channel": True, "is_member": True}
+        }
+
+    def _files_get_upload_url(self, args: JsonDict) -> JsonDict:
+        file_id = self._new_id("F")
+        self._filenames[file_id] = args.get("filename", "")
+        return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _files_complete_upload(self, args: JsonDict) -> JsonDict:
+        files = args.get("files")
+        files = files if isinstance(files, list) else []
+        return {
+            "files": [
+                {
+                    "id": f["id"],
+                    "name": self._filenames.get(f["id"], ""),
+                    "title": f.get("title") or self._filenames.get(f["id"], ""),
+                    "size": len(self.uploads.get(f["id"], b"")),
+                }
+                for f in files
+            ]
+        }
+
+
+def _failure_reply(failure: _Failure) -> _Reply:
+    if failure.error == "ratelimited":
+        return _Reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(failure.retry_after)})
+    if failure.error == "http_500":
+        return _Reply(500, {"ok": False, "error": "internal_error"})
+    return _Reply(200, {"ok": False, "error": failure.error})
+
+
+def _serving_thread(server: socketserver.BaseServer, name: str) -> threading.Thread:
+    # A short poll interval makes shutdown() return quickly; the default 0.5s adds up over a test suite.
+    return threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+    )
+
+
+# -- serving the app under test --------------------------------------------------------------------
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    # Slack retries and concurrent users overlap; a single-threaded server would serialize them.
+    daemon_threads = True
+
+
+class _QuietWSGIRequestHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class WsgiServer:
+    """Serves a WSGI app (e.g. Bolt's SlackRequestHandler) on 127.0.0.1:<random port> in a thread."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self._httpd = make_server(
+            "127.0.0.1", 0, app, server_class=_ThreadingWSGIServer, handler_class=_QuietWSGIRequestHandler
+        )
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        self._thread = _serving_thread(self._httpd, "wsgi-app")
+
+    def start(self) -> WsgiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():  # shutdown() would wait forever for a loop that never started
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+        self._httpd.server_close()
+
+    def __enter__(self) -> WsgiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
