@@ -1,0 +1,108 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), migrated once per test session.
+
+PostgreSQL tests read KPIBOT_TEST_POSTGRES_URL. Without it they are skipped — unless
+KPIBOT_REQUIRE_POSTGRES=1 (as `.ci/run` sets), which turns a missing or unreachable
+PostgreSQL into a failure, so CI can never pass without running them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+from sqlmodel import Session, SQLModel
+
+import bot.models  # noqa: F401  (registers the tables)
+from bot.clock import set_clock
+from bot.database import make_engine, migrate
+
+POSTGRES_ENV = "KPIBOT_TEST_POSTGRES_URL"
+_postgres_tests_run = 0
+
+
+def _postgres_url() -> URL | None:
+    raw = os.environ.get(POSTGRES_ENV)
+    if not raw:
+        if os.environ.get("KPIBOT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{POSTGRES_ENV} is not set but KPIBOT_REQUIRE_POSTGRES=1")
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    return sa.make_url(raw)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """A migrated, empty database for this test session: a SQLite file or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("sqlite") / "kpibot.db"
+        url = sa.make_url(f"sqlite:///{path}")
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
+        return
+
+    base = _postgres_url()
+    assert base is not None
+    schema = f"kpibot_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {base.render_as_string(hide_password=True)} is unreachable: {exc.orig}")
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: URL, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on the session's database; every table is emptied after the test."""
+    global _postgres_tests_run
+    if database_url.get_backend_name() == "postgresql":
+        _postgres_tests_run += 1
+    engine = make_engine(database_url)
+    try:
+        yield engine
+    finally:
+        _empty_tables(engine)
+        engine.dispose()
+
+
+def _empty_tables(engine: Engine) -> None:
+    tables = [table.name for table in reversed(SQLModel.metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(sa.text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture(autouse=True)
+def _real_clock() -> Iterator[None]:
+    yield
+    set_clock(None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"PostgreSQL-backed tests run: {_postgres_tests_run}")
