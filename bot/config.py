@@ -29,6 +29,7 @@ class Settings:
     timezone: ZoneInfo
     locale: str
     fiscal_year_start_month: int
+    admins: frozenset[str] = frozenset()
 
     @property
     def safe_database_url(self) -> str:
@@ -72,6 +73,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         fiscal_year_start_month=_int_in_range(
             "KPIBOT_FISCAL_YEAR_START", get("KPIBOT_FISCAL_YEAR_START") or "4", 1, 12
         ),
+        admins=_user_ids("KPIBOT_ADMINS", get("KPIBOT_ADMINS") or ""),
     )
 
 
@@ -88,6 +90,16 @@ def parse_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
             f"{name} uses {url.get_backend_name()!r}; kpibot supports sqlite:// and postgresql:// URLs"
         )
     return url
+
+
+def _user_ids(name: str, raw: str) -> frozenset[str]:
+    ids = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    bad = sorted(user_id for user_id in ids if user_id[:1] not in ("U", "W") or not user_id.isalnum())
+    if bad:
+        raise ConfigError(
+            f"{name} must list Slack user IDs separated by commas (e.g. U0123ABCD), got {bad[0]!r}"
+        )
+    return ids
 
 
 def _slack_api_url(raw: str | None) -> str:

@@ -319,3 +319,12 @@ class AuditEvent(SQLModel, table=True):
     entity_id: str | None = Field(default=None, max_length=64)
     source: str = Field(max_length=32)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ProcessedRequest(SQLModel, table=True):
+    """Idempotency keys of requests already handled, so a retried request acts once."""
+
+    __tablename__ = "processed_request"
+
+    key: str = Field(primary_key=True, max_length=200)
+    received_at: dt.datetime = _timestamp()

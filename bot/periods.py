@@ -154,3 +154,44 @@ def fiscal_year_periods(year: int, cadence: Cadence, start_month: int = 4) -> li
             weeks.append(week)
         week = week.next()
     return weeks
+
+
+# Relative periods people type, by how many periods back they point.
+_RELATIVE = {
+    Cadence.WEEKLY: {"今週": 0, "this week": 0, "先週": -1, "last week": -1, "先々週": -2},
+    Cadence.MONTHLY: {"今月": 0, "this month": 0, "先月": -1, "last month": -1, "先々月": -2},
+}
+_LOOKS_LIKE_PERIOD = re.compile(r"^\d{4}\s*[-/年]?\s*(w\s*)?\d{1,2}\s*(月|週)?$", re.IGNORECASE)
+_JA_MONTH = re.compile(r"^(\d{4})\s*年\s*(\d{1,2})\s*月$")
+
+
+def parse_period(text: str, cadence: Cadence, today: dt.date) -> Period:
+    """A period as a user types it, for a KPI of `cadence`.
+
+    Accepts keys (``2026-11``, ``2026-W48``), ``2026年11月``, and relative phrases
+    (``今週``/``this week``, ``先週``/``last week``, ``今月``, ``先月``/``last month``).
+    Raises PeriodError with code ``malformed``, ``bad_month``/``bad_week``,
+    ``wrong_cadence`` (a month for a weekly KPI) or ``future``.
+    """
+    normalized = " ".join(text.strip().lower().split())
+    for phrase_cadence, phrases in _RELATIVE.items():
+        if normalized in phrases:
+            if phrase_cadence is not cadence:
+                raise PeriodError("wrong_cadence", text)
+            return period_of(today, cadence).shift(phrases[normalized])
+    if match := _JA_MONTH.match(normalized):
+        normalized = f"{match[1]}-{match[2]}"
+    period = parse_key(normalized.replace("/", "-"))
+    if period.cadence is not cadence:
+        raise PeriodError("wrong_cadence", text)
+    if period.start > today:
+        raise PeriodError("future", text)
+    return period
+
+
+def looks_like_period(text: str) -> bool:
+    """Whether a word was meant as a period (so a typo in it is reported, not taken as a note)."""
+    normalized = " ".join(text.strip().lower().split())
+    if any(normalized in phrases for phrases in _RELATIVE.values()):
+        return True
+    return bool(_LOOKS_LIKE_PERIOD.match(normalized) or _JA_MONTH.match(normalized))

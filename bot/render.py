@@ -1,6 +1,7 @@
 """Every word a user reads comes from templates/: this is the one way to render them.
 
-- ``message(key, locale, **params)``: a short string from ``templates/<locale>/messages.yaml``.
+- ``message(key, locale, **params)``: a short string from ``templates/<locale>/messages.yaml``
+  or ``templates/<locale>/messages/*.yaml``.
 - ``template(name, locale, **context)``: a layout from ``templates/<locale>/<name>.j2``.
 Both are Jinja2, with the same filters, so a message and a layout format numbers alike.
 """
@@ -102,10 +103,19 @@ def _environment() -> jinja2.Environment:
 
 @cache
 def _catalog(locale: str) -> dict[str, jinja2.Template]:
-    path = TEMPLATES_DIR / locale / "messages.yaml"
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # messages.yaml plus one file per area in messages/, so surfaces keep their words apart.
+    folder = TEMPLATES_DIR / locale
+    paths = [folder / "messages.yaml", *sorted((folder / "messages").glob("*.yaml"))]
     env = _environment()
-    return {key: env.from_string(text) for key, text in entries.items()}
+    catalog: dict[str, jinja2.Template] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        for key, text in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
+            if key in catalog:
+                raise ValueError(f"message {key!r} is defined twice in templates/{locale}/")
+            catalog[key] = env.from_string(text)
+    return catalog
 
 
 def normalize_locale(locale: str | None) -> str:

@@ -20,6 +20,7 @@ from sqlmodel import Session, SQLModel
 import bot.models  # noqa: F401  (registers the tables)
 from bot.clock import set_clock
 from bot.database import make_engine, migrate
+from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
 
 POSTGRES_ENV = "KPIBOT_TEST_POSTGRES_URL"
 _postgres_tests_run = 0
@@ -106,3 +107,14 @@ def _real_clock() -> Iterator[None]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"PostgreSQL-backed tests run: {_postgres_tests_run}")
+
+
+@pytest.fixture
+def slack(engine: Engine) -> Iterator[SlackHarness]:
+    """kpibot served over HTTP on 127.0.0.1, its Web API client pointed at a fake Slack,
+    with the example plan imported and the clock at Monday 2026-11-30 10:00 JST."""
+    harness = start_harness(engine)
+    try:
+        yield harness
+    finally:
+        stop_harness(harness)

@@ -35,9 +35,17 @@ def _plan(session: Session) -> Kpi:
     session.add(department)
     session.flush()
     kpi = Kpi(
-        key="new_approaches", name_ja="新規アプローチ数", name_en="New approaches", department_id=department.id,
-        unit=Unit.COUNT, direction=Direction.HIGHER, cadence=Cadence.MONTHLY, kind=KpiKind.PROCESS,
-        aggregation=Aggregation.SUM, amber_pct=Decimal(90), red_pct=Decimal(70),
+        key="new_approaches",
+        name_ja="新規アプローチ数",
+        name_en="New approaches",
+        department_id=department.id,
+        unit=Unit.COUNT,
+        direction=Direction.HIGHER,
+        cadence=Cadence.MONTHLY,
+        kind=KpiKind.PROCESS,
+        aggregation=Aggregation.SUM,
+        amber_pct=Decimal(90),
+        red_pct=Decimal(70),
     )
     session.add(kpi)
     session.flush()
@@ -62,21 +70,34 @@ def test_kpi_needs_an_existing_department(engine: Engine) -> None:
 def test_one_live_actual_per_kpi_and_period(engine: Engine) -> None:
     with transaction(engine) as session:
         kpi = _plan(session)
-        record_actual(session, kpi=kpi, period="2026-11", value=Decimal(80), reported_by="U1", source=Source.COMMAND)
+        record_actual(
+            session, kpi=kpi, period="2026-11", value=Decimal(80), reported_by="U1", source=Source.COMMAND
+        )
     # Writing a second live row directly (bypassing record_actual) is refused by the database.
     with pytest.raises(IntegrityError), transaction(engine) as session:
-        session.add(Actual(kpi_id=kpi.id, period="2026-11", value=Decimal(90), reported_by="U1",
-                           source=Source.COMMAND))
+        session.add(
+            Actual(
+                kpi_id=kpi.id, period="2026-11", value=Decimal(90), reported_by="U1", source=Source.COMMAND
+            )
+        )
 
 
 def test_a_correction_supersedes_and_keeps_history(engine: Engine) -> None:
     with transaction(engine) as session:
         kpi = _plan(session)
-        first = record_actual(session, kpi=kpi, period="2026-11", value=Decimal(80), reported_by="U1",
-                              source=Source.COMMAND)
+        first = record_actual(
+            session, kpi=kpi, period="2026-11", value=Decimal(80), reported_by="U1", source=Source.COMMAND
+        )
     with transaction(engine) as session:
-        second = record_actual(session, kpi=kpi, period="2026-11", value=Decimal("95.5"), reported_by="U2",
-                               source=Source.MODAL, note="CRM export was late")
+        second = record_actual(
+            session,
+            kpi=kpi,
+            period="2026-11",
+            value=Decimal("95.5"),
+            reported_by="U2",
+            source=Source.MODAL,
+            note="CRM export was late",
+        )
     assert not first.is_correction
     assert second.is_correction and second.changed
     with transaction(engine) as session:
@@ -94,8 +115,16 @@ def test_timestamps_come_back_timezone_aware(engine: Engine) -> None:
     reported = dt.datetime(2026, 11, 30, 9, 0, tzinfo=tokyo)
     with transaction(engine) as session:
         kpi = _plan(session)
-        session.add(Actual(kpi_id=kpi.id, period="2026-11", value=Decimal(1), reported_by="U1",
-                           reported_at=reported, source=Source.CSV))
+        session.add(
+            Actual(
+                kpi_id=kpi.id,
+                period="2026-11",
+                value=Decimal(1),
+                reported_by="U1",
+                reported_at=reported,
+                source=Source.CSV,
+            )
+        )
     with transaction(engine) as session:
         stored = session.exec(select(Actual)).one()
         assert stored.reported_at.tzinfo is not None
@@ -106,25 +135,57 @@ def test_timestamps_come_back_timezone_aware(engine: Engine) -> None:
 def test_naive_timestamps_are_refused(engine: Engine) -> None:
     with pytest.raises(Exception, match="naive datetime"), transaction(engine) as session:
         kpi = _plan(session)
-        session.add(Actual(kpi_id=kpi.id, period="2026-11", value=Decimal(1), reported_by="U1",
-                           reported_at=dt.datetime(2026, 11, 30, 9, 0), source=Source.CSV))
+        session.add(
+            Actual(
+                kpi_id=kpi.id,
+                period="2026-11",
+                value=Decimal(1),
+                reported_by="U1",
+                reported_at=dt.datetime(2026, 11, 30, 9, 0),
+                source=Source.CSV,
+            )
+        )
         session.flush()
 
 
 def test_one_post_per_department_kind_and_period(engine: Engine) -> None:
     with transaction(engine) as session:
         kpi = _plan(session)
-        session.add(Post(department_id=kpi.department_id, kind=PostKind.DIGEST, period="2026-W48",
-                         status=PostStatus.CLAIMED))
+        session.add(
+            Post(
+                department_id=kpi.department_id,
+                kind=PostKind.DIGEST,
+                period="2026-W48",
+                status=PostStatus.CLAIMED,
+            )
+        )
     with pytest.raises(IntegrityError), transaction(engine) as session:
-        session.add(Post(department_id=kpi.department_id, kind=PostKind.DIGEST, period="2026-W48",
-                         status=PostStatus.CLAIMED))
+        session.add(
+            Post(
+                department_id=kpi.department_id,
+                kind=PostKind.DIGEST,
+                period="2026-W48",
+                status=PostStatus.CLAIMED,
+            )
+        )
     with transaction(engine) as session:
         # A different kind or period is a different post.
-        session.add(Post(department_id=kpi.department_id, kind=PostKind.REMINDER, period="2026-W48",
-                         status=PostStatus.CLAIMED))
-        session.add(Post(department_id=kpi.department_id, kind=PostKind.DIGEST, period="2026-W49",
-                         status=PostStatus.CLAIMED))
+        session.add(
+            Post(
+                department_id=kpi.department_id,
+                kind=PostKind.REMINDER,
+                period="2026-W48",
+                status=PostStatus.CLAIMED,
+            )
+        )
+        session.add(
+            Post(
+                department_id=kpi.department_id,
+                kind=PostKind.DIGEST,
+                period="2026-W49",
+                status=PostStatus.CLAIMED,
+            )
+        )
     with transaction(engine) as session:
         assert len(session.exec(select(Post)).all()) == 3
 
@@ -134,8 +195,11 @@ def test_a_target_is_a_value_or_a_range(engine: Engine) -> None:
         kpi = _plan(session)
         session.add(Target(kpi_id=kpi.id, period="*", min_value=Decimal(15), max_value=Decimal(20)))
     with pytest.raises(IntegrityError), transaction(engine) as session:
-        session.add(Target(kpi_id=kpi.id, period="2026-11", value=Decimal(1), min_value=Decimal(1),
-                           max_value=Decimal(2)))
+        session.add(
+            Target(
+                kpi_id=kpi.id, period="2026-11", value=Decimal(1), min_value=Decimal(1), max_value=Decimal(2)
+            )
+        )
     with pytest.raises(IntegrityError), transaction(engine) as session:
         session.add(Target(kpi_id=kpi.id, period="2026-12", min_value=Decimal(20), max_value=Decimal(15)))
 

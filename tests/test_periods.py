@@ -44,7 +44,9 @@ def test_week_bounds_are_monday_to_sunday() -> None:
     assert week.start.weekday() == 0
 
 
-@pytest.mark.parametrize(("key", "days"), [("2026-02", 28), ("2028-02", 29), ("2026-11", 30), ("2026-12", 31)])
+@pytest.mark.parametrize(
+    ("key", "days"), [("2026-02", 28), ("2028-02", 29), ("2026-11", 30), ("2026-12", 31)]
+)
 def test_month_lengths(key: str, days: int) -> None:
     assert parse_key(key).days == days
 
@@ -70,21 +72,34 @@ def test_week_belongs_to_the_month_of_its_thursday() -> None:
     # 2026-W49 runs Mon 30 Nov – Sun 6 Dec; its Thursday is 3 Dec.
     assert parse_key("2026-W49").month().key == "2026-12"
     assert [w.key for w in weeks_in_month(parse_key("2026-11"))] == [
-        "2026-W45", "2026-W46", "2026-W47", "2026-W48",
+        "2026-W45",
+        "2026-W46",
+        "2026-W47",
+        "2026-W48",
     ]
     assert len(weeks_in_month(parse_key("2026-12"))) == 5
 
 
 @pytest.mark.parametrize("key", ["2026-W48", "2026w48", "2026-11", "2026-1"])
 def test_parse_key_accepts(key: str) -> None:
-    assert parse_key(key) in (Period(Cadence.WEEKLY, 2026, 48), Period(Cadence.MONTHLY, 2026, 11),
-                              Period(Cadence.MONTHLY, 2026, 1))
+    assert parse_key(key) in (
+        Period(Cadence.WEEKLY, 2026, 48),
+        Period(Cadence.MONTHLY, 2026, 11),
+        Period(Cadence.MONTHLY, 2026, 1),
+    )
 
 
 @pytest.mark.parametrize(
     ("key", "code"),
-    [("2026-13", "bad_month"), ("2026-00", "bad_month"), ("2025-W53", "bad_week"), ("2026-W54", "bad_week"),
-     ("November", "malformed"), ("2026/11", "malformed"), ("", "malformed")],
+    [
+        ("2026-13", "bad_month"),
+        ("2026-00", "bad_month"),
+        ("2025-W53", "bad_week"),
+        ("2026-W54", "bad_week"),
+        ("November", "malformed"),
+        ("2026/11", "malformed"),
+        ("", "malformed"),
+    ],
 )
 def test_parse_key_rejects(key: str, code: str) -> None:
     with pytest.raises(PeriodError) as error:

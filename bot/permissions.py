@@ -1,0 +1,12 @@
+"""Who may do what. Plain rules; the caller finds out whether the user is an admin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.models import Department, Kpi
+
+
+def can_report(kpi: Kpi, department: Department, user_id: str, is_admin: Callable[[], bool]) -> bool:
+    """The KPI's owner, the department head, or an admin (asked last: it may cost an API call)."""
+    return user_id in (kpi.owner_user_id, department.head_user_id) or is_admin()

@@ -1,0 +1,199 @@
+"""Reporting an actual: from the words a user typed to a stored, scored value.
+
+Knows nothing of Slack: handlers pass the text and the user, and render what comes back
+(or the ReportError's code and parameters) from templates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session, col, select
+
+from bot.actuals import Recorded, record_actual
+from bot.clock import today
+from bot.models import Department, Kpi, Source, Unit
+from bot.numbers import NumberFormatError, parse_number
+from bot.periods import Period, PeriodError, looks_like_period, parse_period, period_of
+from bot.permissions import can_report
+from bot.scorecard import targets_for
+from bot.scoring import Score, score
+
+NOTE_MAX_LENGTH = 2000
+# Unit words people put after a number with a space: "15.5 %", "300 万円".
+_TRAILING_UNITS = {"%", "％", "円", "万", "万円", "億", "億円", "千", "k", "jpy", "usd", "yen"}
+_UNIT_OF = {"percent": Unit.PERCENT, "jpy": Unit.JPY, "usd": Unit.USD}
+
+
+class ReportError(Exception):
+    """Why a report was refused; `code` picks the message, `params` fill it in."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+
+@dataclass(frozen=True)
+class ReportText:
+    kpi: str
+    value: str
+    period: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Reported:
+    kpi: Kpi
+    department: Department
+    period: Period
+    recorded: Recorded
+    score: Score
+
+
+def normalize_name(text: str) -> str:
+    return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+def split_report_text(text: str) -> ReportText:
+    """`<kpi> <value> [period] [note…]`; the KPI name may have spaces ("New approaches 85")."""
+    tokens = text.split()
+    value_index = next((i for i, token in enumerate(tokens) if i > 0 and _is_number(token)), None)
+    if value_index is None:
+        raise ReportError("usage")
+    kpi, rest = " ".join(tokens[:value_index]), tokens[value_index:]
+    value = rest.pop(0)
+    if rest and rest[0].lower() in _TRAILING_UNITS:
+        value += rest.pop(0)
+    period = None
+    if len(rest) >= 2 and looks_like_period(f"{rest[0]} {rest[1]}"):
+        period = f"{rest.pop(0)} {rest.pop(0)}"
+    elif rest and looks_like_period(rest[0]):
+        period = rest.pop(0)
+    note = " ".join(rest) or None
+    return ReportText(kpi, value, period, note)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        parse_number(token)
+    except NumberFormatError as error:
+        # A malformed number is still the value slot ("1,20"): report why, don't call it a KPI name.
+        return error.code in ("ambiguous_separator", "too_large") or bool(re.match(r"^[-+]?[\d０-９]", token))
+    return True
+
+
+def all_kpis(session: Session) -> list[tuple[Kpi, Department]]:
+    rows = session.exec(
+        select(Kpi, Department)
+        .join(Department, col(Department.id) == Kpi.department_id)
+        .order_by(col(Department.id), col(Kpi.position), col(Kpi.id))
+    ).all()
+    return [(kpi, department) for kpi, department in rows]
+
+
+def find_kpi(
+    candidates: Sequence[tuple[Kpi, Department]], text: str, suggest_from: Sequence[tuple[Kpi, Department]]
+) -> tuple[Kpi, Department]:
+    """A KPI by key or by its Japanese or English name; a near miss gets suggestions."""
+    wanted = normalize_name(text)
+    for kpi, department in candidates:
+        if wanted in (normalize_name(kpi.key), normalize_name(kpi.name_ja), normalize_name(kpi.name_en)):
+            return kpi, department
+    names: dict[str, Kpi] = {}
+    for kpi, _ in suggest_from:
+        for name in (kpi.key, kpi.name_ja, kpi.name_en):
+            names.setdefault(normalize_name(name), kpi)
+    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
+    suggestions: list[Kpi] = []
+    for name in close:
+        if names[name] not in suggestions:
+            suggestions.append(names[name])
+    raise ReportError("unknown_kpi", text=text, suggestions=suggestions[:3])
+
+
+def check_value(text: str, kpi: Kpi) -> Decimal:
+    try:
+        parsed = parse_number(text)
+    except NumberFormatError as error:
+        raise ReportError("not_a_number", text=text, reason=error.code) from None
+    value = parsed.value
+    if parsed.unit is not None and _UNIT_OF[parsed.unit] is not kpi.unit:
+        raise ReportError("unit_mismatch", text=text, unit=kpi.unit.value)
+    if value < 0 and kpi.unit is not Unit.SCORE:
+        raise ReportError("negative", text=text)
+    if kpi.unit is Unit.COUNT and value != value.to_integral_value():
+        raise ReportError("not_whole", text=text)
+    if kpi.unit is Unit.PERCENT and value > 100:
+        raise ReportError("percent_over_100", text=text)
+    return value
+
+
+def check_period(text: str | None, kpi: Kpi, day: Any) -> Period:
+    if text is None:
+        return period_of(day, kpi.cadence)
+    try:
+        return parse_period(text, kpi.cadence, day)
+    except PeriodError as error:
+        raise ReportError(f"period_{error.code}", text=text, cadence=kpi.cadence.value) from None
+
+
+def report(
+    session: Session,
+    *,
+    text: str,
+    user_id: str,
+    is_admin: Callable[[], bool],
+    source: Source = Source.COMMAND,
+) -> Reported:
+    """Parse, authorize, validate and store one report in the caller's transaction."""
+    parts = split_report_text(text)
+    everything = all_kpis(session)
+    reportable = [(k, d) for k, d in everything if can_report(k, d, user_id, lambda: False)] or everything
+    kpi, department = find_kpi(everything, parts.kpi, suggest_from=reportable)
+    if kpi.formula:
+        raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
+    if not can_report(kpi, department, user_id, is_admin):
+        raise ReportError("not_allowed", kpi=kpi, owner=kpi.owner_user_id, head=department.head_user_id)
+    value = check_value(parts.value, kpi)
+    period = check_period(parts.period, kpi, today(ZoneInfo(department.timezone)))
+    if parts.note and len(parts.note) > NOTE_MAX_LENGTH:
+        raise ReportError("note_too_long", length=len(parts.note), max=NOTE_MAX_LENGTH)
+    return save(
+        session,
+        kpi=kpi,
+        department=department,
+        period=period,
+        value=value,
+        user_id=user_id,
+        source=source,
+        note=parts.note,
+    )
+
+
+def save(
+    session: Session,
+    *,
+    kpi: Kpi,
+    department: Department,
+    period: Period,
+    value: Decimal,
+    user_id: str,
+    source: Source,
+    note: str | None = None,
+) -> Reported:
+    """Store an already validated value and score it against its target."""
+    assert kpi.id is not None
+    recorded = record_actual(
+        session, kpi=kpi, period=period.key, value=value, reported_by=user_id, source=source, note=note
+    )
+    target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
+    kpi_score = score(value, target, kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct))
+    return Reported(kpi, department, period, recorded, kpi_score)

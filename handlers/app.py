@@ -1,0 +1,29 @@
+"""The app factory: one Bolt App, built from settings and the database engine."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from sqlalchemy.engine import Engine
+
+from bot.config import Settings
+from handlers import commands, report, report_modal, status  # noqa: F401  (they register subcommands)
+from handlers.client import make_web_client
+from handlers.deps import Deps
+from handlers.users import UserDirectory
+
+
+def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False) -> App:
+    settings.require_slack(socket_mode=socket_mode)
+    client: WebClient = make_web_client(settings)
+    app = App(
+        name="kpibot",
+        client=client,
+        # Signature verification stays on (Bolt's default); Socket Mode has no HTTP to sign.
+        signing_secret=settings.slack_signing_secret or "",
+        request_verification_enabled=not socket_mode,
+    )
+    deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))
+    commands.register(app, deps)
+    report_modal.register(app, deps)
+    return app

@@ -1,0 +1,100 @@
+"""`/kpi <subcommand> …`: one Slack command, routed to the module that owns each subcommand."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from sqlalchemy.exc import OperationalError
+
+from bot import render
+from bot.database import transaction
+from bot.errors import DatabaseUnavailable
+from bot.models import Department
+from handlers.deps import Deps, department_of_channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommandRequest:
+    deps: Deps
+    user_id: str
+    channel_id: str
+    text: str  # what follows the subcommand
+    trigger_id: str
+    respond: Respond
+    client: WebClient
+    channel_department: Department | None = None
+
+    def locale(self, department: Department | None = None) -> str:
+        return self.deps.locale_for(self.user_id, department or self.channel_department)
+
+    def reply(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        """An ephemeral answer through response_url; a failure to deliver is logged, never raised."""
+        try:
+            response = self.respond(text=text, blocks=blocks, response_type="ephemeral")
+            if response.status_code != 200:
+                log.error("reply to %s failed: HTTP %s %s", self.user_id, response.status_code, response.body)
+        except Exception:
+            log.exception("reply to %s failed", self.user_id)
+
+
+Subcommand = Callable[[CommandRequest], None]
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(*names: str) -> Callable[[Subcommand], Subcommand]:
+    """Register a handler for `/kpi <name>`; the first name is the one shown in help."""
+
+    def register(handler: Subcommand) -> Subcommand:
+        for name in names:
+            SUBCOMMANDS[name] = handler
+        return handler
+
+    return register
+
+
+def register(app: App, deps: Deps) -> None:
+    @app.command("/kpi")
+    def kpi_command(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        # Ack first and empty: every answer goes through response_url, so the 3 s budget
+        # is never spent on the database or the Web API.
+        ack()
+        name, _, rest = (command.get("text") or "").strip().partition(" ")
+        request = CommandRequest(
+            deps=deps,
+            user_id=command["user_id"],
+            channel_id=command.get("channel_id", ""),
+            text=rest.strip(),
+            trigger_id=command.get("trigger_id", ""),
+            respond=respond,
+            client=client,
+        )
+        dispatch(request, name.lower() or "report")
+
+
+def dispatch(request: CommandRequest, name: str) -> None:
+    try:
+        with transaction(request.deps.engine) as session:
+            request.channel_department = department_of_channel(session, request.channel_id)
+        handler = SUBCOMMANDS.get(name)
+        if handler is None:
+            request.reply(render.message("command.unknown", request.locale(), name=name))
+            return
+        handler(request)
+    except (DatabaseUnavailable, OperationalError):
+        log.exception("database unavailable for /kpi %s", name)
+        request.reply(render.message("error.database", request.locale()))
+    except Exception:
+        log.exception("/kpi %s failed", name)
+        request.reply(render.message("error.unexpected", request.locale()))
+
+
+@subcommand("help", "ヘルプ", "?")
+def help_command(request: CommandRequest) -> None:
+    request.reply(render.template("help.md", request.locale()))

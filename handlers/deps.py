@@ -1,0 +1,37 @@
+"""What every listener needs, built once by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bot.config import Settings
+from bot.models import Department
+from handlers.users import UserDirectory
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    engine: Engine
+    users: UserDirectory
+
+    def locale_for(self, user_id: str, department: Department | None = None) -> str:
+        """The user's Slack language if we speak it, else the department's, else the default."""
+        profile = self.users.profile(user_id)
+        if profile.locale:
+            return profile.locale
+        if department is not None:
+            return department.locale
+        return self.settings.locale
+
+    def is_admin(self, user_id: str) -> bool:
+        return self.users.profile(user_id).is_admin
+
+
+def department_of_channel(session: Session, channel_id: str | None) -> Department | None:
+    if not channel_id:
+        return None
+    return session.exec(select(Department).where(Department.channel_id == channel_id)).first()

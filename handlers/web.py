@@ -1,0 +1,98 @@
+"""HTTP serving: `POST /slack/events` (Bolt) and `GET /healthz`, under gunicorn in production."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from sqlalchemy.engine import Engine
+
+from bot.config import Settings
+from bot.database import check_connection, make_engine, require_current_schema
+from bot.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+def make_wsgi_app(app: App, engine: Engine) -> Any:
+    slack = SlackRequestHandler(app, path=EVENTS_PATH)
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return _healthz(engine, start_response)
+        return slack(environ, start_response)
+
+    return wsgi
+
+
+def _healthz(engine: Engine, start_response: Any) -> list[bytes]:
+    try:
+        check_connection(engine)
+        status, body = "200 OK", {"ok": True, "database": "ok"}
+    except DatabaseUnavailable:
+        # The URL stays out of the body: this endpoint is public.
+        status, body = "503 Service Unavailable", {"ok": False, "database": "unavailable"}
+    payload = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def build(settings: Settings) -> Any:
+    """The WSGI app for one worker process: its own engine and Bolt app."""
+    from handlers.app import create_app
+
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    return make_wsgi_app(create_app(settings, engine), engine)
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return build(self._settings)
+
+
+def serve(settings: Settings, *, host: str = "0.0.0.0", workers: int | None = None) -> None:
+    settings.require_slack()
+    # Fail in the parent, with one clear line, before gunicorn forks workers that would each fail.
+    require_current_schema(make_engine(settings.database_url))
+    options = {
+        "bind": f"{host}:{settings.port}",
+        "workers": workers or int(os.environ.get("WEB_CONCURRENCY", "2")),
+        # Threads, not async workers: Bolt's App is synchronous and acks from its own thread pool.
+        "worker_class": "gthread",
+        "threads": int(os.environ.get("KPIBOT_THREADS", "8")),
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+    _Gunicorn(settings, options).run()
+
+
+def serve_socket_mode(settings: Settings) -> None:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from handlers.app import create_app
+
+    settings.require_slack(socket_mode=True)
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    SocketModeHandler(create_app(settings, engine, socket_mode=True), settings.slack_app_token).start()
