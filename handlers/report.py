@@ -15,20 +15,23 @@ def report_command(request: CommandRequest) -> None:
     if not request.text:
         open_report_modal(request)
         return
-    try:
-        with transaction(request.deps.engine) as session:
-            # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
-            if not first_time(session, f"command:{request.trigger_id}"):
-                return
+    with transaction(request.deps.engine) as session:
+        # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
+        if not first_time(session, f"command:{request.trigger_id}"):
+            return
+        try:
             reported = report(
                 session,
                 text=request.text,
                 user_id=request.user_id,
                 is_admin=lambda: request.deps.is_admin(request.user_id),
             )
-    except ReportError as error:
-        request.reply(render.message(f"report.error.{error.code}", request.locale(), **error.params))
-        return
+        except ReportError as error:
+            # Rendered before the rollback: the error may name KPIs loaded in this session.
+            answer = render.message(f"report.error.{error.code}", request.locale(), **error.params)
+            session.rollback()
+            request.reply(answer)
+            return
     request.reply(confirmation(reported, request.locale(reported.department)))
 
 

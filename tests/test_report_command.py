@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from decimal import Decimal
 
-from sqlmodel import col, select
+import pytest
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, col, select
 
-from bot.models import Actual, AuditEvent, Kpi
-from tests.fakeslack.harness import SlackHarness
+from bot import actuals
+from bot.actuals import Recorded
+from bot.database import make_engine
+from bot.models import Actual, AuditEvent, Kpi, ProcessedRequest
+from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
 
 OWNER = "U0SALES1"  # owns new_approaches and close_rate in the example plan
 
@@ -32,3 +39,196 @@ def test_report_stores_the_actual_and_confirms(slack: SlackHarness) -> None:
     with slack.session() as session:
         event = session.exec(select(AuditEvent).where(AuditEvent.action == "actual.reported")).one()
         assert event.actor == OWNER and event.details["value"] == "85"
+
+
+def test_correction_supersedes_and_says_what_changed(slack: SlackHarness) -> None:
+    slack.command("report new_approaches 85", user_id=OWNER)
+    answer = slack.command("report new_approaches 92 CRM import was late", user_id=OWNER)
+    assert "85" in answer.args["text"] and "92" in answer.args["text"] and "修正" in answer.args["text"]
+    assert "CRM import was late" in answer.args["text"]
+    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(92)}
+    with slack.session() as session:
+        history = session.exec(select(Actual).order_by(col(Actual.id))).all()
+        assert [Decimal(a.value) for a in history] == [Decimal(85), Decimal(92)]
+        assert history[0].superseded_by_id == history[1].id
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "key", "period", "value"),
+    [
+        ("report mqls 1,200", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
+        ("report mqls １，２００", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
+        ("report mqls 1.2k", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
+        ("report mqls 1.2万 先月", "U0MKT1", "mqls", "2026-10", Decimal(12000)),
+        ("report MQL数 180 last month", "U0MKT1", "mqls", "2026-10", Decimal(180)),
+        ("report close_rate 15.5 % 2026-10", OWNER, "close_rate", "2026-10", Decimal("15.5")),
+        ("report 成約率 18%", OWNER, "close_rate", "2026-11", Decimal(18)),
+        ("report New approaches 70", OWNER, "new_approaches", "2026-11", Decimal(70)),
+        (
+            "report average_deal_size ¥3,000万",
+            "U0SALES2",
+            "average_deal_size",
+            "2026-11",
+            Decimal(30_000_000),
+        ),
+        ("report pipeline_deals 38 2026-W48", "U0SALES2", "pipeline_deals", "2026-W48", Decimal(38)),
+        ("report pipeline_deals 41 先週", "U0SALES2", "pipeline_deals", "2026-W48", Decimal(41)),
+        ("report pipeline_deals 41 this week", "U0SALES2", "pipeline_deals", "2026-W49", Decimal(41)),
+        ("report website_visits 4800 last week", "U0MKT2", "website_visits", "2026-W48", Decimal(4800)),
+    ],
+)
+def test_values_and_periods_as_people_type_them(
+    slack: SlackHarness, text: str, user: str, key: str, period: str, value: Decimal
+) -> None:
+    answer = slack.command(text, user_id=user)
+    assert live_values(slack, key) == {period: value}, answer.args["text"]
+    assert period in answer.args["text"]
+
+
+def test_department_head_and_admin_may_report(slack: SlackHarness) -> None:
+    slack.command("report new_approaches 50", user_id="U0SALESHEAD")
+    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(50)}
+    slack.fake.set_user("U0ADMIN", is_admin=True)
+    slack.command("report new_approaches 60", user_id="U0ADMIN")
+    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(60)}
+
+
+def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
+    slack.fake.set_user(OWNER, locale="en-US")
+    answer = slack.command("report new_approaches 85", user_id=OWNER)
+    assert "Reported *New approaches* for 2026-11" in answer.args["text"]
+    assert "at risk" in answer.args["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "expected"),
+    [
+        ("report new_aproaches 85", OWNER, ["new_approaches", "もしかして"]),
+        ("report nothing_like_it 85", OWNER, ["nothing_like_it", "/kpi list"]),
+        ("report new_approaches eighty", OWNER, ["KPI と値を指定してください"]),
+        ("report new_approaches 1,20", OWNER, ["1,20", "カンマ"]),
+        ("report new_approaches -5", OWNER, ["-5", "マイナス"]),
+        ("report new_approaches 8.5", OWNER, ["8.5", "整数"]),
+        ("report close_rate 150%", OWNER, ["150%", "100 %"]),
+        ("report new_approaches 15%", OWNER, ["15%", "単位"]),
+        ("report average_deal_size $12k", "U0SALES2", ["$12k", "単位"]),
+        ("report new_approaches 85 2027-01", OWNER, ["2027-01", "まだ始まっていない"]),
+        ("report new_approaches 85 2026-13", OWNER, ["2026-13", "という月はありません"]),
+        ("report new_approaches 85 2026-W48", OWNER, ["2026-W48", "月次"]),
+        ("report pipeline_deals 40 先月", "U0SALES2", ["先月", "週次"]),
+        ("report mqls 200", OWNER, ["MQL 数", "U0MKT1", "U0MKTHEAD"]),
+        ("report sql_conversion 30", "U0MKT1", ["sqls / mqls * 100"]),
+        ("report new_approaches 85 " + "x" * 2001, OWNER, ["2000"]),
+        ("report", "U0NOBODY", []),  # handled by the modal; just must not store anything
+        ("report new_approaches", OWNER, ["KPI と値を指定してください"]),
+    ],
+)
+def test_bad_input_gets_a_clear_answer_and_stores_nothing(
+    slack: SlackHarness, text: str, user: str, expected: list[str]
+) -> None:
+    if not expected:
+        slack.send(text, user_id=user)
+    else:
+        answer = slack.command(text, user_id=user)
+        assert answer.args["response_type"] == "ephemeral"
+        for fragment in expected:
+            assert fragment in answer.args["text"]
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+
+
+def test_english_errors(slack: SlackHarness) -> None:
+    slack.fake.set_user(OWNER, locale="en-US")
+    answer = slack.command("report new_aproaches 85", user_id=OWNER)
+    assert "Did you mean `new_approaches` (New approaches)" in answer.args["text"]
+
+
+def test_forged_or_stale_requests_are_refused(slack: SlackHarness) -> None:
+    body = b"command=%2Fkpi&text=report+new_approaches+85&user_id=U0SALES1&trigger_id=t1&team_id=T0TEST"
+    forged = slack.client.raw(body, "application/x-www-form-urlencoded", signature="v0=" + "0" * 64)
+    assert forged.status == 401
+    stale_ts = str(int(time.time()) - 6 * 60)
+    stale = slack.client.raw(
+        body,
+        "application/x-www-form-urlencoded",
+        timestamp=stale_ts,
+        signature=slack.client.sign(stale_ts, body),
+    )
+    assert stale.status == 401
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+    assert slack.fake.calls("response_url") == []
+
+
+def test_a_retried_command_is_recorded_once(slack: SlackHarness) -> None:
+    first = slack.command("report new_approaches 85", user_id=OWNER, trigger_id="trigger-1")
+    retry = slack.send("report new_approaches 85", user_id=OWNER, trigger_id="trigger-1", retry_num=1)
+    assert retry.status == 200
+    assert "85" in first.args["text"]
+    time.sleep(0.3)  # give a wrongly-processed retry time to show up
+    with slack.session() as session:
+        assert len(session.exec(select(Actual)).all()) == 1
+        assert len(session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all()) == 1
+    assert len(slack.fake.calls("response_url")) == 1
+
+
+def test_failure_mid_transaction_writes_nothing(slack: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_listener(session: Session, kpi: Kpi, recorded: Recorded) -> None:
+        raise OperationalError("INSERT INTO alert ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(actuals, "_listeners", [broken_listener])
+    answer = slack.command("report new_approaches 85", user_id=OWNER)
+    assert "データベース" in answer.args["text"]
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+        assert session.exec(select(ProcessedRequest)).all() == []
+        assert session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all() == []
+
+
+def test_unreachable_database_gets_an_ephemeral_error() -> None:
+    engine = make_engine(
+        "postgresql+psycopg://kpibot:secret@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2}
+    )
+    harness = start_harness(engine, plan=None)
+    try:
+        answer = harness.command("report new_approaches 85", user_id=OWNER)
+        assert answer.args["response_type"] == "ephemeral"
+        assert "データベースに接続できない" in answer.args["text"]
+        assert "secret" not in answer.args["text"]
+    finally:
+        stop_harness(harness)
+
+
+def test_a_slack_error_while_replying_keeps_the_actual(
+    slack: SlackHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.fake.fail("response_url", "http_500", times=None)
+    with caplog.at_level(logging.ERROR):
+        slack.send("report new_approaches 85", user_id=OWNER)
+        slack.fake.wait_for("response_url")
+        deadline = time.monotonic() + 5
+        while "reply to U0SALES1 failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "reply to U0SALES1 failed" in caplog.text
+    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(85)}
+
+
+def test_the_alert_hook_sees_every_saved_actual(slack: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str, Decimal, bool]] = []
+
+    def listener(session: Session, kpi: Kpi, recorded: Recorded) -> None:
+        seen.append((kpi.key, recorded.actual.period, Decimal(recorded.actual.value), recorded.is_correction))
+
+    monkeypatch.setattr(actuals, "_listeners", [listener])
+    slack.command("report new_approaches 85", user_id=OWNER)
+    slack.command("report new_approaches 90", user_id=OWNER)
+    assert seen == [
+        ("new_approaches", "2026-11", Decimal(85), False),
+        ("new_approaches", "2026-11", Decimal(90), True),
+    ]
+
+
+def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:
+    assert "/kpi report" in slack.command("help", user_id=OWNER).args["text"]
+    slack.fake.set_user("U0EN", locale="en-US")
+    assert "I don't know `/kpi frobnicate`" in slack.command("frobnicate", user_id="U0EN").args["text"]
