@@ -149,43 +149,18 @@ def test_naive_timestamps_are_refused(engine: Engine) -> None:
 
 
 def test_one_post_per_department_kind_and_period(engine: Engine) -> None:
+    def post(department_id: int, kind: PostKind, period: str) -> Post:
+        return Post(department_id=department_id, kind=kind, period=period, status=PostStatus.CLAIMED)
+
     with transaction(engine) as session:
         kpi = _plan(session)
-        session.add(
-            Post(
-                department_id=kpi.department_id,
-                kind=PostKind.DIGEST,
-                period="2026-W48",
-                status=PostStatus.CLAIMED,
-            )
-        )
+        session.add(post(kpi.department_id, PostKind.DIGEST, "2026-W48"))
     with pytest.raises(IntegrityError), transaction(engine) as session:
-        session.add(
-            Post(
-                department_id=kpi.department_id,
-                kind=PostKind.DIGEST,
-                period="2026-W48",
-                status=PostStatus.CLAIMED,
-            )
-        )
+        session.add(post(kpi.department_id, PostKind.DIGEST, "2026-W48"))
     with transaction(engine) as session:
         # A different kind or period is a different post.
-        session.add(
-            Post(
-                department_id=kpi.department_id,
-                kind=PostKind.REMINDER,
-                period="2026-W48",
-                status=PostStatus.CLAIMED,
-            )
-        )
-        session.add(
-            Post(
-                department_id=kpi.department_id,
-                kind=PostKind.DIGEST,
-                period="2026-W49",
-                status=PostStatus.CLAIMED,
-            )
-        )
+        session.add(post(kpi.department_id, PostKind.REMINDER, "2026-W48"))
+        session.add(post(kpi.department_id, PostKind.DIGEST, "2026-W49"))
     with transaction(engine) as session:
         assert len(session.exec(select(Post)).all()) == 3
 
