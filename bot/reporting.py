@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,14 +17,14 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from bot.actuals import Recorded, record_actual
+from bot.actuals import Recorded, live_actual, live_values, record_actual
 from bot.clock import today
 from bot.models import Department, Kpi, Source, Unit
 from bot.numbers import NumberFormatError, parse_number
-from bot.periods import Period, PeriodError, looks_like_period, parse_period, period_of
+from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period, period_of
 from bot.permissions import can_report
 from bot.scorecard import targets_for
-from bot.scoring import Score, score
+from bot.scoring import Score, TargetValue, score
 
 NOTE_MAX_LENGTH = 2000
 # Unit words people put after a number with a space: "15.5 %", "300 万円".
@@ -197,3 +197,176 @@ def save(
     target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
     kpi_score = score(value, target, kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct))
     return Reported(kpi, department, period, recorded, kpi_score)
+
+
+# -- several KPIs at once (the report modal) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportableKpi:
+    """A KPI a user may report now, with the period it would go to and what is already there."""
+
+    kpi: Kpi
+    department: Department
+    period: Period
+    value: Decimal | None  # the live value for `period`, if one was reported
+    target: TargetValue | None
+
+
+@dataclass(frozen=True)
+class CheckedReport:
+    """A value that passed every check and may be saved."""
+
+    kpi: Kpi
+    department: Department
+    period: Period
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class SavedReports:
+    saved: list[Reported]  # new values and corrections, in the order given
+    unchanged: list[CheckedReport]  # equal to the live value, so not stored again
+
+
+def current_period(kpi: Kpi, department: Department) -> Period:
+    """The KPI's cadence period containing today in its department's timezone."""
+    return period_of(today(ZoneInfo(department.timezone)), kpi.cadence)
+
+
+def plain_number(value: Decimal) -> str:
+    """A value as a user would type it back: no grouping, no exponent ("3000000", "15.5")."""
+    normalized = value.normalize()
+    if normalized == normalized.to_integral_value():
+        normalized = normalized.quantize(Decimal(1))
+    return format(normalized, "f")
+
+
+def _asked_once(is_admin: Callable[[], bool]) -> Callable[[], bool]:
+    # Asking may cost a users.info call; one answer is enough for a whole list of KPIs.
+    answer: list[bool] = []
+
+    def ask() -> bool:
+        if not answer:
+            answer.append(is_admin())
+        return answer[0]
+
+    return ask
+
+
+def reportable_kpis(session: Session, *, user_id: str, is_admin: Callable[[], bool]) -> list[ReportableKpi]:
+    """Every KPI `user_id` may report (derived ones excluded), in plan order, for its current period."""
+    admin = _asked_once(is_admin)
+    rows = [
+        (kpi, department)
+        for kpi, department in all_kpis(session)
+        if not kpi.formula and can_report(kpi, department, user_id, admin)
+    ]
+    periods: dict[int, Period] = {}
+    for kpi, department in rows:
+        assert kpi.id is not None
+        periods[kpi.id] = current_period(kpi, department)
+    keys = {period.key for period in periods.values()}
+    values = live_values(session, list(periods), keys)
+    targets = targets_for(session, list(periods), keys)
+    result = []
+    for kpi, department in rows:
+        assert kpi.id is not None
+        period = periods[kpi.id]
+        slot = (kpi.id, period.key)
+        result.append(ReportableKpi(kpi, department, period, values.get(slot), targets.get(slot)))
+    return result
+
+
+def check_reports(
+    session: Session,
+    *,
+    values: Mapping[str, str],
+    periods: Mapping[int, str],
+    user_id: str,
+    is_admin: Callable[[], bool],
+) -> tuple[list[CheckedReport], dict[str, ReportError]]:
+    """Check values typed for several KPIs at once, without storing anything.
+
+    `values` maps KPI keys to the text typed (empty ones are skipped: "leave as is");
+    `periods` maps KPI ids to the period key the user was shown, so a form opened just
+    before midnight still reports the period it showed. Every value is checked, so all
+    problems are returned together, by KPI key.
+    """
+    by_key = {kpi.key: (kpi, department) for kpi, department in all_kpis(session)}
+    admin = _asked_once(is_admin)
+    checked: list[CheckedReport] = []
+    errors: dict[str, ReportError] = {}
+    for key, text in values.items():
+        if not text.strip():
+            continue
+        try:
+            if key not in by_key:  # deleted from the plan since the form was opened
+                raise ReportError("unknown_kpi", text=key, suggestions=[])
+            kpi, department = by_key[key]
+            if kpi.formula:
+                raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
+            if not can_report(kpi, department, user_id, admin):
+                owner, head = kpi.owner_user_id, department.head_user_id
+                raise ReportError("not_allowed", kpi=kpi, owner=owner, head=head)
+            value = check_value(text.strip(), kpi)
+        except ReportError as error:
+            errors[key] = error
+            continue
+        assert kpi.id is not None
+        period = _shown_period(kpi, department, periods.get(kpi.id))
+        checked.append(CheckedReport(kpi, department, period, value))
+    return checked, errors
+
+
+def _shown_period(kpi: Kpi, department: Department, shown: str | None) -> Period:
+    if shown is not None:
+        try:
+            period = parse_key(shown)
+        except PeriodError:
+            period = None
+        # The plan may have changed the KPI's cadence since the form was opened.
+        if period is not None and period.cadence is kpi.cadence:
+            return period
+    return current_period(kpi, department)
+
+
+def check_note(note: str | None) -> str | None:
+    """The note for a report, trimmed; None when empty."""
+    note = (note or "").strip() or None
+    if note is not None and len(note) > NOTE_MAX_LENGTH:
+        raise ReportError("note_too_long", length=len(note), max=NOTE_MAX_LENGTH)
+    return note
+
+
+def save_reports(
+    session: Session,
+    reports: Sequence[CheckedReport],
+    *,
+    user_id: str,
+    source: Source,
+    note: str | None = None,
+) -> SavedReports:
+    """Store checked values in the caller's transaction; a value equal to the live one is left alone."""
+    saved: list[Reported] = []
+    unchanged: list[CheckedReport] = []
+    for item in reports:
+        assert item.kpi.id is not None
+        # Compared here, not when the form was checked: someone may have reported in between.
+        live = live_actual(session, item.kpi.id, item.period.key)
+        if live is not None and Decimal(live.value) == item.value:
+            unchanged.append(item)
+            continue
+        saved.append(
+            save(
+                session,
+                kpi=item.kpi,
+                department=item.department,
+                period=item.period,
+                value=item.value,
+                user_id=user_id,
+                source=source,
+                note=note,
+            )
+        )
+    return SavedReports(saved, unchanged)
