@@ -80,7 +80,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
 def parse_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         raise ConfigError(f"{name} is not a database URL: expected e.g. sqlite:///kpibot.db") from None
     # Heroku-style URLs say postgres:// and would pick psycopg2, which we do not ship.
     if url.drivername in ("postgres", "postgresql"):
