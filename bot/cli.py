@@ -21,8 +21,6 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 # Commands that later issues implement; until then they say so instead of pretending.
 NOT_YET = {
-    "serve": "serve Slack over HTTP on $PORT",
-    "socket": "serve Slack over Socket Mode",
     "scheduler": "run the digest and reminder scheduler",
     "digest": "build and post weekly digests",
     "alerts": "scan KPIs and post alerts",
@@ -66,7 +64,8 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
     print(render.message(headline, args.locale, source=path))
     for entity, counter in result.counts.items():
         print(
-            render.message(
+            "  "
+            + render.message(
                 "cli.import_counts",
                 args.locale,
                 entity=entity,
@@ -114,6 +113,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.web import serve
+
+    serve(settings)  # runs gunicorn until SIGTERM/SIGINT; the arbiter exits the process itself
+    return 0
+
+
+def cmd_socket(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.web import serve_socket_mode
+
+    serve_socket_mode(settings)
+    return 0
+
+
 def _not_yet(command: str) -> Handler:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         print(render.message("cli.not_yet", args.locale, command=command), file=sys.stderr)
@@ -130,24 +143,34 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
         default=default_locale,
         help="language of messages (default: KPIBOT_LOCALE or ja)",
     )
+    # `kpibot demo --locale en` must work as well as `kpibot --locale en demo`; SUPPRESS keeps
+    # the top-level value when the option is not repeated after the command.
+    locale_option = argparse.ArgumentParser(add_help=False)
+    locale_option.add_argument(
+        "--locale", choices=LOCALES, default=argparse.SUPPRESS, help="language of messages"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
-        handler=cmd_migrate
-    )
+    commands.add_parser(
+        "migrate", parents=[locale_option], help="create or upgrade the database schema"
+    ).set_defaults(handler=cmd_migrate)
 
-    importer = commands.add_parser("import-plan", help="import departments, KGI, KFS, KPIs and targets")
+    importer = commands.add_parser(
+        "import-plan", parents=[locale_option], help="import departments, KGI, KFS, KPIs and targets"
+    )
     importer.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
     importer.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     importer.set_defaults(handler=cmd_import_plan)
 
-    exporter = commands.add_parser("export", help="write actuals or targets as CSV")
+    exporter = commands.add_parser("export", parents=[locale_option], help="write actuals or targets as CSV")
     exporter.add_argument("what", nargs="?", choices=("actuals", "targets"), default="actuals")
     exporter.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
     exporter.add_argument("--history", action="store_true", help="include superseded actuals (corrections)")
     exporter.set_defaults(handler=cmd_export)
 
-    demo = commands.add_parser("demo", help="run the example plan with a simulated quarter, no Slack needed")
+    demo = commands.add_parser(
+        "demo", parents=[locale_option], help="run the example plan with a simulated quarter, no Slack needed"
+    )
     demo.add_argument(
         "--database",
         default="sqlite:///kpibot-demo.db",
@@ -155,10 +178,17 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
 
+    commands.add_parser(
+        "serve", parents=[locale_option], help="serve Slack over HTTP on $PORT (gunicorn; GET /healthz)"
+    ).set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "socket", parents=[locale_option], help="serve Slack over Socket Mode (needs SLACK_APP_TOKEN)"
+    ).set_defaults(handler=cmd_socket)
+
     for command, help_text in NOT_YET.items():
-        commands.add_parser(command, help=f"{help_text} (not available yet)").set_defaults(
-            handler=_not_yet(command)
-        )
+        commands.add_parser(
+            command, parents=[locale_option], help=f"{help_text} (not available yet)"
+        ).set_defaults(handler=_not_yet(command))
     return parser
 
 

@@ -20,6 +20,8 @@ ACTUAL_COLUMNS = [
     "reported_at",
     "source",
     "note",
+    # Empty for the live value; set on rows a correction replaced (only with --history).
+    "superseded_at",
 ]
 TARGET_COLUMNS = ["kpi", "period", "target"]
 
@@ -50,6 +52,7 @@ def export_actuals(session: Session, out: TextIO, *, include_history: bool = Fal
             a.reported_at.isoformat(),
             a.source.value,
             a.note or "",
+            a.superseded_at.isoformat() if a.superseded_at else "",
         ]
         for a, kpi_key, unit, dept in session.exec(query).all()
     )

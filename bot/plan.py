@@ -46,6 +46,10 @@ KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 CHANNEL_PATTERN = re.compile(r"^[CG][A-Z0-9]{2,31}$")
 USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,31}$")
 _RANGE = re.compile(r"^\s*(.+?)\s*(?:–|—|〜|~|～|(?<=\S)-)\s*(.+?)\s*$")
+# Amounts are stored as NUMERIC(20, 6): a value outside it would fail on PostgreSQL, or be
+# rounded on the way in and then look "updated" on every re-import.
+_MAX_AMOUNT = Decimal(10) ** 14
+_AMOUNT_PLACES = 6
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -113,6 +117,9 @@ class DepartmentSpec:
     timezone: str
     digest_cron: str
     fiscal_year_start_month: int
+    # Columns the file wrote; others keep their stored value (a KPI CSV names each row's
+    # department by key alone, which must not reset its names and channel).
+    given: frozenset[str] | None = None
 
 
 @dataclass
@@ -131,6 +138,7 @@ class FactorSpec:
     goal_key: str | None
     name_ja: str
     name_en: str
+    given: frozenset[str] | None = None
 
 
 @dataclass
@@ -280,13 +288,15 @@ class _Reader:
         if isinstance(raw, bool):
             self.problem(record, name, "not_a_number", value=raw)
             return None
-        if isinstance(raw, int | float):
-            return Decimal(str(raw))
         try:
-            return parse_number(str(raw)).value
+            value = Decimal(str(raw)) if isinstance(raw, int | float) else parse_number(str(raw)).value
         except NumberFormatError:
             self.problem(record, name, "not_a_number", value=raw)
             return None
+        if not value.is_finite() or abs(value) >= _MAX_AMOUNT or value != round(value, _AMOUNT_PLACES):
+            self.problem(record, name, "number_unstorable", value=raw)
+            return None
+        return value
 
     def target(self, record: Record, name: str) -> TargetValue | None:
         """`100`, `1.2万`, `15%`, a range `15-20` / `15〜20 %`, or `{min: 15, max: 20}`."""
@@ -347,6 +357,12 @@ def validate(document: PlanDocument, existing: Existing) -> Plan:
     sections = document.sections
     for section in ("departments", "goals", "success_factors", "kpis"):
         reader.unique(sections[section])
+    # Keys the file writes exist for references even when their entry has a problem: that
+    # problem is reported at the entry, not again as "unknown" wherever the key is used.
+    written = {
+        section: {record.fields.get("key") for record in sections[section]} - {None}
+        for section in ("departments", "goals", "success_factors", "kpis")
+    }
 
     for record in sections["departments"]:
         spec = _department(reader, record)
@@ -356,14 +372,14 @@ def validate(document: PlanDocument, existing: Existing) -> Plan:
         spec = _goal(reader, record)
         if spec:
             plan.goals.append(spec)
-    goal_keys = existing.goals | {g.key for g in plan.goals}
+    goal_keys = existing.goals | {g.key for g in plan.goals} | written["goals"]
     for record in sections["success_factors"]:
         spec = _factor(reader, record, goal_keys)
         if spec:
             plan.factors.append(spec)
 
-    department_keys = existing.departments | {d.key for d in plan.departments}
-    factor_keys = existing.factors | {f.key for f in plan.factors}
+    department_keys = existing.departments | written["departments"]
+    factor_keys = existing.factors | written["success_factors"]
     for position, record in enumerate(sections["kpis"]):
         spec = _kpi(reader, record, position, department_keys, factor_keys)
         if spec:
@@ -376,9 +392,9 @@ def validate(document: PlanDocument, existing: Existing) -> Plan:
     known = dict(existing.kpis)
     known.update({k.key: KnownKpi(k.cadence, k.formula) for k in plan.kpis})
     kpi_records = {record.fields.get("key"): record for record in sections["kpis"]}
-    _check_formulas(reader, plan.kpis, known, kpi_records)
+    _check_formulas(reader, plan.kpis, known.keys() | written["kpis"], known, kpi_records)
     for record in sections["targets"]:
-        spec = _target(reader, record, known)
+        spec = _target(reader, record, known, known.keys() | written["kpis"])
         if spec:
             plan.targets.append(spec)
     seen_targets: dict[tuple[str, str], str] = {}
@@ -411,7 +427,7 @@ def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         reader.problem(record, "timezone", "unknown_timezone", value=timezone)
-    cron = reader.text(record, "digest_cron") or "0 9 * * mon"
+    cron = reader.text(record, "digest_cron", max_length=64) or "0 9 * * mon"
     try:
         CronTrigger.from_crontab(cron)
     except ValueError:
@@ -422,7 +438,16 @@ def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
     if len(reader.problems) > before or key is None or names is None or start_month is None:
         return None
     return DepartmentSpec(
-        key, names[0] or key, names[1] or key, channel, head, locale, timezone, cron, start_month
+        key,
+        names[0] or key,
+        names[1] or key,
+        channel,
+        head,
+        locale,
+        timezone,
+        cron,
+        start_month,
+        _given(record, {"channel": "channel_id", "head": "head_user_id"}),
     )
 
 
@@ -450,7 +475,16 @@ def _factor(reader: _Reader, record: Record, goal_keys: set[str]) -> FactorSpec 
         reader.problem(record, "goal", "unknown_goal", value=goal)
     if len(reader.problems) > before or key is None or names is None:
         return None
-    return FactorSpec(key, goal, names[0] or key, names[1] or key)
+    return FactorSpec(key, goal, names[0] or key, names[1] or key, _given(record, {"goal": "goal_id"}))
+
+
+def _given(record: Record, columns: dict[str, str]) -> frozenset[str]:
+    """The columns a record writes: its fields, renamed where field and column differ."""
+    names = {"name": ("name_ja", "name_en"), "name_ja": ("name_ja",), "name_en": ("name_en",)}
+    given: set[str] = set()
+    for name in record.fields:
+        given.update(names.get(name, (columns.get(name, name),)))
+    return frozenset(given)
 
 
 def _kpi(
@@ -506,7 +540,7 @@ def _thresholds(
     raw = record.fields.get("thresholds")
     if raw is None:
         return amber, red
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not set(raw) <= {"amber", "red"}:
         reader.problem(record, "thresholds", "thresholds_shape")
         return None, None
     if raw.get("amber") not in (None, ""):
@@ -523,7 +557,11 @@ def _thresholds(
 
 
 def _check_formulas(
-    reader: _Reader, kpis: list[KpiSpec], known: dict[str, KnownKpi], records: dict[Any, Record]
+    reader: _Reader,
+    kpis: list[KpiSpec],
+    kpi_keys: set[Any],
+    known: dict[str, KnownKpi],
+    records: dict[Any, Record],
 ) -> None:
     dependencies: dict[str, frozenset[str]] = {}
     for key, info in known.items():
@@ -542,8 +580,8 @@ def _check_formulas(
             reader.problem(record, "formula", f"formula_{exc.code}", detail=exc.detail)
             dependencies.pop(spec.key, None)
             continue
-        for name in sorted(formula.names - known.keys()):
-            reader.problem(record, "formula", "formula_unknown_kpi", name=name)
+        for name in sorted(formula.names - kpi_keys):
+            reader.problem(record, "formula", "formula_unknown_kpi", kpi=name)
         if spec.key in formula.names:
             reader.problem(record, "formula", "formula_cycle", path=spec.key)
     for spec in kpis:
@@ -566,10 +604,12 @@ def _cycle_from(start: str, dependencies: dict[str, frozenset[str]]) -> list[str
     return None
 
 
-def _target(reader: _Reader, record: Record, known: dict[str, KnownKpi]) -> TargetSpec | None:
+def _target(
+    reader: _Reader, record: Record, known: dict[str, KnownKpi], kpi_keys: set[Any]
+) -> TargetSpec | None:
     before = len(reader.problems)
     kpi_key = reader.key(record, "kpi")
-    if kpi_key is not None and kpi_key not in known:
+    if kpi_key is not None and kpi_key not in kpi_keys:
         reader.problem(record, "kpi", "unknown_kpi", value=kpi_key)
     period_text = reader.text(record, "period", max_length=16) or EVERY_PERIOD
     period = EVERY_PERIOD
@@ -686,7 +726,7 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
             actor=actor,
             action="plan.imported",
             entity="plan",
-            entity_id=plan.source,
+            entity_id=plan.source[:64],  # the column's length; a file name may be longer
             source="import",
             details={entity: dict(counter) for entity, counter in result.counts.items()},
         )
@@ -718,7 +758,11 @@ def _upsert_all(
             session.add(row)
             rows[spec.key] = row
             result.count(entity, "created")
-        elif _update(row, values):
+            continue
+        given = getattr(spec, "given", None)
+        if given is not None:
+            values = {name: value for name, value in values.items() if name in given}
+        if _update(row, values):
             result.count(entity, "updated")
         else:
             result.count(entity, "unchanged")

@@ -16,6 +16,25 @@ import yaml
 
 SECTIONS = ("goals", "success_factors", "departments", "kpis", "targets")
 
+# The fields each section accepts: anything else is reported, so a typo such as
+# `treshold` cannot silently leave a KPI on its defaults.
+_NAME_FIELDS = ("key", "name", "name_ja", "name_en")
+FIELDS: dict[str, frozenset[str]] = {
+    "goals": frozenset({*_NAME_FIELDS, "target", "unit", "fiscal_year"}),
+    "success_factors": frozenset({*_NAME_FIELDS, "goal"}),
+    "departments": frozenset(
+        {*_NAME_FIELDS, "channel", "head", "locale", "timezone", "digest_cron", "fiscal_year_start_month"}
+    ),
+    "kpis": frozenset(
+        {
+            *_NAME_FIELDS,
+            *("department", "success_factor", "owner", "unit", "direction", "cadence", "kind"),
+            *("aggregation", "thresholds", "formula", "target"),
+        }
+    ),
+    "targets": frozenset({"kpi", "period", "target", "value", "min", "max"}),
+}
+
 
 @dataclass
 class Record:
@@ -100,13 +119,17 @@ def parse_yaml(text: str, source: str) -> PlanDocument:
             if not isinstance(entry, _LineDict):
                 document.problems.append((f"line {section_line}", section, "entry_not_mapping", {}))
                 continue
-            document.sections[section].append(
-                Record(
-                    where=f"line {entry.line}",
-                    fields=dict(entry),
-                    field_where={key: f"line {line}" for key, line in entry.key_lines.items()},
-                )
+            record = Record(
+                where=f"line {entry.line}",
+                fields=dict(entry),
+                field_where={key: f"line {line}" for key, line in entry.key_lines.items()},
             )
+            for name in entry:
+                if name not in FIELDS[section]:
+                    document.problems.append(
+                        (record.at(name), name, "unknown_field", _allowed(FIELDS[section]))
+                    )
+            document.sections[section].append(record)
     return document
 
 
@@ -124,6 +147,14 @@ _DEPARTMENT_COLUMNS = {
     "timezone": "timezone",
 }
 _FACTOR_COLUMNS = {"kfs": "key", "kfs_name_ja": "name_ja", "kfs_name_en": "name_en"}
+_CSV_COLUMNS = {
+    "kpis": FIELDS["kpis"] | _DEPARTMENT_COLUMNS.keys() | _FACTOR_COLUMNS.keys() | {"amber", "red"},
+    "targets": FIELDS["targets"],
+}
+
+
+def _allowed(names: frozenset[str] | set[str]) -> dict[str, str]:
+    return {"allowed": ", ".join(sorted(names))}
 
 
 def parse_csv(text: str, source: str) -> PlanDocument:
@@ -144,6 +175,9 @@ def parse_csv(text: str, source: str) -> PlanDocument:
     else:
         document.problems.append(("row 1", "", "csv_header", {"columns": ", ".join(header)}))
         return document
+    for name in header:
+        if name not in _CSV_COLUMNS[kind]:
+            document.problems.append(("row 1", name, "unknown_field", _allowed(_CSV_COLUMNS[kind])))
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -186,7 +220,7 @@ def _merge_once(document: PlanDocument, section: str, where: str, values: dict[s
             for name, value in values.items():
                 if record.fields.setdefault(name, value) != value:
                     document.problems.append(
-                        (where, name, "csv_conflict", {"key": values["key"], "first": record.where})
+                        (where, name, "csv_conflict", {"entry": values["key"], "first": record.where})
                     )
             return
     document.sections[section].append(Record(where, dict(values)))

@@ -41,6 +41,11 @@ def reviewed_period(cadence: Cadence, today: dt.date) -> Period:
     return period_of(today, cadence).previous()
 
 
+def current_period(cadence: Cadence, today: dt.date) -> Period:
+    """The period in progress (this week, this month): where reports go by default."""
+    return period_of(today, cadence)
+
+
 def department_kpis(session: Session, department_id: int) -> list[Kpi]:
     return list(
         session.exec(
@@ -78,11 +83,19 @@ def _target_value(row: Target) -> TargetValue:
 
 
 def build_scorecard(
-    session: Session, department: Department, today: dt.date, history_length: int = HISTORY_LENGTH
+    session: Session,
+    department: Department,
+    today: dt.date,
+    history_length: int = HISTORY_LENGTH,
+    *,
+    current: bool = False,
 ) -> Scorecard:
+    """Score every KPI of a department for the period that last ended (a review), or with
+    `current=True` for the period in progress (`/kpi status`); `previous` is the one before."""
     assert department.id is not None
     kpis = department_kpis(session, department.id)
-    windows = {kpi.id: reviewed_period(kpi.cadence, today).last(history_length) for kpi in kpis}
+    period_for = current_period if current else reviewed_period
+    windows = {kpi.id: period_for(kpi.cadence, today).last(history_length) for kpi in kpis}
     period_keys = {period.key for window in windows.values() for period in window}
 
     formulas = {kpi.id: parse_formula(kpi.formula) for kpi in kpis if kpi.formula}

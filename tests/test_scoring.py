@@ -56,8 +56,14 @@ def test_range_targets_use_the_edge_that_counts() -> None:
 
 @pytest.mark.parametrize(
     ("actual", "expected"),
-    [(D(200), Status.GREEN), (D(180), Status.GREEN), (D(179), Status.AMBER), (D(140), Status.AMBER),
-     (D(139), Status.RED), (D(0), Status.RED)],
+    [
+        (D(200), Status.GREEN),
+        (D(180), Status.GREEN),
+        (D(179), Status.AMBER),
+        (D(140), Status.AMBER),
+        (D(139), Status.RED),
+        (D(0), Status.RED),
+    ],
 )
 def test_status_higher(actual: Decimal, expected: Status) -> None:
     assert status(actual, TargetValue.exact(D(200)), HIGHER, D(90), D(70)) == expected
@@ -65,8 +71,13 @@ def test_status_higher(actual: Decimal, expected: Status) -> None:
 
 @pytest.mark.parametrize(
     ("actual", "expected"),
-    [(D("1.5"), Status.GREEN), (D("2.2"), Status.GREEN), (D("2.3"), Status.AMBER), (D("2.6"), Status.AMBER),
-     (D("2.7"), Status.RED)],
+    [
+        (D("1.5"), Status.GREEN),
+        (D("2.2"), Status.GREEN),
+        (D("2.3"), Status.AMBER),
+        (D("2.6"), Status.AMBER),
+        (D("2.7"), Status.RED),
+    ],
 )
 def test_status_lower(actual: Decimal, expected: Status) -> None:
     # Churn target 2 %, amber above 110 % of target, red above 130 %.

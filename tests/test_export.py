@@ -1,0 +1,142 @@
+"""CSV export: live actuals as plain numbers, history on request, and targets that re-import
+unchanged. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bot.actuals import record_actual
+from bot.database import transaction
+from bot.export import ACTUAL_COLUMNS, export_actuals, export_targets
+from bot.models import Kpi, Source
+from bot.plan import apply_plan, load_plan
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def import_plan(engine: Engine, path: Path) -> dict[str, dict[str, int]]:
+    with transaction(engine) as session:
+        result = apply_plan(session, load_plan(path, session))
+    return {entity: {k: v for k, v in counter.items() if v} for entity, counter in result.counts.items()}
+
+
+def record(engine: Engine, kpi_key: str, period: str, value: str, note: str | None = None) -> None:
+    with transaction(engine) as session:
+        kpi = session.exec(select(Kpi).where(Kpi.key == kpi_key)).one()
+        record_actual(
+            session,
+            kpi=kpi,
+            period=period,
+            value=Decimal(value),
+            reported_by="U0MKT1",
+            source=Source.COMMAND,
+            note=note,
+        )
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def exported_actuals(engine: Engine, *, history: bool = False) -> tuple[int, list[dict[str, str]]]:
+    out = io.StringIO()
+    with Session(engine) as session:
+        count = export_actuals(session, out, include_history=history)
+    return count, read_csv(out.getvalue())
+
+
+def with_actuals(engine: Engine) -> None:
+    import_plan(engine, EXAMPLE)
+    record(engine, "mqls", "2026-10", "1200", note="from CRM")
+    record(engine, "mqls", "2026-10", "1250", note="CRM re-sync")  # a correction
+    record(engine, "mqls", "2026-09", "180")
+    record(engine, "close_rate", "2026-10", "17.5")
+    record(engine, "cost_per_lead", "2026-10", "9800")
+
+
+def test_export_writes_live_actuals_as_plain_numbers(engine: Engine) -> None:
+    with_actuals(engine)
+
+    count, rows = exported_actuals(engine)
+
+    assert count == len(rows) == 4
+    assert [(r["department"], r["kpi"], r["period"], r["value"]) for r in rows] == [
+        # Ordered by department key, then the plan's KPI order, then period.
+        ("marketing", "mqls", "2026-09", "180"),
+        ("marketing", "mqls", "2026-10", "1250"),
+        ("marketing", "cost_per_lead", "2026-10", "9800"),
+        ("sales", "close_rate", "2026-10", "17.5"),
+    ]
+    live = rows[1]
+    assert (live["unit"], live["reported_by"], live["source"], live["note"]) == (
+        "count",
+        "U0MKT1",
+        "command",
+        "CRM re-sync",
+    )
+    assert dt.datetime.fromisoformat(live["reported_at"]).tzinfo is not None
+    assert all(r["superseded_at"] == "" for r in rows)
+
+
+def test_export_history_includes_the_superseded_value(engine: Engine) -> None:
+    with_actuals(engine)
+
+    count, rows = exported_actuals(engine, history=True)
+
+    assert count == 5
+    october = [r for r in rows if (r["kpi"], r["period"]) == ("mqls", "2026-10")]
+    # Oldest first; only the replaced row says when it was superseded.
+    assert [(r["value"], r["note"]) for r in october] == [("1200", "from CRM"), ("1250", "CRM re-sync")]
+    assert dt.datetime.fromisoformat(october[0]["superseded_at"]) >= dt.datetime.fromisoformat(
+        october[0]["reported_at"]
+    )
+    assert october[1]["superseded_at"] == ""
+
+
+def test_export_of_an_empty_database_is_just_the_header(engine: Engine) -> None:
+    out = io.StringIO()
+    with Session(engine) as session:
+        assert export_actuals(session, out) == 0
+    assert out.getvalue().splitlines() == [",".join(ACTUAL_COLUMNS)]
+
+
+def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE)
+    # Values that a careless formatter would break: decimals, a negative, decimal ranges.
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        "targets:\n"
+        "  - {kpi: close_rate, period: 2026-11, target: 16.25-21.5}\n"
+        "  - {kpi: nps, period: 2026-11, target: -5}\n"
+        "  - {kpi: retention_rate, period: 2026-11, target: 96.125}\n"
+        "  - {kpi: nps, period: 2026-12, target: {min: -10, max: -2.5}}\n",
+        encoding="utf-8",
+    )
+    import_plan(engine, extra)
+    exported = tmp_path / "targets.csv"
+    with Session(engine) as session, exported.open("w", newline="", encoding="utf-8") as out:
+        count = export_targets(session, out)
+
+    lines = exported.read_text(encoding="utf-8").splitlines()
+    assert count == len(lines) - 1 == 21
+    assert lines[0] == "kpi,period,target"
+    for line in (
+        "close_rate,*,15-20",
+        "close_rate,2026-11,16.25-21.5",
+        "average_deal_size,*,3000000",
+        "new_approaches,2026-12,80",
+        "nps,2026-11,-5",
+        "nps,2026-12,-10--2.5",
+        "retention_rate,2026-11,96.125",
+    ):
+        assert line in lines
+
+    assert import_plan(engine, exported) == {"targets": {"unchanged": 21}}

@@ -1,0 +1,689 @@
+"""Plan import: the example plan lands as written, re-imports change nothing, and every bad
+file is refused with each problem at its line/row and field — leaving the database untouched.
+
+Every test runs on SQLite and PostgreSQL (the `engine` fixture).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select
+
+import bot.formulas
+import bot.models
+import bot.plan
+import bot.plan_file
+import bot.scoring
+from bot import render
+from bot.database import transaction
+from bot.models import Aggregation, Cadence, Department, Direction, Goal, Kpi, SuccessFactor, Target, Unit
+from bot.plan import ImportResult, PlanInvalid, Problem, apply_plan, load_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "b2b-plan.yaml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SMALL = FIXTURES / "small-plan.yaml"
+# Marks, in an edited plan, the line where the problem must be reported.
+MARK = "  #!"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def import_plan(engine: Engine, path: Path) -> ImportResult:
+    with transaction(engine) as session:
+        return apply_plan(session, load_plan(path, session))
+
+
+def import_invalid(engine: Engine, path: Path) -> list[Problem]:
+    with pytest.raises(PlanInvalid) as raised:
+        import_plan(engine, path)
+    return raised.value.problems
+
+
+def table_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table.name: connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in SQLModel.metadata.sorted_tables
+        }
+
+
+def snapshot(engine: Engine, *, skip: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, so "nothing was written" can be checked exactly."""
+    with engine.connect() as connection:
+        return {
+            table.name: [
+                tuple(row)
+                for row in connection.execute(sa.select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in SQLModel.metadata.sorted_tables
+            if table.name not in skip
+        }
+
+
+def one(engine: Engine, model: type[Any], key: str) -> Any:
+    with Session(engine) as session:
+        return session.exec(select(model).where(model.key == key)).one()
+
+
+def targets_of(
+    engine: Engine, kpi_key: str
+) -> dict[str, tuple[Decimal | None, Decimal | None, Decimal | None]]:
+    """A KPI's targets by period, as (value, min, max)."""
+    with Session(engine) as session:
+        rows = session.exec(select(Target).join(Kpi).where(Kpi.key == kpi_key)).all()
+        return {t.period: (t.value, t.min_value, t.max_value) for t in rows}
+
+
+def outcomes(result: ImportResult) -> dict[str, dict[str, int]]:
+    return {entity: {k: v for k, v in counter.items() if v} for entity, counter in result.counts.items()}
+
+
+def edited(tmp_path: Path, source: Path, edits: dict[str, str], name: str = "plan.yaml") -> Path:
+    text = source.read_text(encoding="utf-8")
+    for old, new in edits.items():
+        assert text.count(old) == 1, f"edit target not unique in {source.name}: {old!r}"
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def marked_line(path: Path) -> str:
+    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if MARK in line]
+    assert len(lines) == 1, "exactly one line of an edited plan carries the mark"
+    return f"line {lines[0]}"
+
+
+def found(problems: list[Problem]) -> list[tuple[str, str, str]]:
+    return [(p.where, p.field, p.code) for p in problems]
+
+
+def assert_describable(problems: list[Problem]) -> None:
+    """Each problem reads as a sentence in both languages, after its place."""
+    for problem in problems:
+        for locale in ("ja", "en"):
+            text = problem.describe(locale)
+            assert problem.where in text
+            assert "{{" not in text and "plan." not in text, text
+
+
+# ---------------------------------------------------------------- the example plan
+
+
+def test_example_plan_creates_every_row(engine: Engine) -> None:
+    result = import_plan(engine, EXAMPLE)
+
+    assert outcomes(result) == {
+        "goal": {"created": 1},
+        "department": {"created": 4},
+        "success_factor": {"created": 12},
+        "kpi": {"created": 15},
+        "targets": {"created": 17},  # 15 KPI defaults + 2 period-specific
+    }
+    counts = table_counts(engine)
+    assert {name: counts[name] for name in ("goal", "department", "success_factor", "kpi", "target")} == {
+        "goal": 1,
+        "department": 4,
+        "success_factor": 12,
+        "kpi": 15,
+        "target": 17,
+    }
+    assert counts["actual"] == 0
+    assert counts["audit_event"] == 1
+
+
+def test_example_plan_values(engine: Engine) -> None:
+    import_plan(engine, EXAMPLE)
+
+    goal = one(engine, Goal, "revenue_fy2026")
+    assert goal.target_value == 1_000_000_000  # written as 10億
+    assert (goal.unit, goal.fiscal_year, goal.name_ja) == (Unit.JPY, 2026, "年間売上 10 億円")
+
+    marketing = one(engine, Department, "marketing")
+    assert (marketing.name_ja, marketing.name_en) == ("マーケティング部", "Marketing")
+    assert (marketing.channel_id, marketing.head_user_id) == ("C0MARKETING", "U0MKTHEAD")
+    assert one(engine, Department, "customer_success").locale == "en"
+
+    # Thresholds as written for a lower-is-better KPI; defaults for a higher-is-better one.
+    cost = one(engine, Kpi, "cost_per_lead")
+    assert (cost.direction, cost.amber_pct, cost.red_pct) == (Direction.LOWER, 110, 130)
+    mqls = one(engine, Kpi, "mqls")
+    assert (mqls.amber_pct, mqls.red_pct) == (90, 70)
+    assert (mqls.name_ja, mqls.name_en, mqls.owner_user_id) == ("MQL 数", "MQLs", "U0MKT1")
+    assert (mqls.cadence, mqls.aggregation) == (Cadence.MONTHLY, Aggregation.SUM)
+
+    conversion = one(engine, Kpi, "sql_conversion")
+    assert conversion.formula == "sqls / mqls * 100"
+    assert (conversion.unit, conversion.aggregation) == (Unit.PERCENT, Aggregation.AVERAGE)
+
+    # Each KPI hangs off its department and KFS, and each KFS off the one goal.
+    factor = one(engine, SuccessFactor, "lead_nurturing")
+    assert (mqls.department_id, mqls.success_factor_id) == (marketing.id, factor.id)
+    assert factor.goal_id == goal.id
+
+    assert targets_of(engine, "close_rate") == {"*": (None, 15, 20)}  # "15-20" is a range
+    assert targets_of(engine, "retention_rate") == {"*": (95, None, None)}  # "95%"
+    assert targets_of(engine, "average_deal_size") == {"*": (3_000_000, None, None)}  # "300万"
+    assert targets_of(engine, "new_approaches") == {"*": (100, None, None), "2026-12": (80, None, None)}
+
+
+def test_reimport_changes_nothing(engine: Engine) -> None:
+    import_plan(engine, EXAMPLE)
+    before = snapshot(engine, skip=("audit_event",))
+
+    result = import_plan(engine, EXAMPLE)
+
+    assert not result.changed
+    assert all(set(counter) == {"unchanged"} for counter in result.counts.values()), outcomes(result)
+    assert outcomes(result)["kpi"] == {"unchanged": 15}
+    # Not even updated_at moves; only the audit trail records that an import ran.
+    assert snapshot(engine, skip=("audit_event",)) == before
+
+
+def test_modified_plan_updates_in_place(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE)
+    counts = table_counts(engine)
+    changed = edited(
+        tmp_path,
+        EXAMPLE,
+        {
+            "name: {ja: MQL 数, en: MQLs}": "name: {ja: MQL 件数, en: Marketing-qualified leads}",
+            "target: 15-20": "target: 18-22",
+            "target: 80      # December": "target: 75      # December",
+        },
+    )
+
+    result = import_plan(engine, changed)
+
+    assert outcomes(result)["kpi"] == {"updated": 1, "unchanged": 14}
+    assert outcomes(result)["targets"] == {"updated": 2, "unchanged": 15}
+    mqls = one(engine, Kpi, "mqls")
+    assert (mqls.name_ja, mqls.name_en) == ("MQL 件数", "Marketing-qualified leads")
+    assert targets_of(engine, "close_rate") == {"*": (None, 18, 22)}
+    assert targets_of(engine, "new_approaches")["2026-12"] == (75, None, None)
+    assert {k: v for k, v in table_counts(engine).items() if k != "audit_event"} == {
+        k: v for k, v in counts.items() if k != "audit_event"
+    }
+
+
+def test_range_target_becomes_a_single_value(engine: Engine, tmp_path: Path) -> None:
+    # The check constraint allows a value or a range, never both: the update must clear min/max.
+    import_plan(engine, EXAMPLE)
+    import_plan(engine, edited(tmp_path, EXAMPLE, {"target: 15-20": "target: 17%"}))
+    assert targets_of(engine, "close_rate") == {"*": (17, None, None)}
+
+
+def test_partial_file_with_only_targets(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE)
+    partial = tmp_path / "targets.yaml"
+    partial.write_text(
+        "targets:\n"
+        "  - kpi: mqls\n    period: 2026-11\n    target: 210\n"
+        "  - kpi: website_visits\n    period: 2026-W50\n    target: {min: 4000, max: 4500}\n",
+        encoding="utf-8",
+    )
+
+    result = import_plan(engine, partial)
+
+    assert outcomes(result) == {"targets": {"created": 2}}
+    assert targets_of(engine, "mqls")["2026-11"] == (210, None, None)
+    assert targets_of(engine, "website_visits")["2026-W50"] == (None, 4000, 4500)
+    assert table_counts(engine)["kpi"] == 15
+
+
+def test_long_file_name_is_audited(engine: Engine, tmp_path: Path) -> None:
+    # The audit row keeps the file name in a 64-character column; a longer name must not
+    # make the whole import fail (PostgreSQL refuses over-long strings).
+    long_name = tmp_path / (
+        "2026年度_マーケティング部_インサイドセールス部_営業部_カスタマーサクセス部_" * 2 + ".yaml"
+    )
+    long_name.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    assert import_plan(engine, long_name).changed
+    assert table_counts(engine)["audit_event"] == 1
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_kpi_table_csv(engine: Engine) -> None:
+    import_plan(engine, EXAMPLE)
+
+    result = import_plan(engine, FIXTURES / "kpis.csv")
+
+    assert outcomes(result) == {
+        "department": {"created": 2},
+        "success_factor": {"created": 2},
+        "kpi": {"created": 4},
+        "targets": {"created": 4},
+    }
+    support = one(engine, Department, "support")
+    assert (support.name_ja, support.name_en, support.channel_id) == ("サポート部", "Support", "C0SUPPORT")
+    assert (support.locale, support.timezone) == ("en", "America/New_York")
+    response = one(engine, Kpi, "first_response")
+    assert (response.unit, response.direction, response.cadence) == (
+        Unit.HOURS,
+        Direction.LOWER,
+        Cadence.WEEKLY,
+    )
+    assert (response.amber_pct, response.red_pct, response.aggregation) == (120, 150, Aggregation.AVERAGE)
+    assert response.success_factor_id == one(engine, SuccessFactor, "speed").id
+    assert one(engine, Kpi, "tickets").unit is Unit.COUNT  # written as 件
+    per_agent = one(engine, Kpi, "tickets_per_agent")
+    assert (per_agent.formula, per_agent.success_factor_id) == ("tickets / 5", None)
+    assert targets_of(engine, "tickets_per_agent") == {"*": (None, 40, 60)}
+    assert (one(engine, Kpi, "partner_deals").amber_pct, one(engine, Kpi, "partner_deals").red_pct) == (
+        85,
+        60,
+    )
+    # The database's only goal is the KFS's goal.
+    assert one(engine, SuccessFactor, "speed").goal_id == one(engine, Goal, "revenue_fy2026").id
+
+    again = import_plan(engine, FIXTURES / "kpis.csv")
+    assert not again.changed
+
+
+def test_kpi_table_csv_on_an_empty_database(engine: Engine) -> None:
+    assert import_plan(engine, FIXTURES / "kpis.csv").changed
+    assert table_counts(engine)["kpi"] == 4
+    assert one(engine, SuccessFactor, "speed").goal_id is None
+
+
+def test_kpi_csv_naming_a_department_by_key_keeps_its_details(engine: Engine, tmp_path: Path) -> None:
+    # Regression: a KPI table that names an existing department and KFS by key alone used
+    # to reset their names to the key and clear the department's channel and head.
+    import_plan(engine, EXAMPLE)
+    table = tmp_path / "webinars.csv"
+    table.write_text(
+        "department,kfs,key,name_ja,name_en,unit,direction,cadence,target\n"
+        "marketing,awareness,webinars,ウェビナー数,Webinars,count,higher,monthly,4\n",
+        encoding="utf-8",
+    )
+
+    result = import_plan(engine, table)
+
+    assert outcomes(result)["department"] == {"unchanged": 1}
+    assert outcomes(result)["success_factor"] == {"unchanged": 1}
+    marketing = one(engine, Department, "marketing")
+    assert (marketing.name_ja, marketing.channel_id, marketing.head_user_id) == (
+        "マーケティング部",
+        "C0MARKETING",
+        "U0MKTHEAD",
+    )
+    awareness = one(engine, SuccessFactor, "awareness")
+    assert (awareness.name_ja, awareness.goal_id) == ("認知度の向上", one(engine, Goal, "revenue_fy2026").id)
+    assert one(engine, Kpi, "webinars").success_factor_id == awareness.id
+
+
+def test_targets_csv(engine: Engine) -> None:
+    import_plan(engine, EXAMPLE)
+
+    result = import_plan(engine, FIXTURES / "targets.csv")
+
+    assert outcomes(result) == {"targets": {"created": 3}}
+    assert targets_of(engine, "mqls")["2026-11"] == (210, None, None)
+    assert targets_of(engine, "close_rate")["2026-11"] == (None, 16, 21)
+    assert targets_of(engine, "website_visits")["2026-W50"] == (4500, None, None)
+
+
+@dataclass(frozen=True)
+class CsvCase:
+    text: str
+    expected: tuple[str, str, str]  # where, field, code
+
+
+CSV_CASES = {
+    "wrong number of cells": CsvCase(
+        "kpi,period,target\nmqls,2026-11,210\nsqls,2026-11\n", ("row 3", "", "csv_columns")
+    ),
+    "neither KPI nor targets header": CsvCase("name,value\nmqls,210\n", ("row 1", "", "csv_header")),
+    "unknown column": CsvCase(
+        "kpi,period,target,colour\nmqls,2026-11,210,red\n", ("row 1", "colour", "unknown_field")
+    ),
+    "unknown KPI": CsvCase(
+        "kpi,period,target\nmqls,2026-11,210\nmqlz,2026-11,5\n", ("row 3", "kpi", "unknown_kpi")
+    ),
+    "period of the wrong cadence": CsvCase(
+        "kpi,period,target\nmqls,2026-W48,210\n", ("row 2", "period", "period_cadence")
+    ),
+    "duplicate target": CsvCase(
+        "kpi,period,target\nmqls,2026-11,210\nmqls,2026-11,220\n", ("row 3", "period", "duplicate_target")
+    ),
+    "unknown unit": CsvCase(
+        "department,key,name,unit,direction,cadence\nmarketing,a,A,count,higher,weekly\nmarketing,b,B,kg,higher,weekly\n",
+        ("row 3", "unit", "unknown_unit"),
+    ),
+    "duplicate KPI key": CsvCase(
+        "department,key,name,unit,direction,cadence\nmarketing,a,A,count,higher,weekly\nmarketing,a,A2,count,higher,weekly\n",
+        ("row 3", "key", "duplicate_key"),
+    ),
+    "lower-is-better thresholds reversed": CsvCase(
+        "department,key,name,unit,direction,cadence,amber,red\nmarketing,cpl,CPL,JPY,lower,monthly,90,70\n",
+        ("row 2", "thresholds", "threshold_order_lower"),
+    ),
+    "department described two ways": CsvCase(
+        "department,channel,key,name,unit,direction,cadence\n"
+        "sales,C0SALES,a,A,count,higher,weekly\nsales,C0OTHER,b,B,count,higher,weekly\n",
+        ("row 3", "channel", "csv_conflict"),
+    ),
+    "empty file": CsvCase("", ("row 1", "", "csv_empty")),
+}
+
+
+@pytest.mark.parametrize("case", CSV_CASES.values(), ids=CSV_CASES.keys())
+def test_bad_csv_is_refused_with_its_row(engine: Engine, tmp_path: Path, case: CsvCase) -> None:
+    import_plan(engine, EXAMPLE)
+    before = snapshot(engine)
+    path = tmp_path / "bad.csv"
+    path.write_text(case.text, encoding="utf-8")
+
+    problems = import_invalid(engine, path)
+
+    assert case.expected in found(problems)
+    assert_describable(problems)
+    assert snapshot(engine) == before
+
+
+# ---------------------------------------------------------------- bad YAML plans
+
+# Each case edits tests/fixtures/small-plan.yaml (old text → new text); the new text marks
+# with MARK the line where the problem must be reported. Value: (edits, field, code).
+FACTORS_LIST = "success_factors:\n  - key: leads\n    name: {ja: リード獲得, en: Lead generation}\n"
+FACTORS_AS_TEXT = "success_factors: leads" + MARK + "\n"
+CRON_TOO_LONG = ",".join(str(minute) for minute in range(24)) + " 9 * * mon"
+BAD_YAML: dict[str, tuple[dict[str, str], str, str]] = {
+    "target names an unknown KPI": ({"- kpi: mqls": "- kpi: nosuch" + MARK}, "kpi", "unknown_kpi"),
+    "KPI names an unknown department": (
+        {"- key: sqls\n    department: marketing": "- key: sqls\n    department: sales" + MARK},
+        "department",
+        "unknown_department",
+    ),
+    "duplicate KPI key": ({"- key: visits": "- key: mqls" + MARK}, "key", "duplicate_key"),
+    "lower-is-better KPI with higher-is-better thresholds": (
+        {"thresholds: {amber: 110, red: 130}": "thresholds: {amber: 90, red: 70}" + MARK},
+        "thresholds",
+        "threshold_order_lower",
+    ),
+    "higher-is-better KPI with thresholds reversed": (
+        {"    target: 200\n": "    target: 200\n    thresholds: {amber: 70, red: 90}" + MARK + "\n"},
+        "thresholds",
+        "threshold_order_higher",
+    ),
+    "zero threshold": (
+        {"thresholds: {amber: 110, red: 130}": "thresholds: {amber: 110, red: 0}" + MARK},
+        "thresholds",
+        "threshold_not_positive",
+    ),
+    "thresholds with an unknown colour": (
+        {"thresholds: {amber: 110, red: 130}": "thresholds: {yellow: 110, red: 130}" + MARK},
+        "thresholds",
+        "thresholds_shape",
+    ),
+    "unknown unit": (
+        {"owner: U0OWNER\n    unit: count": "owner: U0OWNER\n    unit: kg" + MARK},
+        "unit",
+        "unknown_unit",
+    ),
+    "unknown direction": (
+        {"direction: lower": "direction: sideways" + MARK},
+        "direction",
+        "unknown_direction",
+    ),
+    "unknown cadence": ({"cadence: weekly": "cadence: daily" + MARK}, "cadence", "unknown_cadence"),
+    "unknown aggregation": (
+        {"direction: lower\n": "direction: lower\n    aggregation: median" + MARK + "\n"},
+        "aggregation",
+        "unknown_aggregation",
+    ),
+    "missing cadence": (
+        {"  - key: visits\n": "  - key: visits" + MARK + "\n", "    cadence: weekly\n": ""},
+        "cadence",
+        "missing",
+    ),
+    "formula names a missing KPI": (
+        {"formula: sqls / mqls * 100": "formula: sqls / leads * 100" + MARK},
+        "formula",
+        "formula_unknown_kpi",
+    ),
+    "formula divides by a constant zero": (
+        {"formula: sqls / mqls * 100": "formula: sqls / (2 - 2) * 100" + MARK},
+        "formula",
+        "formula_division_by_zero",
+    ),
+    "formula syntax": (
+        {"formula: sqls / mqls * 100": "formula: sqls / * 100" + MARK},
+        "formula",
+        "formula_syntax",
+    ),
+    "formula calls a function": (
+        {"formula: sqls / mqls * 100": "formula: max(sqls, mqls)" + MARK},
+        "formula",
+        "formula_unsupported",
+    ),
+    "formula cycle": (
+        {"- key: sqls\n": "- key: sqls\n    formula: sql_rate * 2" + MARK + "\n"},
+        "formula",
+        "formula_cycle",
+    ),
+    "range reversed": ({"target: 1000-1500": "target: 1500-1000" + MARK}, "target", "range_order"),
+    "target is not a number": ({"target: 200": "target: lots" + MARK}, "target", "not_a_number"),
+    "target too large to store": ({"target: 200": "target: 1000兆" + MARK}, "target", "number_unstorable"),
+    "target too precise to store": (
+        {"target: 200": "target: 0.1234567" + MARK},
+        "target",
+        "number_unstorable",
+    ),
+    "period of the wrong cadence": (
+        {"period: 2026-12": "period: 2026-W50" + MARK},
+        "period",
+        "period_cadence",
+    ),
+    "period that is no period": ({"period: 2026-12": "period: 2026-13" + MARK}, "period", "bad_period"),
+    "duplicate target": (
+        {
+            "    target: 180\n": "    target: 180\n  - kpi: mqls"
+            + MARK
+            + "\n    period: 2026-12\n    target: 190\n"
+        },
+        "period",
+        "duplicate_target",
+    ),
+    "bad Slack channel ID": ({"channel: C0MARKETING": "channel: marketing" + MARK}, "channel", "bad_channel"),
+    "bad Slack user ID": ({"owner: U0OWNER": "owner: taro" + MARK}, "owner", "bad_user"),
+    "unknown timezone": (
+        {"timezone: Asia/Tokyo": "timezone: Asia/Tokio" + MARK},
+        "timezone",
+        "unknown_timezone",
+    ),
+    "unknown locale": ({"locale: ja": "locale: fr" + MARK}, "locale", "unknown_locale"),
+    "bad cron": ({"digest_cron: 0 9 * * mon": "digest_cron: 0 25 * * mon" + MARK}, "digest_cron", "bad_cron"),
+    "cron longer than its column": (
+        {"digest_cron: 0 9 * * mon": f"digest_cron: {CRON_TOO_LONG}" + MARK},
+        "digest_cron",
+        "too_long",
+    ),
+    "bad key": ({"- key: visits": "- key: Visits" + MARK}, "key", "bad_key"),
+    "unknown KFS": (
+        {"success_factor: leads": "success_factor: lead" + MARK},
+        "success_factor",
+        "unknown_factor",
+    ),
+    "KFS names an unknown goal": (
+        {"en: Lead generation}\n": "en: Lead generation}\n    goal: profit" + MARK + "\n"},
+        "goal",
+        "unknown_goal",
+    ),
+    "fiscal year out of range": (
+        {"fiscal_year: 2026": "fiscal_year: 1999" + MARK},
+        "fiscal_year",
+        "out_of_range",
+    ),
+    "misspelt field": (
+        {"thresholds: {amber: 110, red: 130}": "tresholds: {amber: 110, red: 130}" + MARK},
+        "tresholds",
+        "unknown_field",
+    ),
+    "unknown section": (
+        {"version: 1\n": "version: 1\nbudgets: []" + MARK + "\n"},
+        "budgets",
+        "unknown_section",
+    ),
+    "section that is not a list": (
+        {FACTORS_LIST: FACTORS_AS_TEXT},
+        "success_factors",
+        "section_not_list",
+    ),
+    "malformed YAML: mapping in a value": (
+        {"owner: U0OWNER": "owner: U0OWNER: boss" + MARK},
+        "",
+        "yaml_syntax",
+    ),
+    "malformed YAML: bad indentation": (
+        {"    owner: U0OWNER\n": "   owner: U0OWNER" + MARK + "\n"},
+        "",
+        "yaml_syntax",
+    ),
+}
+
+
+@pytest.mark.parametrize("preloaded", [False, True], ids=["empty db", "plan already in db"])
+@pytest.mark.parametrize(("edits", "field", "code"), BAD_YAML.values(), ids=BAD_YAML.keys())
+def test_bad_yaml_is_refused_with_its_line(
+    engine: Engine, tmp_path: Path, preloaded: bool, edits: dict[str, str], field: str, code: str
+) -> None:
+    if preloaded:
+        import_plan(engine, SMALL)
+    before = snapshot(engine)
+    path = edited(tmp_path, SMALL, edits)
+
+    problems = import_invalid(engine, path)
+
+    assert (marked_line(path), field, code) in found(problems)
+    assert_describable(problems)
+    assert snapshot(engine) == before
+
+
+def test_small_plan_itself_is_valid(engine: Engine) -> None:
+    # Guards the cases above: each problem comes from its edit, not from the base file.
+    result = import_plan(engine, SMALL)
+    assert outcomes(result)["kpi"] == {"created": 5}
+    assert targets_of(engine, "visits") == {"*": (None, 1000, 1500)}
+
+
+def test_every_problem_is_reported_at_once(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE)
+    before = snapshot(engine)
+    path = edited(
+        tmp_path,
+        SMALL,
+        {
+            "owner: U0OWNER\n    unit: count": "owner: U0OWNER\n    unit: kg",
+            "channel: C0MARKETING": "channel: marketing",
+            "timezone: Asia/Tokyo": "timezone: Asia/Tokio",
+            "- kpi: mqls": "- kpi: nosuch",
+            "formula: sqls / mqls * 100": "formula: sqls / 0",
+        },
+    )
+
+    problems = import_invalid(engine, path)
+
+    codes = {p.code for p in problems}
+    assert {
+        "unknown_unit",
+        "bad_channel",
+        "unknown_timezone",
+        "unknown_kpi",
+        "formula_division_by_zero",
+    } <= codes
+    assert len({p.where for p in problems}) >= 5
+    assert snapshot(engine) == before
+
+
+def test_a_broken_entry_is_reported_once(engine: Engine, tmp_path: Path) -> None:
+    # mqls has a bad unit and marketing a bad channel. Their KPIs, targets and formulas
+    # still refer to keys the file writes, so they must not add "no KPI/department 'x'".
+    path = edited(
+        tmp_path,
+        SMALL,
+        {
+            "owner: U0OWNER\n    unit: count": "owner: U0OWNER\n    unit: kg",
+            "channel: C0MARKETING": "channel: marketing",
+        },
+    )
+
+    problems = import_invalid(engine, path)
+
+    assert [(p.field, p.code) for p in problems] == [("channel", "bad_channel"), ("unit", "unknown_unit")]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("plan.yaml", "", ("line 1", "", "yaml_not_mapping")),
+        ("plan.yaml", "- just\n- a list\n", ("line 1", "", "yaml_not_mapping")),
+        ("plan.txt", "kpi,period,target\n", ("", "", "unknown_file_type")),
+    ],
+)
+def test_unreadable_files(
+    engine: Engine, tmp_path: Path, name: str, text: str, expected: tuple[str, str, str]
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    problems = import_invalid(engine, path)
+    assert found(problems) == [expected]
+    assert_describable(problems)
+    assert table_counts(engine)["kpi"] == 0
+
+
+# ---------------------------------------------------------------- message catalogs
+
+
+def _problem_codes() -> set[str]:
+    """Every problem code bot/plan.py and bot/plan_file.py can produce, read from their source."""
+    plan_source = Path(bot.plan.__file__).read_text(encoding="utf-8")
+    file_source = Path(bot.plan_file.__file__).read_text(encoding="utf-8")
+    codes: set[str] = set()
+    # reader.problem(record, name, "code"), Problem(where, "field", "code"), slack_id(..., "code")
+    codes.update(re.findall(r"\.problem\(\s*[\w.]+,\s*[\w\"]+,\s*\"(\w+)\"", plan_source))
+    codes.update(re.findall(r"Problem\(\s*[\w.]+,\s*\"\w*\",\s*\"(\w+)\"", plan_source))
+    codes.update(re.findall(r"slack_id\([^)]*\"(\w+)\"\)", plan_source))
+    # document.problems.append((where, field, "code", params))
+    codes.update(re.findall(r"problems\.append\(\s*\([^,]+,\s*[^,]+,\s*\"(\w+)\"", file_source))
+    # Built codes: unknown_<enum> for each choice(), formula_<FormulaError code>, threshold codes.
+    enums = re.findall(r"\.choice\(\s*record,\s*\"\w+\",\s*(\w+)", plan_source)
+    codes.update(f"unknown_{getattr(bot.models, name).__name__.lower()}" for name in enums)
+    formulas_source = Path(bot.formulas.__file__).read_text(encoding="utf-8")
+    codes.update(f"formula_{code}" for code in re.findall(r"FormulaError\(\"(\w+)\"", formulas_source))
+    scoring_source = Path(bot.scoring.__file__).read_text(encoding="utf-8")
+    codes.update(re.findall(r"return \"(threshold_\w+)\"", scoring_source))
+    return codes
+
+
+def test_every_problem_code_has_a_message_in_both_languages() -> None:
+    codes = _problem_codes()
+    # If the patterns above stopped matching, the check below would pass vacuously.
+    assert {
+        "missing",
+        "unknown_unit",
+        "formula_cycle",
+        "yaml_syntax",
+        "threshold_order_lower",
+        "bad_channel",
+    } <= codes
+    assert len(codes) >= 40
+    for locale in ("ja", "en"):
+        missing = {code for code in codes if f"plan.{code}" not in render.message_keys(locale)}
+        assert not missing, f"templates/{locale}/messages.yaml lacks {sorted(missing)}"
+
+
+def test_catalogs_have_the_same_keys() -> None:
+    assert render.message_keys("ja") == render.message_keys("en")
