@@ -136,6 +136,10 @@ class Department(SQLModel, table=True):
     timezone: str = Field(default="Asia/Tokyo", max_length=64)
     digest_cron: str = Field(default="0 9 * * mon", max_length=64)
     fiscal_year_start_month: int = Field(default=4)
+    # A digest (or reminder) slot on a Japanese public holiday moves to the next working day.
+    holiday_shift: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # The division head's channel: its digest is the cross-department summary; it has no KPIs.
+    is_division: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 
@@ -153,6 +157,14 @@ class Goal(SQLModel, table=True):
     target_value: Decimal = _amount(nullable=False)
     unit: Unit = _enum(Unit)
     fiscal_year: int
+    # The KPI whose fiscal-year total measures the KGI (e.g. monthly revenue), if any.
+    kpi_id: int | None = Field(
+        default=None,
+        # use_alter: goal → kpi closes a cycle (kpi → success_factor → goal).
+        sa_column=Column(
+            sa.Integer, sa.ForeignKey("kpi.id", ondelete="SET NULL", use_alter=True), nullable=True
+        ),
+    )
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 
