@@ -97,10 +97,31 @@ def schema_revision(engine: Engine) -> str | None:
 
 
 def require_current_schema(engine: Engine) -> None:
-    """Refuse to work on a database that is missing migrations, with the fix in the message."""
-    check_connection(engine)
+    """Refuse to work on a database that is missing migrations, with the fix in the message.
+
+    Only looks: a SQLite file that does not exist is "not initialised" without connecting, since
+    connecting would create it (`kpibot serve` on a fresh machine must not leave an empty file)."""
+    if _sqlite_file_missing(engine):
+        current = None
+    else:
+        check_connection(engine)
+        current = schema_revision(engine)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
-    current = schema_revision(engine)
     if current != head:
         state = "not initialised" if current is None else f"at revision {current}, code expects {head}"
         raise SchemaOutOfDate(f"the database at {safe_url(engine)} is {state}; run `kpibot migrate` first")
+
+
+def _sqlite_file_missing(engine: Engine) -> bool:
+    """Whether the engine is on a SQLite file that does not exist yet (in-memory databases exist)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    if url.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        if url.query.get("mode") == "memory":
+            return False
+        database = database.removeprefix("file:")
+    if database in ("", ":memory:"):
+        return False
+    return not Path(database).exists()

@@ -1,7 +1,8 @@
 """The KPI plan: validate a plan file completely, then write it in one transaction.
 
 Import is idempotent: departments, goals, KFS and KPIs are matched by key and targets by
-(KPI, period), so importing the same file twice changes nothing the second time.
+(KPI, period), so importing the same file twice changes nothing the second time, not even the
+audit trail (an import is audited only when it changed something). Counts are by table name.
 Nothing is ever deleted by an import; KPIs carry history.
 """
 
@@ -588,6 +589,41 @@ def _check_formulas(
         path = _cycle_from(spec.key, dependencies)
         if path and len(path) > 2:
             reader.problem(records[spec.key], "formula", "formula_cycle", path=" → ".join(path))
+    _check_formula_cadences(reader, kpis, known, dependencies, records)
+
+
+def _check_formula_cadences(
+    reader: _Reader,
+    kpis: list[KpiSpec],
+    known: dict[str, KnownKpi],
+    dependencies: dict[str, frozenset[str]],
+    records: dict[Any, Record],
+) -> None:
+    """A formula only combines values of one period, so its inputs must share its cadence: a monthly
+    KPI calculated from a weekly one would never have a value. Reported at the formula when the file
+    writes the derived KPI, else at the `cadence` of the input the file changes."""
+    in_file = {spec.key for spec in kpis}
+    derived = [spec.key for spec in kpis] + sorted(key for key in dependencies if key not in in_file)
+    for key in derived:
+        for name in sorted(dependencies.get(key, ())):
+            info, used = known[key], known.get(name)
+            if used is None or used.cadence is info.cadence:
+                continue
+            if key in in_file:
+                record, at = records[key], "formula"
+            elif name in in_file:
+                record, at = records[name], "cadence"
+            else:
+                continue  # both already stored: not this file's doing
+            reader.problem(
+                record,
+                at,
+                "formula_cadence",
+                kpi=key,
+                cadence=info.cadence.value,
+                input=name,
+                input_cadence=used.cadence.value,
+            )
 
 
 def _cycle_from(start: str, dependencies: dict[str, frozenset[str]]) -> list[str] | None:
@@ -711,26 +747,28 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
         (t.kpi_id, t.period): t
         for t in session.exec(select(Target).where(Target.kpi_id.in_(set(kpi_ids.values())))).all()  # type: ignore[attr-defined]
     }
+    entity = Target.__tablename__
     for spec in plan.targets:
         values = _target_columns(spec.target)
         row = existing_targets.get((kpi_ids[spec.kpi_key], spec.period))
         if row is None:
             session.add(Target(kpi_id=kpi_ids[spec.kpi_key], period=spec.period, **values))
-            result.count("targets", "created")
+            result.count(entity, "created")
         elif _update(row, values):
-            result.count("targets", "updated")
+            result.count(entity, "updated")
         else:
-            result.count("targets", "unchanged")
-    session.add(
-        AuditEvent(
-            actor=actor,
-            action="plan.imported",
-            entity="plan",
-            entity_id=plan.source[:64],  # the column's length; a file name may be longer
-            source="import",
-            details={entity: dict(counter) for entity, counter in result.counts.items()},
+            result.count(entity, "unchanged")
+    if result.changed:  # a re-import that changes nothing leaves no trace
+        session.add(
+            AuditEvent(
+                actor=actor,
+                action="plan.imported",
+                entity="plan",
+                entity_id=plan.source[:64],  # the column's length; a file name may be longer
+                source="import",
+                details={entity: dict(counter) for entity, counter in result.counts.items()},
+            )
         )
-    )
     session.flush()
     return result
 

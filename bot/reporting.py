@@ -6,6 +6,7 @@ Knows nothing of Slack: handlers pass the text and the user, and render what com
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 import unicodedata
@@ -21,9 +22,9 @@ from bot.actuals import Recorded, live_actual, live_values, record_actual
 from bot.clock import today
 from bot.models import Department, Kpi, Source, Unit
 from bot.numbers import NumberFormatError, parse_number
-from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period, period_of
+from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
-from bot.scorecard import targets_for
+from bot.scorecard import current_period, targets_for
 from bot.scoring import Score, TargetValue, score
 
 NOTE_MAX_LENGTH = 2000
@@ -136,9 +137,9 @@ def check_value(text: str, kpi: Kpi) -> Decimal:
     return value
 
 
-def check_period(text: str | None, kpi: Kpi, day: Any) -> Period:
+def check_period(text: str | None, kpi: Kpi, day: dt.date) -> Period:
     if text is None:
-        return period_of(day, kpi.cadence)
+        return current_period(kpi.cadence, day)
     try:
         return parse_period(text, kpi.cadence, day)
     except PeriodError as error:
@@ -163,9 +164,8 @@ def report(
     if not can_report(kpi, department, user_id, is_admin):
         raise ReportError("not_allowed", kpi=kpi, owner=kpi.owner_user_id, head=department.head_user_id)
     value = check_value(parts.value, kpi)
-    period = check_period(parts.period, kpi, today(ZoneInfo(department.timezone)))
-    if parts.note and len(parts.note) > NOTE_MAX_LENGTH:
-        raise ReportError("note_too_long", length=len(parts.note), max=NOTE_MAX_LENGTH)
+    period = check_period(parts.period, kpi, _today_in(department))
+    note = check_note(parts.note)
     return save(
         session,
         kpi=kpi,
@@ -174,7 +174,7 @@ def report(
         value=value,
         user_id=user_id,
         source=source,
-        note=parts.note,
+        note=note,
     )
 
 
@@ -212,6 +212,11 @@ class ReportableKpi:
     value: Decimal | None  # the live value for `period`, if one was reported
     target: TargetValue | None
 
+    @property
+    def derived(self) -> bool:
+        """Calculated from other KPIs by its formula: listed, but never typed in."""
+        return bool(self.kpi.formula)
+
 
 @dataclass(frozen=True)
 class CheckedReport:
@@ -229,9 +234,8 @@ class SavedReports:
     unchanged: list[CheckedReport]  # equal to the live value, so not stored again
 
 
-def current_period(kpi: Kpi, department: Department) -> Period:
-    """The KPI's cadence period containing today in its department's timezone."""
-    return period_of(today(ZoneInfo(department.timezone)), kpi.cadence)
+def _today_in(department: Department) -> dt.date:
+    return today(ZoneInfo(department.timezone))
 
 
 def plain_number(value: Decimal) -> str:
@@ -255,17 +259,21 @@ def _asked_once(is_admin: Callable[[], bool]) -> Callable[[], bool]:
 
 
 def reportable_kpis(session: Session, *, user_id: str, is_admin: Callable[[], bool]) -> list[ReportableKpi]:
-    """Every KPI `user_id` may report (derived ones excluded), in plan order, for its current period."""
+    """Every KPI `user_id` may report, in plan order (so by department), each with its current
+    period in its department's timezone, the live value and the target; two queries besides the KPIs.
+
+    Derived KPIs are included on the same terms, flagged `derived`: `/kpi list` shows them as
+    calculated, the report form leaves them out."""
     admin = _asked_once(is_admin)
     rows = [
         (kpi, department)
         for kpi, department in all_kpis(session)
-        if not kpi.formula and can_report(kpi, department, user_id, admin)
+        if can_report(kpi, department, user_id, admin)
     ]
     periods: dict[int, Period] = {}
     for kpi, department in rows:
         assert kpi.id is not None
-        periods[kpi.id] = current_period(kpi, department)
+        periods[kpi.id] = current_period(kpi.cadence, _today_in(department))
     keys = {period.key for period in periods.values()}
     values = live_values(session, list(periods), keys)
     targets = targets_for(session, list(periods), keys)
@@ -328,7 +336,7 @@ def _shown_period(kpi: Kpi, department: Department, shown: str | None) -> Period
         # The plan may have changed the KPI's cadence since the form was opened.
         if period is not None and period.cadence is kpi.cadence:
             return period
-    return current_period(kpi, department)
+    return current_period(kpi.cadence, _today_in(department))
 
 
 def check_note(note: str | None) -> str | None:

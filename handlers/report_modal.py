@@ -16,15 +16,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.blocks import (
-    Block,
-    ContextBlock,
-    InputBlock,
-    MarkdownTextObject,
-    PlainTextInputElement,
-    PlainTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import Block, InputBlock, PlainTextInputElement, PlainTextObject
 from slack_sdk.models.views import View
 from sqlalchemy.exc import OperationalError
 
@@ -34,6 +26,7 @@ from bot.errors import DatabaseUnavailable
 from bot.idempotency import first_time
 from bot.models import Department, Source
 from bot.reporting import (
+    NOTE_MAX_LENGTH,
     ReportableKpi,
     ReportError,
     SavedReports,
@@ -43,6 +36,7 @@ from bot.reporting import (
     reportable_kpis,
     save_reports,
 )
+from handlers.blocks import MODAL_MAX_BLOCKS, context, section
 from handlers.commands import CommandRequest
 from handlers.deps import Deps, department_of_channel
 
@@ -52,8 +46,6 @@ CALLBACK_ID = "report_modal"
 KPI_BLOCK_PREFIX = "kpi:"
 VALUE_ACTION = "value"
 NOTE_BLOCK = NOTE_ACTION = "note"
-NOTE_MAX_LENGTH = 2000
-MAX_BLOCKS = 100  # Slack's limit for a modal
 # The intro and the note always take a block; the "N more" notice one more when needed.
 _FIXED_BLOCKS = 2
 
@@ -65,9 +57,10 @@ def open_report_modal(request: CommandRequest) -> None:
     """Open the form; the trigger_id dies ~3 s after the command, so nothing slow comes before views.open."""
     locale = request.locale()
     with transaction(request.deps.engine) as session:
-        kpis = reportable_kpis(
+        reportable = reportable_kpis(
             session, user_id=request.user_id, is_admin=lambda: request.deps.is_admin(request.user_id)
         )
+    kpis = [item for item in reportable if not item.derived]  # calculated, never typed in
     if not kpis:
         request.reply(render.message("modal.nothing_to_report", locale))
         return
@@ -83,13 +76,12 @@ def open_report_modal(request: CommandRequest) -> None:
 
 def report_view(kpis: Sequence[ReportableKpi], channel_id: str, locale: str) -> View:
     """The form. slack_sdk's View validates Slack's limits (title, blocks, metadata) when serialized."""
-    room = MAX_BLOCKS - _FIXED_BLOCKS
+    room = MODAL_MAX_BLOCKS - _FIXED_BLOCKS
     shown = list(kpis) if len(kpis) <= room else list(kpis[: room - 1])
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=render.message("modal.intro", locale)))]
+    blocks: list[Block] = [section(render.message("modal.intro", locale))]
     blocks += [_kpi_input(item, locale) for item in shown]
     if len(shown) < len(kpis):
-        more = render.message("modal.more_kpis", locale, count=len(kpis) - len(shown))
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
+        blocks.append(context(render.message("modal.more_kpis", locale, count=len(kpis) - len(shown))))
     blocks.append(
         InputBlock(
             block_id=NOTE_BLOCK,

@@ -87,7 +87,7 @@ def test_migrate_then_import_then_import_again(db: Engine, capsys: pytest.Captur
         "  department: 4 created, 0 updated, 0 unchanged",
         "  success_factor: 12 created, 0 updated, 0 unchanged",
         "  kpi: 15 created, 0 updated, 0 unchanged",
-        "  targets: 17 created, 0 updated, 0 unchanged",
+        "  target: 17 created, 0 updated, 0 unchanged",
     ]
 
     code, out, err = run(capsys, "--locale", "en", "import-plan", str(EXAMPLE))
@@ -199,7 +199,7 @@ def test_export_from_the_command_line(db: Engine, capsys: pytest.CaptureFixture[
 
     code, out, _ = run(capsys, "--locale", "en", "import-plan", "targets.csv")
     assert code == 0
-    assert "  targets: 0 created, 0 updated, 17 unchanged" in out.splitlines()
+    assert "  target: 0 created, 0 updated, 17 unchanged" in out.splitlines()
 
 
 # ---------------------------------------------------------------- demo

@@ -16,16 +16,9 @@ from bot.actuals import record_actual
 from bot.database import transaction
 from bot.export import ACTUAL_COLUMNS, export_actuals, export_targets
 from bot.models import Kpi, Source
-from bot.plan import apply_plan, load_plan
+from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def import_plan(engine: Engine, path: Path) -> dict[str, dict[str, int]]:
-    with transaction(engine) as session:
-        result = apply_plan(session, load_plan(path, session))
-    return {entity: {k: v for k, v in counter.items() if v} for entity, counter in result.counts.items()}
 
 
 def record(engine: Engine, kpi_key: str, period: str, value: str, note: str | None = None) -> None:
@@ -54,7 +47,7 @@ def exported_actuals(engine: Engine, *, history: bool = False) -> tuple[int, lis
 
 
 def with_actuals(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     record(engine, "mqls", "2026-10", "1200", note="from CRM")
     record(engine, "mqls", "2026-10", "1250", note="CRM re-sync")  # a correction
     record(engine, "mqls", "2026-09", "180")
@@ -109,7 +102,7 @@ def test_export_of_an_empty_database_is_just_the_header(engine: Engine) -> None:
 
 
 def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     # Values that a careless formatter would break: decimals, a negative, decimal ranges.
     extra = tmp_path / "extra.yaml"
     extra.write_text(
@@ -139,4 +132,4 @@ def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> 
     ):
         assert line in lines
 
-    assert import_plan(engine, exported) == {"targets": {"unchanged": 21}}
+    assert outcomes(import_plan(engine, exported)) == {"target": {"unchanged": 21}}

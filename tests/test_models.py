@@ -14,39 +14,23 @@ from bot.actuals import history, live_actual, record_actual
 from bot.database import transaction
 from bot.models import (
     Actual,
-    Aggregation,
     AuditEvent,
-    Cadence,
     Department,
-    Direction,
     Kpi,
-    KpiKind,
     Post,
     PostKind,
     PostStatus,
     Source,
     Target,
-    Unit,
 )
+from tests.plans import count_kpi
 
 
 def _plan(session: Session) -> Kpi:
     department = Department(key="sales", name_ja="営業部", name_en="Sales", channel_id="C0SALES")
     session.add(department)
     session.flush()
-    kpi = Kpi(
-        key="new_approaches",
-        name_ja="新規アプローチ数",
-        name_en="New approaches",
-        department_id=department.id,
-        unit=Unit.COUNT,
-        direction=Direction.HIGHER,
-        cadence=Cadence.MONTHLY,
-        kind=KpiKind.PROCESS,
-        aggregation=Aggregation.SUM,
-        amber_pct=Decimal(90),
-        red_pct=Decimal(70),
-    )
+    kpi = count_kpi("new_approaches", department.id, name_ja="新規アプローチ数", name_en="New approaches")
     session.add(kpi)
     session.flush()
     return kpi

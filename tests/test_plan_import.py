@@ -23,12 +23,11 @@ import bot.plan
 import bot.plan_file
 import bot.scoring
 from bot import render
-from bot.database import transaction
 from bot.models import Aggregation, Cadence, Department, Direction, Goal, Kpi, SuccessFactor, Target, Unit
-from bot.plan import ImportResult, PlanInvalid, Problem, apply_plan, load_plan
+from bot.plan import PlanInvalid, Problem
+from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "b2b-plan.yaml"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMALL = FIXTURES / "small-plan.yaml"
 # Marks, in an edited plan, the line where the problem must be reported.
@@ -36,11 +35,6 @@ MARK = "  #!"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def import_plan(engine: Engine, path: Path) -> ImportResult:
-    with transaction(engine) as session:
-        return apply_plan(session, load_plan(path, session))
 
 
 def import_invalid(engine: Engine, path: Path) -> list[Problem]:
@@ -84,10 +78,6 @@ def targets_of(
         return {t.period: (t.value, t.min_value, t.max_value) for t in rows}
 
 
-def outcomes(result: ImportResult) -> dict[str, dict[str, int]]:
-    return {entity: {k: v for k, v in counter.items() if v} for entity, counter in result.counts.items()}
-
-
 def edited(tmp_path: Path, source: Path, edits: dict[str, str], name: str = "plan.yaml") -> Path:
     text = source.read_text(encoding="utf-8")
     for old, new in edits.items():
@@ -121,14 +111,14 @@ def assert_describable(problems: list[Problem]) -> None:
 
 
 def test_example_plan_creates_every_row(engine: Engine) -> None:
-    result = import_plan(engine, EXAMPLE)
+    result = import_plan(engine, EXAMPLE_PLAN)
 
     assert outcomes(result) == {
         "goal": {"created": 1},
         "department": {"created": 4},
         "success_factor": {"created": 12},
         "kpi": {"created": 15},
-        "targets": {"created": 17},  # 15 KPI defaults + 2 period-specific
+        "target": {"created": 17},  # 15 KPI defaults + 2 period-specific
     }
     counts = table_counts(engine)
     assert {name: counts[name] for name in ("goal", "department", "success_factor", "kpi", "target")} == {
@@ -143,7 +133,7 @@ def test_example_plan_creates_every_row(engine: Engine) -> None:
 
 
 def test_example_plan_values(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
 
     goal = one(engine, Goal, "revenue_fy2026")
     assert goal.target_value == 1_000_000_000  # written as 10億
@@ -178,24 +168,25 @@ def test_example_plan_values(engine: Engine) -> None:
 
 
 def test_reimport_changes_nothing(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE)
-    before = snapshot(engine, skip=("audit_event",))
+    import_plan(engine, EXAMPLE_PLAN)
+    before = snapshot(engine)
 
-    result = import_plan(engine, EXAMPLE)
+    result = import_plan(engine, EXAMPLE_PLAN)
 
     assert not result.changed
     assert all(set(counter) == {"unchanged"} for counter in result.counts.values()), outcomes(result)
     assert outcomes(result)["kpi"] == {"unchanged": 15}
-    # Not even updated_at moves; only the audit trail records that an import ran.
-    assert snapshot(engine, skip=("audit_event",)) == before
+    # Not even updated_at moves, and the audit trail gets no second "plan.imported".
+    assert table_counts(engine)["audit_event"] == 1
+    assert snapshot(engine) == before
 
 
 def test_modified_plan_updates_in_place(engine: Engine, tmp_path: Path) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     counts = table_counts(engine)
     changed = edited(
         tmp_path,
-        EXAMPLE,
+        EXAMPLE_PLAN,
         {
             "name: {ja: MQL 数, en: MQLs}": "name: {ja: MQL 件数, en: Marketing-qualified leads}",
             "target: 15-20": "target: 18-22",
@@ -206,7 +197,7 @@ def test_modified_plan_updates_in_place(engine: Engine, tmp_path: Path) -> None:
     result = import_plan(engine, changed)
 
     assert outcomes(result)["kpi"] == {"updated": 1, "unchanged": 14}
-    assert outcomes(result)["targets"] == {"updated": 2, "unchanged": 15}
+    assert outcomes(result)["target"] == {"updated": 2, "unchanged": 15}
     mqls = one(engine, Kpi, "mqls")
     assert (mqls.name_ja, mqls.name_en) == ("MQL 件数", "Marketing-qualified leads")
     assert targets_of(engine, "close_rate") == {"*": (None, 18, 22)}
@@ -218,13 +209,13 @@ def test_modified_plan_updates_in_place(engine: Engine, tmp_path: Path) -> None:
 
 def test_range_target_becomes_a_single_value(engine: Engine, tmp_path: Path) -> None:
     # The check constraint allows a value or a range, never both: the update must clear min/max.
-    import_plan(engine, EXAMPLE)
-    import_plan(engine, edited(tmp_path, EXAMPLE, {"target: 15-20": "target: 17%"}))
+    import_plan(engine, EXAMPLE_PLAN)
+    import_plan(engine, edited(tmp_path, EXAMPLE_PLAN, {"target: 15-20": "target: 17%"}))
     assert targets_of(engine, "close_rate") == {"*": (17, None, None)}
 
 
 def test_partial_file_with_only_targets(engine: Engine, tmp_path: Path) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     partial = tmp_path / "targets.yaml"
     partial.write_text(
         "targets:\n"
@@ -235,7 +226,7 @@ def test_partial_file_with_only_targets(engine: Engine, tmp_path: Path) -> None:
 
     result = import_plan(engine, partial)
 
-    assert outcomes(result) == {"targets": {"created": 2}}
+    assert outcomes(result) == {"target": {"created": 2}}
     assert targets_of(engine, "mqls")["2026-11"] == (210, None, None)
     assert targets_of(engine, "website_visits")["2026-W50"] == (None, 4000, 4500)
     assert table_counts(engine)["kpi"] == 15
@@ -247,7 +238,7 @@ def test_long_file_name_is_audited(engine: Engine, tmp_path: Path) -> None:
     long_name = tmp_path / (
         "2026年度_マーケティング部_インサイドセールス部_営業部_カスタマーサクセス部_" * 2 + ".yaml"
     )
-    long_name.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    long_name.write_text(EXAMPLE_PLAN.read_text(encoding="utf-8"), encoding="utf-8")
     assert import_plan(engine, long_name).changed
     assert table_counts(engine)["audit_event"] == 1
 
@@ -256,7 +247,7 @@ def test_long_file_name_is_audited(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_kpi_table_csv(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
 
     result = import_plan(engine, FIXTURES / "kpis.csv")
 
@@ -264,7 +255,7 @@ def test_kpi_table_csv(engine: Engine) -> None:
         "department": {"created": 2},
         "success_factor": {"created": 2},
         "kpi": {"created": 4},
-        "targets": {"created": 4},
+        "target": {"created": 4},
     }
     support = one(engine, Department, "support")
     assert (support.name_ja, support.name_en, support.channel_id) == ("サポート部", "Support", "C0SUPPORT")
@@ -301,7 +292,7 @@ def test_kpi_table_csv_on_an_empty_database(engine: Engine) -> None:
 def test_kpi_csv_naming_a_department_by_key_keeps_its_details(engine: Engine, tmp_path: Path) -> None:
     # Regression: a KPI table that names an existing department and KFS by key alone used
     # to reset their names to the key and clear the department's channel and head.
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     table = tmp_path / "webinars.csv"
     table.write_text(
         "department,kfs,key,name_ja,name_en,unit,direction,cadence,target\n"
@@ -325,11 +316,11 @@ def test_kpi_csv_naming_a_department_by_key_keeps_its_details(engine: Engine, tm
 
 
 def test_targets_csv(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
 
     result = import_plan(engine, FIXTURES / "targets.csv")
 
-    assert outcomes(result) == {"targets": {"created": 3}}
+    assert outcomes(result) == {"target": {"created": 3}}
     assert targets_of(engine, "mqls")["2026-11"] == (210, None, None)
     assert targets_of(engine, "close_rate")["2026-11"] == (None, 16, 21)
     assert targets_of(engine, "website_visits")["2026-W50"] == (4500, None, None)
@@ -381,7 +372,7 @@ CSV_CASES = {
 
 @pytest.mark.parametrize("case", CSV_CASES.values(), ids=CSV_CASES.keys())
 def test_bad_csv_is_refused_with_its_row(engine: Engine, tmp_path: Path, case: CsvCase) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     before = snapshot(engine)
     path = tmp_path / "bad.csv"
     path.write_text(case.text, encoding="utf-8")
@@ -468,6 +459,11 @@ BAD_YAML: dict[str, tuple[dict[str, str], str, str]] = {
         {"formula: sqls / mqls * 100": "formula: max(sqls, mqls)" + MARK},
         "formula",
         "formula_unsupported",
+    ),
+    "formula mixes cadences": (
+        {"formula: sqls / mqls * 100": "formula: sqls / visits * 100" + MARK},
+        "formula",
+        "formula_cadence",
     ),
     "formula cycle": (
         {"- key: sqls\n": "- key: sqls\n    formula: sql_rate * 2" + MARK + "\n"},
@@ -580,7 +576,7 @@ def test_small_plan_itself_is_valid(engine: Engine) -> None:
 
 
 def test_every_problem_is_reported_at_once(engine: Engine, tmp_path: Path) -> None:
-    import_plan(engine, EXAMPLE)
+    import_plan(engine, EXAMPLE_PLAN)
     before = snapshot(engine)
     path = edited(
         tmp_path,
@@ -623,6 +619,26 @@ def test_a_broken_entry_is_reported_once(engine: Engine, tmp_path: Path) -> None
     problems = import_invalid(engine, path)
 
     assert [(p.field, p.code) for p in problems] == [("channel", "bad_channel"), ("unit", "unknown_unit")]
+
+
+def test_changing_the_cadence_of_a_formulas_input_is_refused(engine: Engine, tmp_path: Path) -> None:
+    # sql_rate (monthly, stored) is calculated from mqls: a file making mqls weekly would leave
+    # sql_rate without a value ever, so the problem is shown at mqls's cadence.
+    import_plan(engine, SMALL)
+    before = snapshot(engine)
+    path = tmp_path / "mqls.yaml"
+    path.write_text(
+        "kpis:\n  - key: mqls\n    department: marketing\n    name: {ja: MQL 数, en: MQLs}\n"
+        "    unit: count\n    direction: higher\n    cadence: weekly" + MARK + "\n",
+        encoding="utf-8",
+    )
+
+    problems = import_invalid(engine, path)
+
+    assert found(problems) == [(marked_line(path), "cadence", "formula_cadence")]
+    assert "sql_rate" in problems[0].describe("en") and "月次" in problems[0].describe("ja")
+    assert_describable(problems)
+    assert snapshot(engine) == before
 
 
 @pytest.mark.parametrize(
@@ -683,7 +699,3 @@ def test_every_problem_code_has_a_message_in_both_languages() -> None:
     for locale in ("ja", "en"):
         missing = {code for code in codes if f"plan.{code}" not in render.message_keys(locale)}
         assert not missing, f"templates/{locale}/messages.yaml lacks {sorted(missing)}"
-
-
-def test_catalogs_have_the_same_keys() -> None:
-    assert render.message_keys("ja") == render.message_keys("en")

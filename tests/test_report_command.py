@@ -19,23 +19,13 @@ from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
 OWNER = "U0SALES1"  # owns new_approaches and close_rate in the example plan
 
 
-def live_values(slack: SlackHarness, key: str) -> dict[str, Decimal]:
-    with slack.session() as session:
-        rows = session.exec(
-            select(Actual)
-            .join(Kpi, col(Kpi.id) == Actual.kpi_id)
-            .where(Kpi.key == key, col(Actual.superseded_at).is_(None))
-        ).all()
-        return {row.period: Decimal(row.value) for row in rows}
-
-
 def test_report_stores_the_actual_and_confirms(slack: SlackHarness) -> None:
     answer = slack.command("report new_approaches 85", user_id=OWNER)
     assert answer.args["response_type"] == "ephemeral"
     text = answer.args["text"]
     assert "新規アプローチ数" in text and "2026-11" in text and "85" in text
     assert "100" in text and "85 %" in text and "注意" in text  # target, % of target, amber
-    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(85)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(85)}
     with slack.session() as session:
         event = session.exec(select(AuditEvent).where(AuditEvent.action == "actual.reported")).one()
         assert event.actor == OWNER and event.details["value"] == "85"
@@ -46,7 +36,7 @@ def test_correction_supersedes_and_says_what_changed(slack: SlackHarness) -> Non
     answer = slack.command("report new_approaches 92 CRM import was late", user_id=OWNER)
     assert "85" in answer.args["text"] and "92" in answer.args["text"] and "修正" in answer.args["text"]
     assert "CRM import was late" in answer.args["text"]
-    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(92)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(92)}
     with slack.session() as session:
         history = session.exec(select(Actual).order_by(col(Actual.id))).all()
         assert [Decimal(a.value) for a in history] == [Decimal(85), Decimal(92)]
@@ -81,16 +71,16 @@ def test_values_and_periods_as_people_type_them(
     slack: SlackHarness, text: str, user: str, key: str, period: str, value: Decimal
 ) -> None:
     answer = slack.command(text, user_id=user)
-    assert live_values(slack, key) == {period: value}, answer.args["text"]
+    assert slack.live_values(key) == {period: value}, answer.args["text"]
     assert period in answer.args["text"]
 
 
 def test_department_head_and_admin_may_report(slack: SlackHarness) -> None:
     slack.command("report new_approaches 50", user_id="U0SALESHEAD")
-    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(50)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(50)}
     slack.fake.set_user("U0ADMIN", is_admin=True)
     slack.command("report new_approaches 60", user_id="U0ADMIN")
-    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(60)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(60)}
 
 
 def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
@@ -210,7 +200,7 @@ def test_a_slack_error_while_replying_keeps_the_actual(
         while "reply to U0SALES1 failed" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
     assert "reply to U0SALES1 failed" in caplog.text
-    assert live_values(slack, "new_approaches") == {"2026-11": Decimal(85)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(85)}
 
 
 def test_the_alert_hook_sees_every_saved_actual(slack: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:

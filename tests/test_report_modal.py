@@ -17,9 +17,10 @@ from sqlmodel import Session, col, select
 from bot import actuals
 from bot.actuals import Recorded
 from bot.clock import set_clock
-from bot.models import Actual, Aggregation, Cadence, Department, Direction, Kpi, KpiKind, Source, Unit
+from bot.models import Actual, Cadence, Department, Kpi, Source
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import SlackHarness
+from tests.plans import count_kpi
 
 SALES1 = "U0SALES1"  # owns new_approaches (count, monthly) and close_rate (%, monthly)
 SALES2 = "U0SALES2"  # owns pipeline_deals (count, weekly) and average_deal_size (JPY, monthly)
@@ -81,16 +82,6 @@ def submit(
 def confirmation(slack: SlackHarness, count: int = 1) -> JsonDict:
     call = slack.fake.wait_for("chat.postEphemeral", count=count)[count - 1]
     return call.args
-
-
-def live(slack: SlackHarness, key: str) -> dict[str, Decimal]:
-    with slack.session() as session:
-        rows = session.exec(
-            select(Actual)
-            .join(Kpi, col(Kpi.id) == Actual.kpi_id)
-            .where(Kpi.key == key, col(Actual.superseded_at).is_(None))
-        ).all()
-        return {row.period: Decimal(row.value) for row in rows}
 
 
 def all_actuals(slack: SlackHarness) -> list[Actual]:
@@ -201,22 +192,16 @@ def test_an_admin_with_many_kpis_gets_a_form_inside_slacks_limits(slack: SlackHa
     last = shown[-1]
     response = submit(slack, view, "U0ADMIN", {last: "7"})
     assert response.status == 200 and response.body == ""
-    assert wait_for_actuals(slack, 1) and live(slack, last) == {"2026-W49": Decimal(7)}
+    assert wait_for_actuals(slack, 1) and slack.live_values(last) == {"2026-W49": Decimal(7)}
 
 
 def extra_kpi(department_id: int, n: int) -> Kpi:
-    return Kpi(
-        key=f"extra_{n:03d}_" + "x" * 54,  # 64 characters: the longest key the plan allows
+    return count_kpi(
+        f"extra_{n:03d}_" + "x" * 54,  # 64 characters: the longest key the plan allows
+        department_id,
         name_ja=f"追加 KPI {n}",
         name_en=f"Extra KPI {n}",
-        department_id=department_id,
-        unit=Unit.COUNT,
-        direction=Direction.HIGHER,
         cadence=Cadence.WEEKLY,
-        kind=KpiKind.PROCESS,
-        aggregation=Aggregation.SUM,
-        amber_pct=Decimal(90),
-        red_pct=Decimal(70),
         position=100 + n,
     )
 
@@ -277,7 +262,7 @@ def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> N
     assert ":pencil2: 修正 *新規アプローチ数*(2026-11): 85 → *90*" in text
     assert "修正前の値も履歴に残ります" in text
     assert "報告済みの 1 件は変更ありません" in text
-    assert live(slack, "new_approaches") == {"2026-11": Decimal(90)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(90)}
     with slack.session() as session:
         approaches = session.exec(select(Kpi).where(Kpi.key == "new_approaches")).one()
         history = session.exec(
@@ -364,8 +349,8 @@ def test_a_form_opened_before_midnight_saves_into_the_period_it_showed(slack: Sl
     set_clock(lambda: dt.datetime(2026, 12, 1, 0, 0, 10, tzinfo=JST).astimezone(dt.UTC))
     submit(slack, view, SALES2, {"average_deal_size": "300万", "pipeline_deals": "40"})
     assert "(2026-11)" in confirmation(slack)["text"]
-    assert live(slack, "average_deal_size") == {"2026-11": Decimal(3_000_000)}
-    assert live(slack, "pipeline_deals") == {"2026-W49": Decimal(40)}
+    assert slack.live_values("average_deal_size") == {"2026-11": Decimal(3_000_000)}
+    assert slack.live_values("pipeline_deals") == {"2026-W49": Decimal(40)}
 
 
 def test_an_unavailable_database_is_an_error_in_the_form(slack: SlackHarness) -> None:
@@ -412,4 +397,4 @@ def test_a_failed_confirmation_keeps_the_saved_values(
         while "channel_not_found" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
     assert "confirming the report modal to U0SALES1 failed: channel_not_found" in caplog.text
-    assert live(slack, "new_approaches") == {"2026-11": Decimal(85)}
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(85)}

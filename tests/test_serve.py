@@ -23,13 +23,12 @@ import pytest
 import yaml
 from sqlmodel import Session, col, select
 
-from bot.database import make_engine, migrate, transaction
+from bot.database import make_engine, migrate
 from bot.models import Actual, Kpi
-from bot.plan import apply_plan, load_plan
 from handlers.web import EVENTS_PATH
 from tests.fakeslack import FakeSlack, SignedSlackClient
 from tests.fakeslack.client import FORM
-from tests.fakeslack.harness import EXAMPLE_PLAN
+from tests.plans import EXAMPLE_PLAN, import_plan
 
 SECRET = "serve-test-signing-secret"
 STARTUP_SECONDS = 20
@@ -66,8 +65,7 @@ def database(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'kpibot.db'}"
     engine = make_engine(url)
     migrate(engine)
-    with transaction(engine) as session:
-        apply_plan(session, load_plan(EXAMPLE_PLAN, session))
+    import_plan(engine, EXAMPLE_PLAN)
     engine.dispose()
     yield url
 
@@ -184,7 +182,7 @@ def test_missing_credentials_exit_1_naming_the_variable(
 
 def test_serve_on_an_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
     env = environment(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}",
+        DATABASE_URL="sqlite:///kpibot.db",  # relative, as on a fresh machine: in tmp_path
         SLACK_BOT_TOKEN="xoxb-serve-test",
         SLACK_SIGNING_SECRET=SECRET,
         PORT=str(free_port()),
@@ -195,6 +193,7 @@ def test_serve_on_an_unmigrated_database_says_to_migrate(tmp_path: Path) -> None
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "kpibot migrate" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == [], "refusing to serve must not leave a database file behind"
 
 
 def test_the_manifest_points_slack_at_the_served_path() -> None:

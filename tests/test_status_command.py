@@ -13,10 +13,11 @@ from sqlmodel import select
 
 from bot.actuals import record_actual
 from bot.database import transaction
-from bot.models import Aggregation, Cadence, Department, Direction, Kpi, KpiKind, Source, Unit
-from handlers.status import MAX_BLOCKS, pack, split_text
+from bot.models import Department, Kpi, Source
+from handlers.blocks import MAX_BLOCKS, pack, split_text
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call
+from tests.plans import count_kpi
 
 SALES_OWNER = "U0SALES1"  # new_approaches, close_rate
 MARKETING_OWNER = "U0MKT1"  # mqls, sql_conversion (derived)
@@ -276,21 +277,5 @@ def add_department(slack: SlackHarness, key: str, *, kpis: int) -> list[str]:
         assert department.id is not None
         keys = [f"{key}_kpi_{number:03d}" for number in range(kpis)]
         for position, kpi_key in enumerate(keys):
-            session.add(
-                Kpi(
-                    key=kpi_key,
-                    name_ja=f"指標 {kpi_key}",
-                    name_en=f"Metric {kpi_key}",
-                    department_id=department.id,
-                    owner_user_id="U0BIGOWNER",
-                    unit=Unit.COUNT,
-                    direction=Direction.HIGHER,
-                    cadence=Cadence.MONTHLY,
-                    kind=KpiKind.PROCESS,
-                    aggregation=Aggregation.SUM,
-                    amber_pct=Decimal(90),
-                    red_pct=Decimal(70),
-                    position=position,
-                )
-            )
+            session.add(count_kpi(kpi_key, department.id, owner_user_id="U0BIGOWNER", position=position))
     return keys

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bot.clock import set_clock
 from bot.config import Settings, load_settings
-from bot.database import transaction
-from bot.plan import apply_plan, load_plan
+from bot.models import Actual, Kpi
 from handlers.app import create_app
 from handlers.web import make_wsgi_app
 from tests.fakeslack.client import Response, SignedSlackClient
 from tests.fakeslack.server import Call, FakeSlack, WsgiServer
+from tests.plans import EXAMPLE_PLAN, import_plan
 
 SIGNING_SECRET = "test-signing-secret"
-EXAMPLE_PLAN = Path(__file__).resolve().parents[2] / "examples" / "b2b-plan.yaml"
 # Monday 30 November 2026, 10:00 in Tokyo: current week 2026-W49, current month 2026-11.
 NOW = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
 
@@ -46,6 +46,16 @@ class SlackHarness:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def live_values(self, kpi_key: str) -> dict[str, Decimal]:
+        """A KPI's live (not superseded) values by period, as stored."""
+        with self.session() as session:
+            rows = session.exec(
+                select(Actual)
+                .join(Kpi, col(Kpi.id) == Actual.kpi_id)
+                .where(Kpi.key == kpi_key, col(Actual.superseded_at).is_(None))
+            ).all()
+            return {row.period: Decimal(row.value) for row in rows}
+
 
 def start_harness(
     engine: Engine,
@@ -56,8 +66,7 @@ def start_harness(
 ) -> SlackHarness:
     set_clock(lambda: now.astimezone(dt.UTC))
     if plan is not None:
-        with transaction(engine) as session:
-            apply_plan(session, load_plan(plan, session))
+        import_plan(engine, plan)
     fake = FakeSlack().start()
     settings = load_settings(
         {
