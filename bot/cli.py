@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +14,9 @@ from bot.clock import today
 from bot.config import LOCALES, Settings, load_settings, parse_database_url
 from bot.database import make_engine, migrate, require_current_schema, schema_revision, transaction
 from bot.errors import KpibotError
+from bot.periods import PeriodError, parse_key
 from bot.plan import PlanInvalid, apply_plan, load_plan
+from bot.scorecard import all_departments
 
 log = logging.getLogger("kpibot")
 
@@ -21,8 +24,6 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 # Commands that later issues implement; until then they say so instead of pretending.
 NOT_YET = {
-    "scheduler": "run the digest and reminder scheduler",
-    "digest": "build and post weekly digests",
     "alerts": "scan KPIs and post alerts",
 }
 
@@ -98,7 +99,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.demo import run_demo
+    from bot.demo import prepare_demo
+    from handlers.digest import build
+    from handlers.digest_messages import as_text
+    from handlers.preview import write_preview
 
     url = parse_database_url(args.database, "--database")
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -108,8 +112,98 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(url)
     migrate(engine)
     print(render.message("cli.demo_database", args.locale, url=url.render_as_string(hide_password=True)))
+    day = today(settings.timezone)
+    prepare_demo(engine, today=day)
+    with transaction(engine) as session:
+        departments = all_departments(session)
+    digests = [build(engine, department, day, locale=args.locale) for department in departments]
+    for built in digests:
+        print()
+        print(as_text(built.messages))
+    preview = write_preview(Path(args.preview), digests, args.locale)
     print()
-    print(run_demo(engine, locale=args.locale, today=today(settings.timezone)))
+    print(render.message("cli.demo_preview", args.locale, path=preview.resolve()))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from handlers.client import make_web_client
+    from handlers.digest import DigestJobs, build
+
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    day = _digest_day(args.period, today(settings.timezone))
+    with transaction(engine) as session:
+        departments = [d for d in all_departments(session) if args.department in (None, d.key)]
+    if not departments:
+        raise KpibotError(render.message("cli.no_department", args.locale, key=args.department))
+    if args.dry_run:
+        for department in departments:
+            built = build(engine, department, day)
+            print(
+                json.dumps(
+                    {
+                        "department": department.key,
+                        "channel": department.channel_id,
+                        "messages": [{"text": m.text, "blocks": m.blocks} for m in built.messages],
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+            if built.chart is not None:
+                chart = Path(args.output_dir) / f"kpibot-digest-{department.key}.png"
+                chart.write_bytes(built.chart)
+                print(render.message("cli.chart_written", args.locale, path=chart), file=sys.stderr)
+        return 0
+    if not settings.slack_bot_token:
+        raise KpibotError(render.message("cli.needs_token", args.locale))
+    jobs = DigestJobs(make_web_client(settings), engine, settings)
+    failed = 0
+    for department in departments:
+        outcome = jobs.post(department, day, period=day.isoformat(), subject="manual", retry_failed=True)
+        failed += outcome.status == "failed"
+        print(
+            render.message(
+                f"cli.digest_{outcome.status}",
+                args.locale,
+                department=department.key,
+                channel=department.channel_id,
+                error=outcome.error,
+                ts=outcome.ts,
+            )
+        )
+    return 1 if failed else 0
+
+
+def _digest_day(period: str | None, default: dt.date) -> dt.date:
+    """The digest's date: given, or the day after a given period ends (the review of it)."""
+    if period is None:
+        return default
+    try:
+        return dt.date.fromisoformat(period)
+    except ValueError:
+        pass
+    try:
+        return parse_key(period).end + dt.timedelta(days=1)
+    except PeriodError:
+        raise KpibotError(
+            f"--period {period!r}: use a date (2026-11-30), a week (2026-W48) or a month (2026-11)"
+        ) from None
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.scheduler import Scheduler
+    from handlers.client import make_web_client
+    from handlers.digest import DigestJobs
+
+    if not settings.slack_bot_token:
+        raise KpibotError(render.message("cli.needs_token", args.locale))
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    Scheduler(engine, DigestJobs(make_web_client(settings), engine, settings)).run_forever()
     return 0
 
 
@@ -176,7 +270,31 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
         default="sqlite:///kpibot-demo.db",
         help="database for the demo (default: sqlite:///kpibot-demo.db, recreated each run)",
     )
+    demo.add_argument(
+        "--preview",
+        default="kpibot-demo.html",
+        help="HTML preview of the digests (default: kpibot-demo.html)",
+    )
     demo.set_defaults(handler=cmd_demo)
+
+    digest = commands.add_parser(
+        "digest", parents=[locale_option], help="build and post digests now (or print them with --dry-run)"
+    )
+    digest.add_argument("--department", help="one department's key (default: every department)")
+    digest.add_argument(
+        "--period", help="review this period (2026-W48, 2026-11) or as of a date (2026-11-30)"
+    )
+    digest.add_argument(
+        "--dry-run", action="store_true", help="print the Block Kit JSON and write the charts"
+    )
+    digest.add_argument("--output-dir", default=".", help="where --dry-run writes chart PNGs (default: .)")
+    digest.set_defaults(handler=cmd_digest)
+
+    commands.add_parser(
+        "scheduler",
+        parents=[locale_option],
+        help="post digests and reminders on schedule (the Procfile's clock)",
+    ).set_defaults(handler=cmd_scheduler)
 
     commands.add_parser(
         "serve", parents=[locale_option], help="serve Slack over HTTP on $PORT (gunicorn; GET /healthz)"

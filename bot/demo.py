@@ -11,13 +11,12 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bot import render
 from bot.actuals import record_actual
 from bot.database import transaction
-from bot.models import Cadence, Kpi, Source, Unit
-from bot.periods import Period
+from bot.models import Cadence, Goal, Kpi, Source, Unit
+from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
 from bot.plan import apply_plan, load_plan
-from bot.scorecard import all_departments, build_scorecard, reviewed_period, targets_for
+from bot.scorecard import reviewed_period, targets_for
 
 EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
 WEEKS = 13
@@ -42,6 +41,7 @@ DRIFTS = {
     "website_visits": Drift(1.00, 1.08, 0.06),
     "nps": Drift(1.10, 1.00, 0.05),
     "retention_rate": Drift(1.02, 1.01, 0.004),
+    "revenue": Drift(1.00, 0.88, 0.05),
 }
 DEFAULT_DRIFT = Drift(1.02, 1.00)
 
@@ -52,18 +52,29 @@ def simulated_periods(cadence: Cadence, today: dt.date) -> list[Period]:
     return last.last(WEEKS if cadence is Cadence.WEEKLY else 3)
 
 
+def fiscal_year_so_far(today: dt.date, start_month: int = 4) -> list[Period]:
+    """Every finished month of the current fiscal year: the KGI's measure needs them all."""
+    last = reviewed_period(Cadence.MONTHLY, today)
+    first = period_of(fiscal_year_bounds(fiscal_year(today, start_month), start_month)[0], Cadence.MONTHLY)
+    return [p for p in last.last(12) if p >= first]
+
+
 def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
     """Report plausible actuals for every non-derived KPI; returns how many were stored."""
     rng = random.Random(seed)
     kpis = session.exec(select(Kpi).where(col(Kpi.formula).is_(None)).order_by(col(Kpi.id))).all()
     periods = {cadence: simulated_periods(cadence, today) for cadence in Cadence}
+    measures = set(session.exec(select(Goal.kpi_id).where(col(Goal.kpi_id).is_not(None))).all())
+    year_so_far = fiscal_year_so_far(today)
     targets = targets_for(
-        session, [k.id for k in kpis if k.id is not None], {p.key for ps in periods.values() for p in ps}
+        session,
+        [k.id for k in kpis if k.id is not None],
+        {p.key for ps in [*periods.values(), year_so_far] for p in ps},
     )
     stored = 0
     for kpi in kpis:
         drift = DRIFTS.get(kpi.key, DEFAULT_DRIFT)
-        window = periods[kpi.cadence]
+        window = year_so_far if kpi.id in measures else periods[kpi.cadence]
         for index, period in enumerate(window):
             target = targets.get((kpi.id, period.key))  # type: ignore[arg-type]
             if target is None:
@@ -89,11 +100,8 @@ def _rounded(value: Decimal, unit: Unit) -> Decimal:
     return (value / quantum).quantize(Decimal(1), rounding=ROUND_HALF_UP) * quantum
 
 
-def run_demo(engine: Engine, *, locale: str, today: dt.date, plan_path: Path = EXAMPLE_PLAN) -> str:
-    """Import the plan, simulate a quarter and return every department's scorecard as text."""
+def prepare_demo(engine: Engine, *, today: dt.date, plan_path: Path = EXAMPLE_PLAN) -> None:
+    """Import the plan and simulate a quarter of actuals, in one transaction."""
     with transaction(engine) as session:
         apply_plan(session, load_plan(plan_path, session), actor="demo")
         simulate_quarter(session, today)
-    with transaction(engine) as session:
-        cards = [build_scorecard(session, department, today) for department in all_departments(session)]
-        return "\n\n".join(render.template("scorecard.txt", locale, card=card) for card in cards)

@@ -118,6 +118,8 @@ class DepartmentSpec:
     timezone: str
     digest_cron: str
     fiscal_year_start_month: int
+    holiday_shift: bool
+    is_division: bool
     # Columns the file wrote; others keep their stored value (a KPI CSV names each row's
     # department by key alone, which must not reset its names and channel).
     given: frozenset[str] | None = None
@@ -131,6 +133,7 @@ class GoalSpec:
     target_value: Decimal
     unit: Unit
     fiscal_year: int
+    measure_key: str | None = None  # the KPI whose fiscal-year total measures the goal
 
 
 @dataclass
@@ -210,8 +213,17 @@ class Existing:
 @dataclass
 class ImportResult:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
+    outcomes: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity, key) → outcome
 
-    def count(self, entity: str, outcome: str) -> None:
+    def count(self, entity: str, outcome: str, key: str | None = None) -> None:
+        if key is not None:
+            previous = self.outcomes.get((entity, key))
+            if previous is not None:
+                # A second write to the same row: it counts once, as its strongest outcome.
+                if previous != "unchanged" or outcome == "unchanged":
+                    return
+                self.counts[entity][previous] -= 1
+            self.outcomes[(entity, key)] = outcome
         self.counts.setdefault(entity, Counter())[outcome] += 1
 
     @property
@@ -316,6 +328,21 @@ class _Reader:
             return None
         return TargetValue(low, high)
 
+    def flag(self, record: Record, name: str) -> bool | None:
+        """yes/no: YAML booleans, or true/false/yes/no/1/0 written as text (CSV)."""
+        raw = record.fields.get(name)
+        if raw is None or raw == "":
+            return False
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "yes", "1", "はい"):
+            return True
+        if text in ("false", "no", "0", "いいえ"):
+            return False
+        self.problem(record, name, "not_a_flag", value=raw)
+        return None
+
     def whole(self, record: Record, name: str, low: int, high: int, default: int | None = None) -> int | None:
         raw = record.fields.get(name)
         if raw is None or raw == "":
@@ -392,6 +419,10 @@ def validate(document: PlanDocument, existing: Existing) -> Plan:
 
     known = dict(existing.kpis)
     known.update({k.key: KnownKpi(k.cadence, k.formula) for k in plan.kpis})
+    goal_records = {record.fields.get("key"): record for record in sections["goals"]}
+    for goal in plan.goals:
+        if goal.measure_key is not None and goal.measure_key not in known.keys() | written["kpis"]:
+            reader.problem(goal_records[goal.key], "measure", "unknown_kpi", value=goal.measure_key)
     kpi_records = {record.fields.get("key"): record for record in sections["kpis"]}
     _check_formulas(reader, plan.kpis, known.keys() | written["kpis"], known, kpi_records)
     for record in sections["targets"]:
@@ -436,6 +467,8 @@ def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
     channel = reader.slack_id(record, "channel", CHANNEL_PATTERN, "bad_channel")
     head = reader.slack_id(record, "head", USER_PATTERN, "bad_user")
     start_month = reader.whole(record, "fiscal_year_start_month", 1, 12, default=4)
+    holiday_shift = reader.flag(record, "holiday_shift")
+    is_division = reader.flag(record, "division")
     if len(reader.problems) > before or key is None or names is None or start_month is None:
         return None
     return DepartmentSpec(
@@ -448,7 +481,9 @@ def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
         timezone,
         cron,
         start_month,
-        _given(record, {"channel": "channel_id", "head": "head_user_id"}),
+        bool(holiday_shift),
+        bool(is_division),
+        _given(record, {"channel": "channel_id", "head": "head_user_id", "division": "is_division"}),
     )
 
 
@@ -459,10 +494,11 @@ def _goal(reader: _Reader, record: Record) -> GoalSpec | None:
     target = reader.number(record, "target")
     unit = reader.choice(record, "unit", Unit)
     year = reader.whole(record, "fiscal_year", 2000, 2100)
+    measure = reader.key(record, "measure", required=False)
     if len(reader.problems) > before or None in (key, names, target, unit, year):
         return None
     assert key and names and target is not None and unit and year
-    return GoalSpec(key, names[0], names[1], target, unit, year)
+    return GoalSpec(key, names[0], names[1], target, unit, year, measure)
 
 
 def _factor(reader: _Reader, record: Record, goal_keys: set[str]) -> FactorSpec | None:
@@ -743,6 +779,10 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
         },
     )
     kpi_ids = _ids(session, Kpi, kpis)
+    # A goal's measure may be a KPI created just now, so goals are linked once KPIs have ids.
+    for spec in plan.goals:
+        if _update(goals[spec.key], {"kpi_id": kpi_ids.get(spec.measure_key)}):
+            result.count("goal", "updated", spec.key)
     existing_targets = {
         (t.kpi_id, t.period): t
         for t in session.exec(select(Target).where(Target.kpi_id.in_(set(kpi_ids.values())))).all()  # type: ignore[attr-defined]
@@ -795,15 +835,12 @@ def _upsert_all(
             row = model(key=spec.key, **values)
             session.add(row)
             rows[spec.key] = row
-            result.count(entity, "created")
+            result.count(entity, "created", spec.key)
             continue
         given = getattr(spec, "given", None)
         if given is not None:
             values = {name: value for name, value in values.items() if name in given}
-        if _update(row, values):
-            result.count(entity, "updated")
-        else:
-            result.count(entity, "unchanged")
+        result.count(entity, "updated" if _update(row, values) else "unchanged", spec.key)
     session.flush()
     return rows
 

@@ -20,10 +20,14 @@ SECTIONS = ("goals", "success_factors", "departments", "kpis", "targets")
 # `treshold` cannot silently leave a KPI on its defaults.
 _NAME_FIELDS = ("key", "name", "name_ja", "name_en")
 FIELDS: dict[str, frozenset[str]] = {
-    "goals": frozenset({*_NAME_FIELDS, "target", "unit", "fiscal_year"}),
+    "goals": frozenset({*_NAME_FIELDS, "target", "unit", "fiscal_year", "measure"}),
     "success_factors": frozenset({*_NAME_FIELDS, "goal"}),
     "departments": frozenset(
-        {*_NAME_FIELDS, "channel", "head", "locale", "timezone", "digest_cron", "fiscal_year_start_month"}
+        {
+            *_NAME_FIELDS,
+            *("channel", "head", "locale", "timezone", "digest_cron", "fiscal_year_start_month"),
+            *("holiday_shift", "division"),
+        }
     ),
     "kpis": frozenset(
         {

@@ -28,6 +28,7 @@ class ScoreRow:
     score: Score
     previous: Decimal | None
     history: list[Decimal | None]  # oldest first, ending with `period`
+    targets: list[TargetValue | None]  # the target of each period in `history`
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def build_scorecard(
             Decimal(kpi.red_pct),
         )
         previous = series[-2] if len(series) > 1 else None
-        rows.append(ScoreRow(kpi, period, kpi_score, previous, series))
+        target_series = [targets.get((kpi.id, p.key)) for p in window]
+        rows.append(ScoreRow(kpi, period, kpi_score, previous, series, target_series))
     return Scorecard(department, rows)
 
 

@@ -7,7 +7,7 @@ from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
 from bot.config import Settings
-from handlers import commands, report, report_modal, status  # noqa: F401  (they register subcommands)
+from handlers import commands, digest, report, report_modal, status  # noqa: F401  (they register subcommands)
 from handlers.client import make_web_client
 from handlers.deps import Deps
 from handlers.users import UserDirectory

@@ -33,10 +33,6 @@ DEPARTMENTS = {
     "ja": ["マーケティング部", "インサイドセールス部", "営業部", "カスタマーサクセス部"],
     "en": ["Marketing", "Inside Sales", "Sales", "Customer Success"],
 }
-HEADERS = {
-    "ja": ["KPI", "実績", "目標", "達成率", "状態"],
-    "en": ["KPI", "Actual", "Target", "% of target", "Status"],
-}
 
 
 @pytest.fixture(autouse=True)
@@ -84,17 +80,17 @@ def test_migrate_then_import_then_import_again(db: Engine, capsys: pytest.Captur
     assert out.splitlines() == [
         f"Imported {EXAMPLE}:",
         "  goal: 1 created, 0 updated, 0 unchanged",
-        "  department: 4 created, 0 updated, 0 unchanged",
+        "  department: 5 created, 0 updated, 0 unchanged",
         "  success_factor: 12 created, 0 updated, 0 unchanged",
-        "  kpi: 15 created, 0 updated, 0 unchanged",
-        "  target: 17 created, 0 updated, 0 unchanged",
+        "  kpi: 16 created, 0 updated, 0 unchanged",
+        "  target: 18 created, 0 updated, 0 unchanged",
     ]
 
     code, out, err = run(capsys, "--locale", "en", "import-plan", str(EXAMPLE))
     assert (code, err) == (0, "")
     assert out.splitlines()[0] == f"Imported {EXAMPLE}: already up to date, nothing changed."
-    assert "  kpi: 0 created, 0 updated, 15 unchanged" in out.splitlines()
-    assert table_counts(db)["kpi"] == 15
+    assert "  kpi: 0 created, 0 updated, 16 unchanged" in out.splitlines()
+    assert table_counts(db)["kpi"] == 16
 
 
 def test_import_speaks_japanese_by_default(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +98,7 @@ def test_import_speaks_japanese_by_default(db: Engine, capsys: pytest.CaptureFix
     code, out, _ = run(capsys, "import-plan", str(EXAMPLE))
     assert code == 0
     assert f"{EXAMPLE} を取り込みました: すでに最新で、変更はありません。" in out
-    assert "  kpi: 新規 0、更新 0、変更なし 15" in out.splitlines()
+    assert "  kpi: 新規 0、更新 0、変更なし 16" in out.splitlines()
 
 
 def test_locale_option_after_the_command(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,7 +114,7 @@ def test_dry_run_writes_nothing(db: Engine, capsys: pytest.CaptureFixture[str]) 
 
     assert (code, err) == (0, "")
     assert out.splitlines()[0] == f"{EXAMPLE} is valid (--dry-run: nothing was written):"
-    assert "  kpi: 15 created, 0 updated, 0 unchanged" in out.splitlines()
+    assert "  kpi: 16 created, 0 updated, 0 unchanged" in out.splitlines()
     assert table_counts(db) == before
 
 
@@ -187,7 +183,7 @@ def test_export_from_the_command_line(db: Engine, capsys: pytest.CaptureFixture[
 
     code, out, err = run(capsys, "--locale", "en", "export", "targets", "-o", "targets.csv")
     assert (code, err) == (0, "")
-    assert out.strip() == "Wrote 17 rows to targets.csv."
+    assert out.strip() == "Wrote 18 rows to targets.csv."
     assert (tmp_path / "targets.csv").read_text(encoding="utf-8").splitlines()[:2] == [
         "kpi,period,target",
         "appointments,*,12",
@@ -199,18 +195,25 @@ def test_export_from_the_command_line(db: Engine, capsys: pytest.CaptureFixture[
 
     code, out, _ = run(capsys, "--locale", "en", "import-plan", "targets.csv")
     assert code == 0
-    assert "  target: 0 created, 0 updated, 17 unchanged" in out.splitlines()
+    assert "  target: 0 created, 0 updated, 18 unchanged" in out.splitlines()
 
 
 # ---------------------------------------------------------------- demo
 
 
-def _assert_scorecards(out: str, locale: str) -> None:
+DIGEST_HEADERS = {"ja": "📊 {} 週次 KPI ダイジェスト", "en": "📊 {} — weekly KPI digest"}
+DIVISION_HEADERS = {"ja": "📊 事業部 KPI サマリー", "en": "📊 Division KPI summary"}
+
+
+def _assert_digests(out: str, locale: str, preview: Path) -> None:
+    """The demo prints the real digest messages (and writes them with charts as HTML)."""
+    assert DIVISION_HEADERS[locale] in out
+    html = preview.read_text(encoding="utf-8")
     for name in DEPARTMENTS[locale]:
-        assert f"\n{name}\n" in f"\n{out}\n", f"no scorecard for {name}"
-    header_lines = [line for line in out.splitlines() if line.startswith("KPI ")]
-    assert len(header_lines) == len(DEPARTMENTS[locale])
-    assert all(all(word in line for word in HEADERS[locale]) for line in header_lines)
+        assert DIGEST_HEADERS[locale].format(name) in out, f"no digest for {name}"
+        assert DIGEST_HEADERS[locale].format(name) in html, f"no digest for {name} in the preview"
+    # One trend chart per department with KPIs, embedded in the preview.
+    assert html.count("data:image/png;base64,") == len(DEPARTMENTS[locale])
     # A plausible quarter: some KPIs on track, a few drifting off it.
     assert "🟢" in out and "🔴" in out
 
@@ -224,7 +227,7 @@ def test_demo_needs_no_configuration(capsys: pytest.CaptureFixture[str], tmp_pat
 
     assert (code, err) == (0, "")
     assert (tmp_path / "kpibot-demo.db").is_file()
-    _assert_scorecards(out, locale)
+    _assert_digests(out, locale, tmp_path / "kpibot-demo.html")
     # 13 weekly periods back from the pinned date end with the week before it.
     assert "2026-W48" in out and "2026-10" in out
     assert len([line for line in out.splitlines() if "🔴" in line]) >= 2
@@ -241,7 +244,7 @@ def test_demo_is_repeatable(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_on_todays_date(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "demo", "--locale", "en")
     assert code == 0
-    _assert_scorecards(out, "en")
+    _assert_digests(out, "en", Path("kpibot-demo.html"))
 
 
 def test_demo_on_the_test_database(
@@ -251,9 +254,10 @@ def test_demo_on_the_test_database(
     pin_clock()
     code, out, _ = run(capsys, "--locale", "en", "demo", "--database", database_url.render_as_string(False))
     assert code == 0
-    _assert_scorecards(out, "en")
-    # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months.
-    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3
+    _assert_digests(out, "en", tmp_path / "kpibot-demo.html")
+    # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months,
+    # and the fiscal year so far (April–October) for revenue, which measures the KGI.
+    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7
     assert not (tmp_path / "kpibot-demo.db").exists()
 
 

@@ -119,12 +119,13 @@ def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> 
         count = export_targets(session, out)
 
     lines = exported.read_text(encoding="utf-8").splitlines()
-    assert count == len(lines) - 1 == 21
+    assert count == len(lines) - 1 == 22
     assert lines[0] == "kpi,period,target"
     for line in (
         "close_rate,*,15-20",
         "close_rate,2026-11,16.25-21.5",
         "average_deal_size,*,3000000",
+        "revenue,*,84000000",
         "new_approaches,2026-12,80",
         "nps,2026-11,-5",
         "nps,2026-12,-10--2.5",
@@ -132,4 +133,4 @@ def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> 
     ):
         assert line in lines
 
-    assert outcomes(import_plan(engine, exported)) == {"target": {"unchanged": 21}}
+    assert outcomes(import_plan(engine, exported)) == {"target": {"unchanged": 22}}

@@ -115,18 +115,18 @@ def test_example_plan_creates_every_row(engine: Engine) -> None:
 
     assert outcomes(result) == {
         "goal": {"created": 1},
-        "department": {"created": 4},
+        "department": {"created": 5},  # 4 departments + the division's channel
         "success_factor": {"created": 12},
-        "kpi": {"created": 15},
-        "target": {"created": 17},  # 15 KPI defaults + 2 period-specific
+        "kpi": {"created": 16},
+        "target": {"created": 18},  # 16 KPI defaults + 2 period-specific
     }
     counts = table_counts(engine)
     assert {name: counts[name] for name in ("goal", "department", "success_factor", "kpi", "target")} == {
         "goal": 1,
-        "department": 4,
+        "department": 5,
         "success_factor": 12,
-        "kpi": 15,
-        "target": 17,
+        "kpi": 16,
+        "target": 18,
     }
     assert counts["actual"] == 0
     assert counts["audit_event"] == 1
@@ -143,6 +143,11 @@ def test_example_plan_values(engine: Engine) -> None:
     assert (marketing.name_ja, marketing.name_en) == ("マーケティング部", "Marketing")
     assert (marketing.channel_id, marketing.head_user_id) == ("C0MARKETING", "U0MKTHEAD")
     assert one(engine, Department, "customer_success").locale == "en"
+    assert one(engine, Department, "division").is_division
+    assert not marketing.is_division and not marketing.holiday_shift
+    assert one(engine, Department, "sales").holiday_shift
+    # The KGI is measured by a KPI the same file creates.
+    assert goal.kpi_id == one(engine, Kpi, "revenue").id
 
     # Thresholds as written for a lower-is-better KPI; defaults for a higher-is-better one.
     cost = one(engine, Kpi, "cost_per_lead")
@@ -175,7 +180,10 @@ def test_reimport_changes_nothing(engine: Engine) -> None:
 
     assert not result.changed
     assert all(set(counter) == {"unchanged"} for counter in result.counts.values()), outcomes(result)
-    assert outcomes(result)["kpi"] == {"unchanged": 15}
+    assert outcomes(result)["kpi"] == {"unchanged": 16}
+    # The goal too: linking it to the KPI that measures it is no change the second time.
+    assert outcomes(result)["goal"] == {"unchanged": 1}
+    assert outcomes(result)["department"] == {"unchanged": 5}
     # Not even updated_at moves, and the audit trail gets no second "plan.imported".
     assert table_counts(engine)["audit_event"] == 1
     assert snapshot(engine) == before
@@ -196,8 +204,8 @@ def test_modified_plan_updates_in_place(engine: Engine, tmp_path: Path) -> None:
 
     result = import_plan(engine, changed)
 
-    assert outcomes(result)["kpi"] == {"updated": 1, "unchanged": 14}
-    assert outcomes(result)["target"] == {"updated": 2, "unchanged": 15}
+    assert outcomes(result)["kpi"] == {"updated": 1, "unchanged": 15}
+    assert outcomes(result)["target"] == {"updated": 2, "unchanged": 16}
     mqls = one(engine, Kpi, "mqls")
     assert (mqls.name_ja, mqls.name_en) == ("MQL 件数", "Marketing-qualified leads")
     assert targets_of(engine, "close_rate") == {"*": (None, 18, 22)}
@@ -229,7 +237,7 @@ def test_partial_file_with_only_targets(engine: Engine, tmp_path: Path) -> None:
     assert outcomes(result) == {"target": {"created": 2}}
     assert targets_of(engine, "mqls")["2026-11"] == (210, None, None)
     assert targets_of(engine, "website_visits")["2026-W50"] == (None, 4000, 4500)
-    assert table_counts(engine)["kpi"] == 15
+    assert table_counts(engine)["kpi"] == 16
 
 
 def test_long_file_name_is_audited(engine: Engine, tmp_path: Path) -> None:
@@ -241,6 +249,52 @@ def test_long_file_name_is_audited(engine: Engine, tmp_path: Path) -> None:
     long_name.write_text(EXAMPLE_PLAN.read_text(encoding="utf-8"), encoding="utf-8")
     assert import_plan(engine, long_name).changed
     assert table_counts(engine)["audit_event"] == 1
+
+
+# ---------------------------------------------------------------- department flags, the goal's measure
+
+# How a yes/no may be written in YAML: as a YAML boolean, or quoted as text.
+FLAGS = {"yes": True, "no": False, "true": True, "false": False, "'yes'": True, "'false'": False}
+
+
+@pytest.mark.parametrize(("written", "value"), FLAGS.items(), ids=FLAGS.keys())
+def test_department_flags_from_yaml(engine: Engine, tmp_path: Path, written: str, value: bool) -> None:
+    # The KPI CSV has no division/holiday_shift columns (a division has no KPIs): YAML only.
+    flags = f"digest_cron: 0 9 * * mon\n    division: {written}\n    holiday_shift: {written}"
+    import_plan(engine, edited(tmp_path, SMALL, {"digest_cron: 0 9 * * mon": flags}))
+    marketing = one(engine, Department, "marketing")
+    assert (marketing.is_division, marketing.holiday_shift) == (value, value)
+
+    # Flipping both is one department updated; leaving them out keeps them off by default.
+    flipped = f"digest_cron: 0 9 * * mon\n    division: {not value}\n    holiday_shift: {not value}"
+    result = import_plan(engine, edited(tmp_path, SMALL, {"digest_cron: 0 9 * * mon": flipped}))
+    assert outcomes(result)["department"] == {"updated": 1}
+    marketing = one(engine, Department, "marketing")
+    assert (marketing.is_division, marketing.holiday_shift) == (not value, not value)
+
+
+def test_departments_are_no_division_and_no_holiday_shift_by_default(engine: Engine) -> None:
+    import_plan(engine, SMALL)
+    marketing = one(engine, Department, "marketing")
+    assert (marketing.is_division, marketing.holiday_shift) == (False, False)
+
+
+def test_goal_measure_links_the_goal_to_its_kpi(engine: Engine, tmp_path: Path) -> None:
+    measured = edited(tmp_path, SMALL, {"fiscal_year: 2026": "fiscal_year: 2026\n  measure: mqls"})
+    first = import_plan(engine, measured)
+    assert outcomes(first)["goal"] == {"created": 1}  # created and linked: counted once
+    assert one(engine, Goal, "revenue").kpi_id == one(engine, Kpi, "mqls").id
+    assert outcomes(import_plan(engine, measured))["goal"] == {"unchanged": 1}
+
+    # A goal-only file may name a KPI that is already in the database.
+    goal_only = tmp_path / "goal.yaml"
+    goal_only.write_text(
+        "goal:\n  key: revenue\n  name: {ja: 年間売上, en: Annual revenue}\n"
+        "  target: 1億\n  unit: JPY\n  fiscal_year: 2026\n  measure: sqls\n",
+        encoding="utf-8",
+    )
+    assert outcomes(import_plan(engine, goal_only)) == {"goal": {"updated": 1}}
+    assert one(engine, Goal, "revenue").kpi_id == one(engine, Kpi, "sqls").id
 
 
 # ---------------------------------------------------------------- CSV
@@ -527,6 +581,21 @@ BAD_YAML: dict[str, tuple[dict[str, str], str, str]] = {
         {"thresholds: {amber: 110, red: 130}": "tresholds: {amber: 110, red: 130}" + MARK},
         "tresholds",
         "unknown_field",
+    ),
+    "flag that is neither yes nor no": (
+        {"digest_cron: 0 9 * * mon": "digest_cron: 0 9 * * mon\n    division: maybe" + MARK},
+        "division",
+        "not_a_flag",
+    ),
+    "holiday shift that is neither yes nor no": (
+        {"digest_cron: 0 9 * * mon": "digest_cron: 0 9 * * mon\n    holiday_shift: sometimes" + MARK},
+        "holiday_shift",
+        "not_a_flag",
+    ),
+    "goal measured by an unknown KPI": (
+        {"fiscal_year: 2026": "fiscal_year: 2026\n  measure: nosuch" + MARK},
+        "measure",
+        "unknown_kpi",
     ),
     "unknown section": (
         {"version: 1\n": "version: 1\nbudgets: []" + MARK + "\n"},

@@ -24,7 +24,7 @@ from tests.plans import count_kpi
 
 SALES1 = "U0SALES1"  # owns new_approaches (count, monthly) and close_rate (%, monthly)
 SALES2 = "U0SALES2"  # owns pipeline_deals (count, weekly) and average_deal_size (JPY, monthly)
-SALES_HEAD = "U0SALESHEAD"
+SALES_HEAD = "U0SALESHEAD"  # heads sales and owns revenue (JPY, monthly)
 JST = dt.timezone(dt.timedelta(hours=9))
 
 JsonDict = dict[str, Any]
@@ -133,7 +133,13 @@ def test_opens_with_the_owners_kpis_prefilled(slack: SlackHarness) -> None:
 
 def test_a_department_head_sees_every_kpi_of_the_department(slack: SlackHarness) -> None:
     view = open_modal(slack, SALES_HEAD)
-    assert kpi_fields(view) == ["new_approaches", "close_rate", "pipeline_deals", "average_deal_size"]
+    assert kpi_fields(view) == [
+        "revenue",
+        "new_approaches",
+        "close_rate",
+        "pipeline_deals",
+        "average_deal_size",
+    ]
     # Marketing's head: sql_conversion is calculated from other KPIs, so it is not in the form.
     assert kpi_fields(open_modal(slack, "U0MKTHEAD", "C0MARKETING")) == [
         "mqls",
@@ -182,7 +188,7 @@ def test_an_admin_with_many_kpis_gets_a_form_inside_slacks_limits(slack: SlackHa
     assert len(view["title"]["text"]) <= 24
     assert len(view["private_metadata"]) <= 3000
     shown = kpi_fields(view)
-    reportable = 14 + 150  # every plan KPI but the derived one, and the extra ones
+    reportable = 15 + 150  # every plan KPI but the derived one, and the extra ones
     assert len(shown) == 97
     notice = next(block for block in view["blocks"] if block["type"] == "context")
     assert f"あと {reportable - len(shown)} 件" in notice["elements"][0]["text"]

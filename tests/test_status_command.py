@@ -21,7 +21,7 @@ from tests.plans import count_kpi
 
 SALES_OWNER = "U0SALES1"  # new_approaches, close_rate
 MARKETING_OWNER = "U0MKT1"  # mqls, sql_conversion (derived)
-SALES_KPIS = ["new_approaches", "close_rate", "pipeline_deals", "average_deal_size"]
+SALES_KPIS = ["revenue", "new_approaches", "close_rate", "pipeline_deals", "average_deal_size"]
 MARKETING_KPIS = ["mqls", "sql_conversion", "cost_per_lead", "website_visits"]
 DEPARTMENT_KEYS = ["marketing", "inside_sales", "sales", "customer_success"]
 
@@ -213,7 +213,7 @@ def test_list_for_a_head_an_admin_and_an_owner_of_a_derived_kpi(slack: SlackHarn
         every_key = [kpi.key for kpi in session.exec(select(Kpi).order_by(Kpi.department_id, Kpi.position))]
     assert sorted(listed_keys(admin)) == sorted(every_key)
     body = "\n".join(texts(admin))
-    assert "*Every KPI* (15)" in body and "*Customer Success* (`customer_success`)" in body
+    assert "*Every KPI* (16)" in body and "*Customer Success* (`customer_success`)" in body
     assert (
         "`website_visits` Website visits · weekly · count · target 5,000 · 2026-W49: not reported yet" in body
     )
@@ -240,7 +240,7 @@ def test_a_long_list_is_summarised_not_cut(slack: SlackHarness) -> None:
     more = [text for text in texts(answer) if text.startswith("…and")]
     assert len(more) == 1, texts(answer)
     kpis, departments = map(int, re.findall(r"(\d+) more", more[0]))
-    assert len(listed_keys(answer)) + kpis == 15 + 60
+    assert len(listed_keys(answer)) + kpis == 16 + 60
     assert departments >= 1
 
 

@@ -1,0 +1,514 @@
+"""`kpibot scheduler`: each department's digest and reminder on its own schedule, once.
+
+An APScheduler 3 BackgroundScheduler (in-memory job store) holds two jobs per department,
+``digest:<key>`` and ``reminder:<key>``, fired by `bot.slots` triggers in the department's
+time zone. What makes a post happen once:
+
+- **Leader.** On PostgreSQL only the process holding a session advisory lock runs jobs;
+  the others retry every 15 s and take over when the leader's connection goes. (APScheduler
+  job stores cannot be shared between processes, so the lock is ours.) SQLite: one process,
+  always leader.
+- **Ledger.** The job callables claim each post in `bot.ledger` before sending: two leaders
+  for a moment, a retry, or a catch-up overlapping a live fire still post once.
+- **Catch-up.** Jobs live in memory, so slots missed while down are found at start (and on
+  becoming leader) from the ledger: within 24 h posted late, older ones skipped and logged.
+
+Department edits are picked up by `sync` every 60 s; no restart needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from sqlmodel import col, select
+
+from bot import slots
+from bot.clock import utcnow
+from bot.database import make_engine, transaction
+from bot.errors import DatabaseUnavailable
+from bot.models import Department, Post, PostKind, PostStatus
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["digest", "reminder"]
+
+# pg_try_advisory_lock key of the scheduler leader ("kpibot" in ASCII).
+LEADER_LOCK_KEY = 0x6B7062_6F74
+# A slot missed by at most this much is posted late; older ones are skipped.
+CATCH_UP_WINDOW = dt.timedelta(hours=24)
+# How far back catch-up looks for missed slots (to log the ones it skips).
+LOOK_BACK = dt.timedelta(days=7)
+# Retries of a job that found the database unavailable: 4 attempts in all.
+RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)
+SYNC_SECONDS = 60
+LEADER_SECONDS = 15
+
+
+class Jobs(Protocol):
+    """What the scheduler runs. Both build and post through the ledger, so a repeat is harmless."""
+
+    def digest(self, department_key: str, slot: dt.datetime) -> None:
+        """Post the department's digest for `slot` (its period is `slots.slot_key(slot, tz)`)."""
+
+    def reminder(self, department_key: str, slot: dt.datetime) -> None:
+        """Remind owners before the digest at `slot` — the digest's slot, not the reminder's."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A department's schedule as the scheduler sees it."""
+
+    department_id: int
+    key: str
+    timezone: str
+    cron: str
+    holiday_shift: bool
+
+    @property
+    def signature(self) -> tuple[str, str, bool]:
+        return (self.timezone, self.cron, self.holiday_shift)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def digest_slots(self, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+        return slots.digest_slots(self.cron, self.tz, self.holiday_shift, start, end)
+
+
+def read_schedules(engine: Engine) -> list[Schedule]:
+    """Every department's schedule, in one query."""
+    with transaction(engine) as session:
+        rows = session.exec(
+            select(
+                Department.id,
+                Department.key,
+                Department.timezone,
+                Department.digest_cron,
+                Department.holiday_shift,
+            ).order_by(col(Department.key))
+        ).all()
+    return [Schedule(id_, key, tz, cron, shift) for id_, key, tz, cron, shift in rows if id_ is not None]
+
+
+class Scheduler:
+    """The `kpibot scheduler` process: `run_forever()`, or `start()`/`shutdown()` in tests."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        jobs: Jobs,
+        *,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        lock_key: int = LEADER_LOCK_KEY,
+        sync_seconds: int = SYNC_SECONDS,
+        leader_seconds: int = LEADER_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.jobs = jobs
+        self.retry_delays = tuple(retry_delays)
+        self.lock_key = lock_key
+        self.sync_seconds = sync_seconds
+        self.leader_seconds = leader_seconds
+        self._uses_lock = engine.dialect.name == "postgresql"
+        self._leader = not self._uses_lock
+        self._leader_mutex = threading.Lock()
+        self._lock_engine: Engine | None = None
+        self._lock_connection: Connection | None = None
+        self._sync_mutex = threading.Lock()
+        self._schedules: dict[str, Schedule] = {}
+        self._invalid: dict[str, tuple[str, str, bool]] = {}
+        self._skips_logged: set[tuple[str, dt.datetime]] = set()
+        self._stopping = threading.Event()
+        self._aps = BackgroundScheduler(
+            timezone=dt.UTC,
+            job_defaults={
+                "coalesce": True,
+                # APScheduler's default is 1 s: a slow start would silently skip a digest.
+                "misfire_grace_time": int(CATCH_UP_WINDOW.total_seconds()),
+                "max_instances": 1,
+            },
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the lead if free, schedule every department, start firing, then catch up."""
+        self._stopping.clear()
+        self.try_lead()
+        self.sync()
+        self._aps.add_job(
+            self.sync,
+            IntervalTrigger(seconds=self.sync_seconds, timezone=dt.UTC),
+            id="sync",
+            name="sync department schedules",
+            misfire_grace_time=self.sync_seconds,
+            replace_existing=True,
+        )
+        if self._uses_lock:
+            self._aps.add_job(
+                self.check_lead,
+                IntervalTrigger(seconds=self.leader_seconds, timezone=dt.UTC),
+                id="leader",
+                name="leader lock",
+                misfire_grace_time=self.leader_seconds,
+                replace_existing=True,
+            )
+        self._aps.start()
+        # After the jobs are live: a slot passing meanwhile is seen by both, and the ledger keeps it single.
+        if self.is_leader:
+            self.catch_up(utcnow())
+        upcoming = self.upcoming(utcnow())
+        log.info(
+            "scheduler started (%s, %d departments)%s",
+            "leader" if self.is_leader else "standby",
+            len(self._schedules),
+            f"; next: {upcoming[0][0]} at {upcoming[0][1].isoformat()}" if upcoming else "",
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop firing (waiting for running jobs when `wait`), then let go of the leader lock."""
+        self._stopping.set()
+        if self._aps.running:
+            self._aps.shutdown(wait=wait)
+        self.release_lead()
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down cleanly (`kpibot scheduler`)."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not stop.wait(1.0):
+                pass
+        finally:
+            self.shutdown(wait=True)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- leader ----------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def try_lead(self) -> bool:
+        """Check the lock is still held, or try to take it. True if this process leads now."""
+        if not self._uses_lock:
+            return True
+        with self._leader_mutex:
+            if self._lock_connection is not None:
+                try:
+                    self._lock_connection.execute(sa.text("SELECT 1"))
+                    return True
+                except SQLAlchemyError as exc:
+                    log.warning("lost the scheduler leader lock (its connection failed: %s)", exc)
+                    self._close_lock_connection()
+            self._leader = False
+            if self._lock_engine is None:
+                # Its own unpooled engine: closing the connection really ends the session and
+                # releases the lock (a pooled connection would keep it, returned to the pool).
+                self._lock_engine = make_engine(self.engine.url, poolclass=NullPool)
+            try:
+                connection = self._lock_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            except SQLAlchemyError as exc:
+                log.warning("cannot reach the database to take the scheduler leader lock: %s", exc)
+                return False
+            try:
+                got = connection.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self.lock_key}
+                ).scalar_one()
+            except SQLAlchemyError as exc:
+                log.warning("cannot take the scheduler leader lock: %s", exc)
+                got = False
+            if not got:
+                connection.close()
+                return False
+            self._lock_connection = connection
+            self._leader = True
+            log.info("this process is now the scheduler leader")
+            return True
+
+    def release_lead(self) -> None:
+        with self._leader_mutex:
+            self._close_lock_connection()
+            self._leader = not self._uses_lock
+            if self._lock_engine is not None:
+                self._lock_engine.dispose()
+                self._lock_engine = None
+
+    def _close_lock_connection(self) -> None:
+        if self._lock_connection is None:
+            return
+        try:
+            self._lock_connection.close()
+        except SQLAlchemyError:
+            log.debug("closing the leader lock connection failed", exc_info=True)
+        self._lock_connection = None
+
+    def check_lead(self) -> None:
+        """The leader job (every 15 s): keep or take the lock; catch up on becoming leader."""
+        was_leader = self.is_leader
+        if self.try_lead() and not was_leader:
+            self.catch_up(utcnow())
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make the jobs match the departments: add, replace (schedule changed) or remove."""
+        with self._sync_mutex:
+            try:
+                wanted = {schedule.key: schedule for schedule in read_schedules(self.engine)}
+            except (DatabaseUnavailable, OperationalError) as exc:
+                log.warning("cannot read department schedules, keeping the current ones: %s", exc)
+                return
+            for key in sorted(self._schedules.keys() - wanted.keys()):
+                self._remove_jobs(key)
+                log.info("department %s: removed its digest and reminder jobs", key)
+            for key in list(self._invalid.keys() - wanted.keys()):
+                del self._invalid[key]
+            for key, schedule in wanted.items():
+                current = self._schedules.get(key)
+                if current is not None and current.signature == schedule.signature:
+                    self._schedules[key] = schedule
+                    continue
+                if self._invalid.get(key) == schedule.signature:
+                    continue
+                self._schedule(schedule, replacing=current is not None)
+
+    def _schedule(self, schedule: Schedule, *, replacing: bool) -> None:
+        try:
+            tz = schedule.tz
+            digest = slots.digest_trigger(schedule.cron, tz, schedule.holiday_shift)
+            reminder = slots.reminder_trigger(schedule.cron, tz, schedule.holiday_shift)
+        except (ValueError, KeyError) as exc:
+            # Logged once per bad schedule, not every sync; the department is off until fixed.
+            log.error(
+                "department %s: invalid schedule (cron %r, timezone %r): %s; not scheduled",
+                schedule.key,
+                schedule.cron,
+                schedule.timezone,
+                exc,
+            )
+            self._invalid[schedule.key] = schedule.signature
+            self._remove_jobs(schedule.key)
+            return
+        self._invalid.pop(schedule.key, None)
+        # Remove, then add: before start() APScheduler keeps added jobs in a pending list where
+        # `replace_existing` only takes effect at start, and get_job would see the old one.
+        self._remove_jobs(schedule.key)
+        for kind, trigger in (("digest", digest), ("reminder", reminder)):
+            self._aps.add_job(
+                self.fire,
+                trigger,
+                args=(kind, schedule.key),
+                id=f"{kind}:{schedule.key}",
+                name=f"{kind} {schedule.key}",
+                replace_existing=True,
+            )
+        self._schedules[schedule.key] = schedule
+        log.info(
+            "department %s: %s (cron %r, %s%s)",
+            schedule.key,
+            "rescheduled" if replacing else "scheduled",
+            schedule.cron,
+            schedule.timezone,
+            ", holiday shift" if schedule.holiday_shift else "",
+        )
+
+    def _remove_jobs(self, key: str) -> None:
+        self._schedules.pop(key, None)
+        for kind in ("digest", "reminder"):
+            job = self._aps.get_job(f"{kind}:{key}")
+            if job is not None:
+                job.remove()
+
+    @property
+    def apscheduler(self) -> BackgroundScheduler:
+        """The underlying APScheduler (for inspection: jobs, next run times)."""
+        return self._aps
+
+    def job_ids(self) -> list[str]:
+        return sorted(job.id for job in self._aps.get_jobs())
+
+    def next_fire_time(self, job_id: str, now: dt.datetime) -> dt.datetime | None:
+        """When the job would fire next if scheduled at `now` (None: no such job, or never)."""
+        job = self._aps.get_job(job_id)
+        return None if job is None else job.trigger.get_next_fire_time(None, now)
+
+    def upcoming(self, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
+        """Every department job's next fire time after `now`, soonest first."""
+        found = []
+        for job_id in self.job_ids():
+            if ":" in job_id and (when := self.next_fire_time(job_id, now)) is not None:
+                found.append((job_id, when))
+        return sorted(found, key=lambda item: (item[1], item[0]))
+
+    # -- firing ----------------------------------------------------------------------------
+
+    def fire(self, kind: Kind, key: str) -> None:
+        """APScheduler's entry point: run `kind` for the slot that has just passed.
+
+        APScheduler does not tell a job its scheduled time; with coalescing it runs the latest
+        due one, which is the latest slot not after now (at most the misfire grace ago).
+        """
+        if not self.is_leader:
+            log.debug("department %s: %s due, not the leader", key, kind)
+            return
+        schedule = self._schedules.get(key)
+        if schedule is None:
+            return
+        now = utcnow()
+        # A second of slack: APScheduler's clock and ours are read a moment apart.
+        at = now + dt.timedelta(seconds=1)
+        try:
+            if kind == "digest":
+                slot = slots.previous_digest_slot(
+                    schedule.cron, schedule.tz, schedule.holiday_shift, at, CATCH_UP_WINDOW
+                )
+            else:
+                pairs = slots.reminder_slots(
+                    schedule.cron, schedule.tz, schedule.holiday_shift, at - CATCH_UP_WINDOW, at
+                )
+                slot = pairs[-1][1] if pairs else None
+        except (ValueError, KeyError):
+            log.exception("department %s: cannot compute its %s slot", key, kind)
+            return
+        if slot is None:
+            log.warning("department %s: %s fired at %s with no slot due; ignored", key, kind, now.isoformat())
+            return
+        self.run(kind, key, slot)
+
+    def run(self, kind: Kind, key: str, slot: dt.datetime) -> bool:
+        """Call the job for one department and slot; retry while the database is unavailable.
+
+        Never raises: one department's failure must not stop the others. True on success.
+        """
+        call = self.jobs.digest if kind == "digest" else self.jobs.reminder
+        attempts = len(self.retry_delays) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                call(key, slot)
+                return True
+            except (DatabaseUnavailable, OperationalError) as exc:
+                if attempt == attempts or self._stopping.is_set():
+                    log.error(
+                        "department %s: %s for %s failed after %d attempts, database unavailable: %s",
+                        key,
+                        kind,
+                        slot.isoformat(),
+                        attempt,
+                        exc,
+                    )
+                    return False
+                delay = self.retry_delays[attempt - 1]
+                log.warning(
+                    "department %s: %s for %s: database unavailable (attempt %d/%d), retrying in %gs: %s",
+                    key,
+                    kind,
+                    slot.isoformat(),
+                    attempt,
+                    attempts,
+                    delay,
+                    exc,
+                )
+                if delay and self._stopping.wait(delay):
+                    return False
+            except Exception:
+                log.exception("department %s: %s for %s failed", key, kind, slot.isoformat())
+                return False
+        return False
+
+    # -- catch-up --------------------------------------------------------------------------
+
+    def due_digests(self, now: dt.datetime, since: dt.datetime) -> list[tuple[str, dt.datetime]]:
+        """(department key, slot) of every digest slot in (since, now], by slot then key. Posts nothing."""
+        due = [
+            (schedule.key, slot)
+            for schedule in self._valid(read_schedules(self.engine))
+            for slot in schedule.digest_slots(since, now)
+        ]
+        return sorted(due, key=lambda item: (item[1], item[0]))
+
+    def catch_up(self, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
+        """Post digests missed while down: per department the latest slot of the last 24 h not sent.
+
+        Older unsent slots (up to 7 days back) are logged as skipped, once per process.
+        Returns what it ran. Two queries however many departments.
+        """
+        try:
+            schedules = self._valid(read_schedules(self.engine))
+            candidates = [
+                (schedule, slot)
+                for schedule in schedules
+                for slot in schedule.digest_slots(now - LOOK_BACK, now)
+            ]
+            sent = self._sent_digests({slots.slot_key(slot, schedule.tz) for schedule, slot in candidates})
+        except (DatabaseUnavailable, OperationalError) as exc:
+            log.error("catch-up: cannot read the ledger, missed digests wait for the next start: %s", exc)
+            return []
+        missed: dict[str, dt.datetime] = {}
+        for schedule, slot in candidates:
+            if (schedule.department_id, slots.slot_key(slot, schedule.tz)) in sent:
+                continue
+            if now - slot <= CATCH_UP_WINDOW:
+                previous = missed.get(schedule.key)
+                if previous is not None:
+                    self._log_skip(schedule.key, previous, "a later slot is due")
+                missed[schedule.key] = slot
+            else:
+                self._log_skip(schedule.key, slot, f"older than {CATCH_UP_WINDOW}")
+        ran = []
+        for key, slot in sorted(missed.items(), key=lambda item: (item[1], item[0])):
+            log.warning("department %s: posting the digest of %s late", key, slot.isoformat())
+            self.run("digest", key, slot)
+            ran.append((key, slot))
+        return ran
+
+    def _log_skip(self, key: str, slot: dt.datetime, reason: str) -> None:
+        if (key, slot) in self._skips_logged:
+            return
+        self._skips_logged.add((key, slot))
+        log.warning("department %s: digest of %s skipped, %s", key, slot.isoformat(), reason)
+
+    def _sent_digests(self, periods: set[str]) -> set[tuple[int, str]]:
+        if not periods:
+            return set()
+        with transaction(self.engine) as session:
+            rows = session.exec(
+                select(Post.department_id, Post.period).where(
+                    Post.kind == PostKind.DIGEST,
+                    Post.status == PostStatus.SENT,
+                    col(Post.period).in_(sorted(periods)),
+                )
+            ).all()
+        return {(department_id, period) for department_id, period in rows}
+
+    def _valid(self, schedules: list[Schedule]) -> list[Schedule]:
+        valid = []
+        for schedule in schedules:
+            try:
+                slots.cron_trigger(schedule.cron, schedule.tz)
+            except (ValueError, KeyError):
+                continue  # logged by sync
+            valid.append(schedule)
+        return valid

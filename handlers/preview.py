@@ -1,0 +1,58 @@
+"""An HTML page showing Block Kit messages and charts as Slack would: the demo and dry runs.
+
+Only the parts of Block Kit and mrkdwn that kpibot uses are drawn (header, section, context,
+divider; *bold*, _italic_, `code`, mentions), which is enough to review wording and layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+from bot import render
+from handlers.digest import Built
+
+_MRKDWN = [
+    (re.compile(r"&lt;@(\w+)&gt;"), r'<span class="mention">@\1</span>'),
+    (re.compile(r"&lt;#(\w+)&gt;"), r'<span class="mention">#\1</span>'),
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])"), r"<b>\1</b>"),
+    (re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])"), r"<i>\1</i>"),
+]
+
+
+def mrkdwn_to_html(text: str) -> str:
+    out = html.escape(text, quote=False)
+    for pattern, replacement in _MRKDWN:
+        out = pattern.sub(replacement, out)
+    return out.replace("\n", "<br>")
+
+
+def block_to_html(block: dict[str, Any]) -> str:
+    kind = block["type"]
+    if kind == "header":
+        return f"<h3>{html.escape(block['text']['text'])}</h3>"
+    if kind == "divider":
+        return "<hr>"
+    if kind == "context":
+        texts = [mrkdwn_to_html(element.get("text", "")) for element in block.get("elements", [])]
+        return f'<div class="context">{" ".join(texts)}</div>'
+    if kind == "section":
+        return f"<p>{mrkdwn_to_html(block['text']['text'])}</p>"
+    return f"<pre>{html.escape(str(block))}</pre>"
+
+
+def write_preview(path: Path, digests: list[Built], locale: str) -> Path:
+    departments = []
+    for built in digests:
+        messages = [
+            {"thread": index > 0, "blocks": [block_to_html(block) for block in message.blocks]}
+            for index, message in enumerate(built.messages)
+        ]
+        chart = base64.b64encode(built.chart).decode() if built.chart else None
+        departments.append({"department": built.department, "messages": messages, "chart": chart})
+    path.write_text(render.template("preview.html", locale, departments=departments), encoding="utf-8")
+    return path
