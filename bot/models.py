@@ -86,6 +86,14 @@ class PostKind(enum.StrEnum):
     SUMMARY = "summary"
     REMINDER = "reminder"
     ALERT = "alert"
+    FOLLOWUP = "followup"  # a countermeasure's due-date reminder or measured effect
+    REVIEW = "review"
+
+
+class AlertReason(enum.StrEnum):
+    BELOW_TARGET = "below_target"
+    PACE = "pace"  # projected to end the period below threshold
+    MISSING = "missing"  # not reported two periods in a row
 
 
 class PostStatus(enum.StrEnum):
@@ -277,6 +285,41 @@ class Alert(SQLModel, table=True):
     period: str = Field(max_length=16)
     severity: Severity = _enum(Severity)
     status: AlertStatus = _enum(AlertStatus)
+    reason: AlertReason = _enum(AlertReason)
+    # The value that raised it (projected to period end for a pace alert) and its % of target.
+    value: Decimal | None = _amount()
+    achievement_pct: Decimal | None = _amount()
+    # What the Slack message shows; None until it is posted. Differs from `severity` while
+    # an update is pending.
+    posted_severity: Severity | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Enum(
+                Severity,
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+                name="posted_severity",
+                values_callable=lambda members: [m.value for m in members],
+            ),
+            nullable=True,
+        ),
+    )
+    posted_status: AlertStatus | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Enum(
+                AlertStatus,
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+                name="posted_status",
+                values_callable=lambda members: [m.value for m in members],
+            ),
+            nullable=True,
+        ),
+    )
+    acknowledged_by: str | None = Field(default=None, max_length=64)
     channel_id: str | None = Field(default=None, max_length=32)
     thread_ts: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = _timestamp()
@@ -296,6 +339,12 @@ class Countermeasure(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=3000)
     logged_by: str = Field(max_length=64)
     permalink: str | None = Field(default=None, max_length=500)
+    # Where it is discussed (the alert's thread) and what the KPI stood at when it was logged,
+    # so its effect can be shown when the next actual arrives.
+    channel_id: str | None = Field(default=None, max_length=32)
+    thread_ts: str | None = Field(default=None, max_length=32)
+    baseline_period: str | None = Field(default=None, max_length=16)
+    baseline_value: Decimal | None = _amount()
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 

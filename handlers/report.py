@@ -7,6 +7,7 @@ from bot.database import transaction
 from bot.idempotency import first_time
 from bot.reporting import Reported, ReportError, report
 from handlers.commands import CommandRequest, subcommand
+from handlers.followup import after_reports
 from handlers.report_modal import open_report_modal
 
 
@@ -33,6 +34,7 @@ def report_command(request: CommandRequest) -> None:
             request.reply(answer)
             return
     request.reply(confirmation(reported, request.locale(reported.department)))
+    after_reports(request.deps, request.client, [reported])
 
 
 def confirmation(reported: Reported, locale: str) -> str:

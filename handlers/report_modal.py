@@ -39,6 +39,7 @@ from bot.reporting import (
 from handlers.blocks import MODAL_MAX_BLOCKS, context, section
 from handlers.commands import CommandRequest
 from handlers.deps import Deps, department_of_channel
+from handlers.followup import after_reports
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ def submit(deps: Deps, ack: Ack, form: Submission, client: WebClient) -> None:
         _tell(client, form, render.message("error.database", locale))
         return
     _tell(client, form, confirmation(outcome, note, locale))
+    after_reports(deps, client, outcome.saved)
 
 
 def confirmation(outcome: SavedReports, note: str | None, locale: str) -> str:

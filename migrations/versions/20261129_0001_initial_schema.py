@@ -63,7 +63,7 @@ def upgrade() -> None:
     op.create_table('post',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('department_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.Enum('digest', 'summary', 'reminder', 'alert', name='postkind', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('kind', sa.Enum('digest', 'summary', 'reminder', 'alert', 'followup', 'review', name='postkind', native_enum=False, create_constraint=True, length=16), nullable=False),
     sa.Column('period', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('subject', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('status', sa.Enum('claimed', 'sent', 'failed', name='poststatus', native_enum=False, create_constraint=True, length=16), nullable=False),

@@ -1,0 +1,27 @@
+"""What happens in Slack after actuals are saved: alerts raised or resolved, countermeasure
+effects shown. Called by every surface that saves actuals, after its transaction commits,
+from the listener's thread (never in the ack path)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from slack_sdk import WebClient
+
+from bot.reporting import Reported
+from handlers.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+def after_reports(deps: Deps, client: WebClient, reported: Sequence[Reported]) -> None:
+    """Never raises: the actuals are stored whatever Slack or a follow-up does."""
+    from handlers import alerts, countermeasures
+
+    for item in reported:
+        for step in (alerts.on_reported, countermeasures.on_reported):
+            try:
+                step(deps, client, item)
+            except Exception:
+                log.exception("follow-up %s failed for %s %s", step.__module__, item.kpi.key, item.period.key)
