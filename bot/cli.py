@@ -8,12 +8,14 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from bot import render
 from bot.clock import today
 from bot.config import LOCALES, Settings, load_settings, parse_database_url
 from bot.database import make_engine, migrate, require_current_schema, schema_revision, transaction
 from bot.errors import KpibotError
+from bot.models import Department
 from bot.periods import PeriodError, parse_key
 from bot.plan import PlanInvalid, apply_plan, load_plan
 from bot.scorecard import all_departments
@@ -134,14 +136,17 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
-    day = _digest_day(args.period, today(settings.timezone))
+    def day_of(department: Department) -> dt.date:
+        # The department's own today, as `/kpi digest` and the scheduler use: one manual post a day.
+        return _digest_day(args.period, today(ZoneInfo(department.timezone)))
+
     with transaction(engine) as session:
         departments = [d for d in all_departments(session) if args.department in (None, d.key)]
     if not departments:
         raise KpibotError(render.message("cli.no_department", args.locale, key=args.department))
     if args.dry_run:
         for department in departments:
-            built = build(engine, department, day)
+            built = build(engine, department, day_of(department))
             print(
                 json.dumps(
                     {
@@ -163,6 +168,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     jobs = DigestJobs(make_web_client(settings), engine, settings)
     failed = 0
     for department in departments:
+        day = day_of(department)
         outcome = jobs.post(department, day, period=day.isoformat(), subject="manual", retry_failed=True)
         failed += outcome.status == "failed"
         print(

@@ -497,7 +497,8 @@ class Scheduler:
             rows = session.exec(
                 select(Post.department_id, Post.period).where(
                     Post.kind == PostKind.DIGEST,
-                    Post.status == PostStatus.SENT,
+                    # A failed post is not retried by itself: an admin was told, and re-posts by hand.
+                    col(Post.status).in_([PostStatus.SENT, PostStatus.FAILED]),
                     col(Post.period).in_(sorted(periods)),
                 )
             ).all()

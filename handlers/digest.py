@@ -94,6 +94,9 @@ class DigestJobs:
         self.client = client
         self.engine = engine
         self.settings = settings
+        # Posts sent whose ts could not be recorded yet (the database failed right after the
+        # send): the job's retry records them instead of leaving a claim that would be re-sent.
+        self._unrecorded: dict[tuple[int, str, str], tuple[ledger.Claim, str]] = {}
 
     def department(self, key: str) -> Department | None:
         with transaction(self.engine) as session:
@@ -134,6 +137,11 @@ class DigestJobs:
         )
         if existing is not None and existing.ts is not None:
             return Outcome("already", department, ts=existing.ts)
+        key = (department.id, period, subject)
+        if (unrecorded := self._unrecorded.get(key)) is not None:
+            ledger.complete(self.engine, *unrecorded)
+            del self._unrecorded[key]
+            return Outcome("posted", department, ts=unrecorded[1])
         built = build(self.engine, department, day)
         claim = ledger.claim(
             self.engine,
@@ -158,7 +166,9 @@ class DigestJobs:
             log.error("digest for %s to %s failed: %s", department.key, department.channel_id, code)
             self.tell_admins(department, "digest", code)
             return Outcome("failed", department, error=code)
+        self._unrecorded[key] = (claim, ts)
         ledger.complete(self.engine, claim, ts)
+        del self._unrecorded[key]
         log.info("digest for %s posted to %s (ts %s)", department.key, department.channel_id, ts)
         return Outcome("posted", department, ts=ts)
 
