@@ -39,7 +39,7 @@ class GoalProgress:
     goal: Goal
     measure: Kpi | None
     actual: Decimal | None  # fiscal year to date
-    expected: Decimal  # where the plan should be by now (target × share of the year elapsed)
+    expected: Decimal  # where the plan should be (target × share of the year the actual covers)
 
     @property
     def pct_of_target(self) -> Decimal | None:
@@ -139,16 +139,19 @@ def goal_progress(session: Session, day: dt.date, start_month: int = 4) -> GoalP
     if goal is None:
         return None
     start, end = fiscal_year_bounds(year, start_month)
-    elapsed = Decimal(min(max((day - start).days, 0), (end - start).days + 1)) / Decimal(
-        (end - start).days + 1
-    )
-    expected = Decimal(goal.target_value) * elapsed
+    # The plan's share is taken over the same days as the actual: the periods that have ended.
+    # (Up to `day` instead, a monthly measure would look a month behind plan until the 1st.)
+    through = day - dt.timedelta(days=1)
     measure = session.get(Kpi, goal.kpi_id) if goal.kpi_id is not None else None
     actual = None
     if measure is not None and measure.id is not None:
-        periods = [p.key for p in fiscal_year_periods(year, measure.cadence, start_month) if p.end < day]
-        values = live_values(session, [measure.id], periods)
+        ended = [p for p in fiscal_year_periods(year, measure.cadence, start_month) if p.end < day]
+        through = ended[-1].end if ended else start - dt.timedelta(days=1)
+        values = live_values(session, [measure.id], [p.key for p in ended])
         actual = sum(values.values(), Decimal(0)) if values else None
+    year_days = (end - start).days + 1
+    elapsed = Decimal(min(max((through - start).days + 1, 0), year_days)) / Decimal(year_days)
+    expected = Decimal(goal.target_value) * elapsed
     return GoalProgress(goal, measure, actual, expected)
 
 
@@ -198,7 +201,12 @@ def _digest_from(session: Session, card: Scorecard, day: dt.date, goal: GoalProg
                     col(Countermeasure.kpi_id).in_(list(kpis_by_id)),
                     col(Countermeasure.status).in_(open_statuses),
                 )
-                .order_by(col(Countermeasure.due_date), col(Countermeasure.id))
+                # Undated ones last on both databases (SQLite sorts NULL first, PostgreSQL last).
+                .order_by(
+                    col(Countermeasure.due_date).is_(None),
+                    col(Countermeasure.due_date),
+                    col(Countermeasure.id),
+                )
             ).all()
         ]
         if kpis_by_id

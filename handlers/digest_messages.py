@@ -16,7 +16,7 @@ from bot.digest import Digest, DivisionSummary, sparkline, trend
 from bot.models import CountermeasureStatus
 from bot.scorecard import ScoreRow
 from bot.scoring import Status
-from handlers.blocks import MAX_BLOCKS, context, sections
+from handlers.blocks import MAX_BLOCKS, SECTION_TEXT_BUDGET, context, sections
 
 # Slack's advice is to keep a message's text well under 4,000 characters.
 MAX_MESSAGE_CHARS = 3800
@@ -113,7 +113,24 @@ def _header(text: str) -> HeaderBlock:
 
 def _titled(kind: str, lines: list[str], locale: str) -> list[Block]:
     title = render.template("digest/section_title.md", locale, kind=kind).strip()
-    return sections("\n".join([title, *lines]))
+    return sections("\n".join([title, *(piece for line in lines for piece in _wrap(line))]))
+
+
+_LIST_SEPARATORS = ("、", ", ")
+
+
+def _wrap(line: str, limit: int = SECTION_TEXT_BUDGET) -> list[str]:
+    """A line too long for one section (one owner's 100 unreported KPIs, a KFS with 60 slipping)
+    broken after a list separator, so no KPI name is cut in two across sections or messages."""
+    pieces = []
+    while len(line) > limit:
+        cuts = [found + len(sep) for sep in _LIST_SEPARATORS if (found := line.rfind(sep, 0, limit)) > 0]
+        if not cuts:
+            break  # nothing to break at: sections() cuts it, still without losing text
+        cut = max(cuts)
+        pieces.append(line[:cut].rstrip())
+        line = line[cut:].lstrip()
+    return [*pieces, line]
 
 
 def _row_line(row: ScoreRow, locale: str) -> str:
