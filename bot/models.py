@@ -102,22 +102,23 @@ class PostStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-def _enum(enum_type: type[enum.StrEnum], **kwargs: Any) -> Any:
+def _enum(enum_type: type[enum.StrEnum], *, nullable: bool = False, name: str | None = None) -> Any:
     # Stored as checked VARCHAR, not native PostgreSQL enums: adding a value later is
-    # then a plain migration on both databases.
+    # then a plain migration on both databases. `name` names the CHECK constraint when a
+    # table has two columns of one enum.
     return Field(
+        **({"default": None} if nullable else {}),
         sa_column=Column(
             sa.Enum(
                 enum_type,
                 native_enum=False,
                 create_constraint=True,
                 length=16,
-                name=enum_type.__name__.lower(),
+                name=name or enum_type.__name__.lower(),
                 values_callable=lambda members: [m.value for m in members],
             ),
-            nullable=False,
-            **kwargs,
-        )
+            nullable=nullable,
+        ),
     )
 
 
@@ -291,34 +292,8 @@ class Alert(SQLModel, table=True):
     achievement_pct: Decimal | None = _amount()
     # What the Slack message shows; None until it is posted. Differs from `severity` while
     # an update is pending.
-    posted_severity: Severity | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Enum(
-                Severity,
-                native_enum=False,
-                create_constraint=True,
-                length=16,
-                name="posted_severity",
-                values_callable=lambda members: [m.value for m in members],
-            ),
-            nullable=True,
-        ),
-    )
-    posted_status: AlertStatus | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Enum(
-                AlertStatus,
-                native_enum=False,
-                create_constraint=True,
-                length=16,
-                name="posted_status",
-                values_callable=lambda members: [m.value for m in members],
-            ),
-            nullable=True,
-        ),
-    )
+    posted_severity: Severity | None = _enum(Severity, nullable=True, name="posted_severity")
+    posted_status: AlertStatus | None = _enum(AlertStatus, nullable=True, name="posted_status")
     acknowledged_by: str | None = Field(default=None, max_length=64)
     channel_id: str | None = Field(default=None, max_length=32)
     thread_ts: str | None = Field(default=None, max_length=32)
