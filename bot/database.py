@@ -72,7 +72,9 @@ def transaction(engine: Engine) -> Iterator[Session]:
             session.commit()
         except OperationalError as exc:
             session.rollback()
-            raise DatabaseUnavailable(f"the database at {safe_url(engine)} is unavailable") from exc
+            # SQLite reports schema problems as OperationalError too: keep the driver's reason.
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "operational error"
+            raise DatabaseUnavailable(f"the database at {safe_url(engine)} is unavailable: {reason}") from exc
         except BaseException:
             session.rollback()
             raise
