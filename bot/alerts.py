@@ -6,26 +6,37 @@ Rules (direction- and range-aware through bot.scoring):
   (average/last: a rate reported mid-month is already representative).
 - **pace**: a running total (aggregation `sum`) of the period in progress, projected to the
   period's end from the days elapsed ("at this pace the month ends at 78 % of target").
-- **missing**: nothing reported for the last two finished periods: escalated to the head.
+- **missing**: nothing reported for the last two finished periods (both after the KPI was
+  created: a plan imported today is not "missing" last month): escalated to the head.
 
 An Alert row is the desired state (severity, status); `posted_severity`/`posted_status`
-record what Slack shows, so the poster knows what to send and nothing is sent twice.
+record what Slack shows, so the poster knows what to send and nothing is sent twice. Rows
+move in the report's own transaction (`check_after_report`, a bot.actuals listener) and in
+the hourly scan (`check_department`, a constant number of queries per department).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, col, or_, select
 
+from bot import clock
+from bot.actuals import Recorded, on_actual_recorded
 from bot.clock import utcnow
+from bot.formulas import parse_formula
 from bot.models import Aggregation, Alert, AlertReason, AlertStatus, Department, Kpi, Severity
 from bot.periods import Period
 from bot.scorecard import ScoreRow, build_scorecard
 from bot.scoring import Status, TargetValue, achievement_pct, status
+
+log = logging.getLogger(__name__)
 
 # A projection from the first days of a period is noise: wait until this share has passed.
 PACE_MIN_ELAPSED = Decimal("0.25")
@@ -60,9 +71,10 @@ def is_running_total(kpi: Kpi) -> bool:
     return kpi.aggregation is Aggregation.SUM and not kpi.formula
 
 
-def evaluate(row: ScoreRow, today: dt.date) -> list[Finding]:
+def evaluate(row: ScoreRow, today: dt.date, tz: dt.tzinfo = dt.UTC) -> list[Finding]:
     """Every rule for one KPI, from a scorecard row scored for the period in progress with at
-    least MISSING_STREAK finished periods of history before it."""
+    least MISSING_STREAK finished periods of history before it. `tz` is the department's: it
+    says on which local day the KPI was created (periods that ended before are not missing)."""
     kpi = row.kpi
     current, value, target = row.period, row.history[-1], row.targets[-1]
     findings: list[Finding] = []
@@ -109,31 +121,52 @@ def evaluate(row: ScoreRow, today: dt.date) -> list[Finding]:
                 achievement_pct(last_value, last_target, kpi.direction),
             )
         )
-    if not kpi.formula and all(v is None for v in row.history[-1 - MISSING_STREAK : -1]):
+    if (
+        not kpi.formula
+        and all(v is None for v in row.history[-1 - MISSING_STREAK : -1])
+        and _existed_before_end(kpi, finished.shift(1 - MISSING_STREAK), tz)
+    ):
         findings.append(Finding(kpi, finished, Severity.MISSING, AlertReason.MISSING, None, None))
     return findings
 
 
+def _existed_before_end(kpi: Kpi, period: Period, tz: dt.tzinfo) -> bool:
+    """Whether the KPI could have been reported for `period`: a plan imported today does not
+    make every KPI "missing" for the months before it existed."""
+    created = kpi.created_at or utcnow()
+    return created.astimezone(tz).date() <= period.end
+
+
 def scan_department(session: Session, department: Department, today: dt.date) -> list[Finding]:
     card = build_scorecard(session, department, today, history_length=MISSING_STREAK + 1, current=True)
-    return [finding for row in card.rows for finding in evaluate(row, today)]
+    tz = ZoneInfo(department.timezone)
+    return [finding for row in card.rows for finding in evaluate(row, today, tz)]
 
 
 @dataclass(frozen=True)
 class Change:
-    """What happened to an alert: "raised", "worse", "better" (still below), "resolved"."""
+    """What happened to an alert: "raised", "worse", "better" (still below), "reopened"
+    (below again after it was resolved), "resolved"."""
 
     alert: Alert
     kind: str
     before: Severity | None = None
 
 
-def apply_finding(session: Session, finding: Finding) -> Change | None:
+# Alerts already loaded for a department, by (KPI id, period key); see `check_department`.
+Known = dict[tuple[int, str], Alert]
+
+
+def apply_finding(session: Session, finding: Finding, known: Known | None = None) -> Change | None:
     """Record a finding on its (KPI, period) alert: raise it, or move its severity."""
     assert finding.kpi.id is not None
-    alert = session.exec(
-        select(Alert).where(Alert.kpi_id == finding.kpi.id, Alert.period == finding.period.key)
-    ).first()
+    slot = (finding.kpi.id, finding.period.key)
+    if known is not None:
+        alert = known.get(slot)
+    else:
+        alert = session.exec(
+            select(Alert).where(Alert.kpi_id == finding.kpi.id, Alert.period == finding.period.key)
+        ).first()
     now = utcnow()
     if alert is None:
         alert = Alert(
@@ -144,9 +177,13 @@ def apply_finding(session: Session, finding: Finding) -> Change | None:
             status=AlertStatus.OPEN,
             value=finding.value,
             achievement_pct=finding.achievement_pct,
+            created_at=now,
+            updated_at=now,
         )
         session.add(alert)
         session.flush()
+        if known is not None:
+            known[slot] = alert
         return Change(alert, "raised")
     before = alert.severity
     reopened = alert.status is AlertStatus.RESOLVED
@@ -157,14 +194,23 @@ def apply_finding(session: Session, finding: Finding) -> Change | None:
     alert.severity = finding.severity
     alert.updated_at = now
     if reopened:
-        alert.status, alert.resolved_at = AlertStatus.OPEN, None
+        # A new episode: whoever acknowledged the last one has not seen this one.
+        alert.status, alert.resolved_at, alert.acknowledged_by = AlertStatus.OPEN, None, None
     session.add(alert)
-    kind = "worse" if reopened or _RANK[finding.severity] > _RANK[before] else "better"
+    if reopened:
+        return Change(alert, "reopened", before)
+    kind = "worse" if _RANK[finding.severity] > _RANK[before] else "better"
     return Change(alert, kind, before)
 
 
 def resolve_recovered(
-    session: Session, kpi: Kpi, period: Period, findings: Sequence[Finding], *, recovered: bool
+    session: Session,
+    kpi: Kpi,
+    period: Period,
+    findings: Sequence[Finding],
+    *,
+    recovered: bool,
+    known: Known | None = None,
 ) -> list[Change]:
     """Close the KPI's open alerts once it is back on track.
 
@@ -175,31 +221,111 @@ def resolve_recovered(
     if not recovered:
         return []
     standing = {finding.period.key for finding in findings}
-    open_alerts = session.exec(
-        select(Alert).where(
-            Alert.kpi_id == kpi.id, col(Alert.status) != AlertStatus.RESOLVED, col(Alert.period) <= period.key
+    if known is not None:
+        open_alerts = [
+            alert
+            for (kpi_id, key), alert in known.items()
+            if kpi_id == kpi.id and alert.status is not AlertStatus.RESOLVED and key <= period.key
+        ]
+    else:
+        open_alerts = list(
+            session.exec(
+                select(Alert).where(
+                    Alert.kpi_id == kpi.id,
+                    col(Alert.status) != AlertStatus.RESOLVED,
+                    col(Alert.period) <= period.key,
+                )
+            ).all()
         )
-    ).all()
     changes = []
+    now = utcnow()
     for alert in open_alerts:
         if alert.period in standing or len(alert.period) != len(period.key):
             continue
-        alert.status, alert.resolved_at, alert.updated_at = AlertStatus.RESOLVED, utcnow(), utcnow()
+        alert.status, alert.resolved_at, alert.updated_at = AlertStatus.RESOLVED, now, now
         session.add(alert)
         changes.append(Change(alert, "resolved", alert.severity))
     return changes
 
 
+def check_department(
+    session: Session, department: Department, today: dt.date, kpi_ids: Collection[int] | None = None
+) -> list[Change]:
+    """Evaluate a department's KPIs (or only `kpi_ids`) and update their alerts in the caller's
+    transaction: raise, move, reopen, resolve. A constant number of queries per department."""
+    card = build_scorecard(session, department, today, history_length=MISSING_STREAK + 1, current=True)
+    rows = [row for row in card.rows if kpi_ids is None or row.kpi.id in kpi_ids]
+    if not rows:
+        return []
+    tz = ZoneInfo(department.timezone)
+    known = _known_alerts(session, rows)
+    changes: list[Change] = []
+    for row in rows:
+        findings = evaluate(row, today, tz)
+        changes += [change for finding in findings if (change := apply_finding(session, finding, known))]
+        latest = _latest_on_track(row, today)
+        if latest is not None:
+            changes += resolve_recovered(session, row.kpi, latest, findings, recovered=True, known=known)
+    return changes
+
+
 def check_kpi(session: Session, kpi: Kpi, department: Department, today: dt.date) -> list[Change]:
     """After a report: evaluate one KPI and update its alerts (the caller's transaction)."""
-    card = build_scorecard(session, department, today, history_length=MISSING_STREAK + 1, current=True)
-    row = next(r for r in card.rows if r.kpi.id == kpi.id)
-    findings = evaluate(row, today)
-    changes = [change for finding in findings if (change := apply_finding(session, finding))]
-    latest = _latest_on_track(row, today)
-    if latest is not None:
-        changes += resolve_recovered(session, kpi, latest, findings, recovered=True)
-    return changes
+    assert kpi.id is not None
+    return check_department(session, department, today, kpi_ids={kpi.id})
+
+
+def _known_alerts(session: Session, rows: Sequence[ScoreRow]) -> Known:
+    """The rows' alerts that a check may touch: every unresolved one, and any of the periods
+    evaluated (a resolved alert of those may reopen). One query."""
+    ids = [row.kpi.id for row in rows if row.kpi.id is not None]
+    periods = {key for row in rows for key in (row.period.key, row.period.previous().key)}
+    alerts = session.exec(
+        select(Alert).where(
+            col(Alert.kpi_id).in_(ids),
+            or_(col(Alert.status) != AlertStatus.RESOLVED, col(Alert.period).in_(periods)),
+        )
+    ).all()
+    return {(alert.kpi_id, alert.period): alert for alert in alerts}
+
+
+def affected_kpis(session: Session, kpi: Kpi) -> list[tuple[Kpi, Department]]:
+    """The KPI and every derived KPI whose formula uses it, each with its department."""
+    found = [kpi]
+    for candidate in session.exec(select(Kpi).where(col(Kpi.formula).is_not(None))).all():
+        if candidate.id != kpi.id and kpi.key in _formula_names(candidate):
+            found.append(candidate)
+    departments = {
+        department.id: department
+        for department in session.exec(
+            select(Department).where(col(Department.id).in_({k.department_id for k in found}))
+        ).all()
+    }
+    return [(k, departments[k.department_id]) for k in found]
+
+
+def _formula_names(kpi: Kpi) -> frozenset[str]:
+    try:
+        return parse_formula(kpi.formula or "").names
+    except ValueError:
+        return frozenset()
+
+
+@on_actual_recorded
+def check_after_report(session: Session, kpi: Kpi, recorded: Recorded) -> None:
+    """bot.actuals listener: a report moves its KPI's alerts (and its derived KPIs') in the
+    report's own transaction. A fault in the rules never loses the report: it is logged, the
+    alert rows are left as they were, and the hourly scan evaluates the KPI again."""
+    if not recorded.changed:
+        return
+    try:
+        with session.begin_nested():
+            for affected, department in affected_kpis(session, kpi):
+                check_kpi(session, affected, department, clock.today(ZoneInfo(department.timezone)))
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("alert check after a report of %s failed; the next scan retries", kpi.key)
 
 
 def _latest_on_track(row: ScoreRow, today: dt.date) -> Period | None:

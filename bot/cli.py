@@ -24,11 +24,6 @@ log = logging.getLogger("kpibot")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
-# Commands that later issues implement; until then they say so instead of pretending.
-NOT_YET = {
-    "alerts": "scan KPIs and post alerts",
-}
-
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.database_url)
@@ -136,6 +131,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
+
     def day_of(department: Department) -> dt.date:
         # The department's own today, as `/kpi digest` and the scheduler use: one manual post a day.
         return _digest_day(args.period, today(ZoneInfo(department.timezone)))
@@ -213,6 +209,58 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.alert_messages import severity_word
+    from handlers.alerts import scan_and_post
+    from handlers.client import make_web_client
+
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    if args.department is not None:
+        with transaction(engine) as session:
+            if not any(d.key == args.department for d in all_departments(session)):
+                raise KpibotError(render.message("cli.no_department", args.locale, key=args.department))
+    client = None
+    if not args.dry_run:
+        if not settings.slack_bot_token:
+            raise KpibotError(render.message("cli.needs_token", args.locale))
+        client = make_web_client(settings)
+    result = scan_and_post(engine, client, dry_run=args.dry_run, department_key=args.department)
+    for change in result.changes:
+        print(
+            render.message(
+                f"cli.alert_{change.kind}",
+                args.locale,
+                department=change.department,
+                kpi=change.kpi,
+                period=change.period,
+                severity=severity_word(change.severity, args.locale),
+                before=severity_word(change.before, args.locale) if change.before else "",
+            )
+        )
+    if not result.changes:
+        print(render.message("cli.alerts_none", args.locale))
+    if args.dry_run:
+        print(render.message("cli.alerts_dry_run", args.locale))
+    else:
+        slack = result.slack
+        print(
+            render.message(
+                "cli.alerts_slack",
+                args.locale,
+                posted=slack.posted,
+                updated=slack.updated,
+                notes=slack.notes,
+                failed=slack.failed,
+            )
+        )
+        for key in slack.no_channel:
+            print(render.message("cli.digest_no_channel", args.locale, department=key))
+    for key, error in result.failed:
+        print(render.message("cli.alerts_failed", args.locale, department=key, error=error), file=sys.stderr)
+    return 1 if result.failed or result.slack.failed else 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.web import serve
 
@@ -225,14 +273,6 @@ def cmd_socket(args: argparse.Namespace, settings: Settings) -> int:
 
     serve_socket_mode(settings)
     return 0
-
-
-def _not_yet(command: str) -> Handler:
-    def handler(args: argparse.Namespace, settings: Settings) -> int:
-        print(render.message("cli.not_yet", args.locale, command=command), file=sys.stderr)
-        return 2
-
-    return handler
 
 
 def build_parser(default_locale: str) -> argparse.ArgumentParser:
@@ -309,10 +349,16 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
         "socket", parents=[locale_option], help="serve Slack over Socket Mode (needs SLACK_APP_TOKEN)"
     ).set_defaults(handler=cmd_socket)
 
-    for command, help_text in NOT_YET.items():
-        commands.add_parser(
-            command, parents=[locale_option], help=f"{help_text} (not available yet)"
-        ).set_defaults(handler=_not_yet(command))
+    alerts = commands.add_parser(
+        "alerts",
+        parents=[locale_option],
+        help="scan KPIs for alerts once and post them (as the hourly job does)",
+    )
+    alerts.add_argument("--department", help="one department's key (default: every department)")
+    alerts.add_argument(
+        "--dry-run", action="store_true", help="print what would be raised, updated or resolved; save nothing"
+    )
+    alerts.set_defaults(handler=cmd_alerts)
     return parser
 
 

@@ -8,6 +8,7 @@ Both are Jinja2, with the same filters, so a message and a layout format numbers
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from decimal import Decimal
 from functools import cache
@@ -67,6 +68,25 @@ def _percent(value: Decimal | None, digits: int = 0) -> str:
     return f"{_number(value, digits=digits)} %"
 
 
+# Slack's own markup in text people typed in Slack: mentions, channels, links, and entities.
+_SLACK_TOKEN = re.compile(r"<(?:[@#!][^<>]*|(?:https?|mailto):[^<>]*)>|&(?:amp|lt|gt);")
+
+
+def mrkdwn_text(text: str) -> str:
+    """Text a user typed, made safe inside mrkdwn: `&`, `<` and `>` escaped as Slack requires,
+    except where they already form Slack markup (`<@U…>`, `<#C…>`, `<https://…>`, `&lt;`)."""
+    pieces, last = [], 0
+    for match in _SLACK_TOKEN.finditer(text):
+        pieces += [_escape(text[last : match.start()]), match.group()]
+        last = match.end()
+    pieces.append(_escape(text[last:]))
+    return "".join(pieces)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def display_width(text: str) -> int:
     """Terminal columns: CJK characters take two."""
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
@@ -96,6 +116,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pad"] = _pad
     env.filters["amount"] = amount
     env.filters["target_text"] = target_text
+    env.filters["mrkdwn"] = mrkdwn_text
     env.globals["message"] = lambda key, locale, **params: message(key, locale, **params)
     env.filters["status_emoji"] = lambda status: STATUS_EMOJI.get(str(status), "⚪")
     return env

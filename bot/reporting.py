@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
+import bot.alerts  # noqa: F401  (its listener moves alerts in the same transaction as every report)
 from bot.actuals import Recorded, live_actual, live_values, record_actual
 from bot.clock import today
 from bot.models import Department, Kpi, Source, Unit

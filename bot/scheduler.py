@@ -56,6 +56,9 @@ LOOK_BACK = dt.timedelta(days=7)
 RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)
 SYNC_SECONDS = 60
 LEADER_SECONDS = 15
+# The alert scan: pace and missing-report alerts come from time passing, not from a report.
+SCAN_SECONDS = 3600
+SCAN_FIRST_DELAY = dt.timedelta(minutes=1)  # after start: frequent restarts never starve it
 
 
 class Jobs(Protocol):
@@ -66,6 +69,9 @@ class Jobs(Protocol):
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         """Remind owners before the digest at `slot` — the digest's slot, not the reminder's."""
+
+    def scan(self, now: dt.datetime) -> None:
+        """Evaluate every department's KPIs for alerts and post what changed (hourly)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,15 @@ class Scheduler:
             id="sync",
             name="sync department schedules",
             misfire_grace_time=self.sync_seconds,
+            replace_existing=True,
+        )
+        self._aps.add_job(
+            self.scan_alerts,
+            IntervalTrigger(seconds=SCAN_SECONDS, timezone=dt.UTC),
+            id="alert-scan",
+            name="scan KPIs for alerts",
+            next_run_time=dt.datetime.now(dt.UTC) + SCAN_FIRST_DELAY,
+            misfire_grace_time=SCAN_SECONDS,
             replace_existing=True,
         )
         if self._uses_lock:
@@ -437,6 +452,28 @@ class Scheduler:
                 log.exception("department %s: %s for %s failed", key, kind, slot.isoformat())
                 return False
         return False
+
+    def followups(self) -> None:
+        """`jobs.followups(now)` (countermeasures due today), run by the hourly scan, on the leader only.
+
+        Optional in `Jobs`: a jobs object without it has no follow-ups. Never raises."""
+        run = getattr(self.jobs, "followups", None)
+        if run is None or not self.is_leader:
+            return
+        try:
+            run(utcnow())
+        except Exception:
+            log.exception("countermeasure follow-ups failed")
+
+    def scan_alerts(self) -> None:
+        """The hourly alert scan, on the leader only; it never raises (the next hour retries)."""
+        if not self.is_leader:
+            return
+        try:
+            self.jobs.scan(utcnow())
+        except Exception:
+            log.exception("the alert scan failed")
+        self.followups()
 
     # -- catch-up --------------------------------------------------------------------------
 

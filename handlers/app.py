@@ -7,7 +7,7 @@ from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
 from bot.config import Settings
-from handlers import commands, digest, report, report_modal, status  # noqa: F401  (they register subcommands)
+from handlers import alerts, commands, countermeasures, digest, report, report_modal, review, status  # noqa: F401  (they register subcommands)
 from handlers.client import make_web_client
 from handlers.deps import Deps
 from handlers.users import UserDirectory
@@ -26,4 +26,6 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))
     commands.register(app, deps)
     report_modal.register(app, deps)
+    alerts.register(app, deps)
+    countermeasures.register(app, deps)
     return app

@@ -33,7 +33,9 @@ from bot.digest import (
 from bot.models import Department, PostKind
 from bot.scorecard import all_departments
 from bot.slots import slot_key
+from handlers.alerts import scan_and_post
 from handlers.commands import CommandRequest, subcommand
+from handlers.countermeasures import remind_due
 from handlers.digest_messages import SlackMessage, digest_messages, division_messages
 from handlers.status import find_department
 
@@ -117,6 +119,14 @@ class DigestJobs:
         if department is None or department.is_division:
             return
         self.remind(department, slot)
+
+    def followups(self, now: dt.datetime) -> None:
+        """Periodic (bot.scheduler): countermeasures due today are reminded in their threads, once each."""
+        remind_due(self.engine, self.client, now)
+
+    def scan(self, now: dt.datetime) -> None:
+        """bot.scheduler.Jobs: the hourly alert scan (handlers/alerts.py)."""
+        scan_and_post(self.engine, self.client, now)
 
     def post(
         self,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlmodel import SQLModel
 
-from bot.cli import NOT_YET, main
+from bot.cli import main
 from bot.clock import set_clock
 from bot.config import load_settings
 
@@ -329,11 +329,3 @@ def test_defaults_need_no_configuration() -> None:
     settings = load_settings()
     assert settings.database_url.render_as_string() == "sqlite:///kpibot.db"
     assert (settings.port, settings.locale, str(settings.timezone)) == (3000, "ja", "Asia/Tokyo")
-
-
-# `serve` was the first of these; whatever is still unimplemented must say so, not pretend.
-@pytest.mark.parametrize("command", sorted(NOT_YET))
-def test_unimplemented_command_says_so(capsys: pytest.CaptureFixture[str], command: str) -> None:
-    code, out, err = run(capsys, "--locale", "en", command)
-    assert (code, out) == (2, "")
-    assert err.strip() == f"`kpibot {command}` is not available yet in this version of kpibot."

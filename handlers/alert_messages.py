@@ -1,0 +1,232 @@
+"""Alerts as Block Kit messages: the words from templates/<locale>/alerts/ and
+templates/<locale>/messages/alerts.yaml, the layout here.
+
+One alert is one message (what, how far off, why, who should act; buttons). Many alerts raised
+at once in one channel are one grouped message listing them, each with its buttons, continued in
+thread replies when they do not fit; nothing is truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, PlainTextObject
+
+from bot import render
+from bot.models import Alert, AlertStatus, Department, Kpi, Severity
+from bot.periods import Period, parse_key
+from bot.scoring import TargetValue
+from handlers.blocks import MAX_BLOCKS, context, section, sections
+from handlers.digest_messages import MAX_MESSAGE_CHARS, SlackMessage
+
+ACTION_COUNTERMEASURE = "alert_log_countermeasure"
+ACTION_ACKNOWLEDGE = "alert_acknowledge"
+SEVERITY_EMOJI = {Severity.RED: "🔴", Severity.AMBER: "🟡", Severity.MISSING: "⚠️"}
+RESOLVED_EMOJI = "✅"
+_ORDER = {Severity.RED: 0, Severity.MISSING: 1, Severity.AMBER: 2}
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """An alert with what its message shows."""
+
+    alert: Alert
+    kpi: Kpi
+    department: Department
+    target: TargetValue | None
+    so_far: Decimal | None  # the period's value so far (a pace alert shows it beside the projection)
+    message_ts: str | None = None  # the message listing it: its root, or a reply of a grouped message
+
+    @property
+    def period(self) -> Period:
+        return parse_key(self.alert.period)
+
+    @property
+    def locale(self) -> str:
+        return self.department.locale
+
+    @property
+    def emoji(self) -> str:
+        if self.alert.status is AlertStatus.RESOLVED:
+            return RESOLVED_EMOJI
+        return SEVERITY_EMOJI[self.alert.severity]
+
+    @property
+    def sort_key(self) -> tuple[int, int, int, int]:
+        return (_ORDER[self.alert.severity], self.department.id or 0, self.kpi.position, self.kpi.id or 0)
+
+
+def severity_word(severity: Severity, locale: str) -> str:
+    return render.message(f"alert.severity.{severity.value}", locale)
+
+
+def _context(view: AlertView, locale: str) -> dict[str, Any]:
+    return {"v": view, "emoji": view.emoji, "previous": view.period.previous().key}
+
+
+def line(view: AlertView, locale: str) -> str:
+    """One alert in one line: a grouped message's entry, and a single alert's notification text."""
+    return render.template("alerts/line.md", locale, **_context(view, locale)).strip()
+
+
+def _state(view: AlertView, locale: str) -> str:
+    alert = view.alert
+    if alert.status is AlertStatus.RESOLVED:
+        return render.message("alert.state.resolved", locale)
+    if alert.status is AlertStatus.ACKNOWLEDGED:
+        return render.message("alert.state.acknowledged", locale, user=alert.acknowledged_by)
+    return render.message("alert.state.open", locale, severity=severity_word(alert.severity, locale))
+
+
+def _buttons(view: AlertView, locale: str) -> list[Block]:
+    alert = view.alert
+    if alert.status is AlertStatus.RESOLVED:
+        return []
+    elements = [
+        ButtonElement(
+            text=PlainTextObject(text=render.message("alert.button.countermeasure", locale), emoji=True),
+            action_id=ACTION_COUNTERMEASURE,
+            value=str(alert.id),
+            style="primary",
+        )
+    ]
+    if alert.status is AlertStatus.OPEN:
+        elements.append(
+            ButtonElement(
+                text=PlainTextObject(text=render.message("alert.button.acknowledge", locale), emoji=True),
+                action_id=ACTION_ACKNOWLEDGE,
+                value=str(alert.id),
+            )
+        )
+    return [ActionsBlock(block_id=f"alert-{alert.id}", elements=elements)]
+
+
+def alert_message(view: AlertView) -> SlackMessage:
+    """A single alert: the root of its discussion thread."""
+    locale = view.locale
+    blocks: list[Block] = [
+        *sections(render.template("alerts/body.md", locale, **_context(view, locale))),
+        context(_state(view, locale)),
+        *_buttons(view, locale),
+    ]
+    return SlackMessage(line(view, locale), [block.to_dict() for block in blocks])
+
+
+# -- many alerts at once ---------------------------------------------------------------------------
+
+
+def _entry(view: AlertView, locale: str) -> list[Block]:
+    return [section(line(view, locale)), *_buttons(view, locale)]
+
+
+def _size(blocks: Sequence[Block]) -> int:
+    total = 0
+    for block in blocks:
+        data = block.to_dict()
+        if "text" in data:
+            total += len(data["text"].get("text", ""))
+        total += sum(
+            len(e.get("text", "")) for e in data.get("elements", []) if isinstance(e.get("text"), str)
+        )
+    return total
+
+
+def _group_head(group: Sequence[AlertView], locale: str) -> list[Block]:
+    open_ = [v for v in group if v.alert.status is not AlertStatus.RESOLVED]
+    names = {v.department.id: v.department.name(locale) for v in group}
+    header = render.message(
+        "alert.group.header",
+        locale,
+        count=len(group),
+        departments=("、" if locale == "ja" else ", ").join(names.values()),
+        red=sum(v.alert.severity is Severity.RED for v in open_),
+        amber=sum(v.alert.severity is Severity.AMBER for v in open_),
+        missing=sum(v.alert.severity is Severity.MISSING for v in open_),
+        resolved=len(group) - len(open_),
+    )
+    return [section(header), context(render.message("alert.group.hint", locale))]
+
+
+def _group_fallback(group: Sequence[AlertView], locale: str) -> str:
+    names = {v.department.id: v.department.name(locale) for v in group}
+    return render.message(
+        "alert.group.fallback",
+        locale,
+        count=len(group),
+        departments=("、" if locale == "ja" else ", ").join(names.values()),
+    )
+
+
+def group_part(
+    shown: Sequence[AlertView], group: Sequence[AlertView], part: int, parts: int, locale: str
+) -> SlackMessage:
+    """Message `part` (1 = the root) of a grouped alert message listing `shown` out of `group`."""
+    fallback = _group_fallback(group, locale)
+    if part == 1:
+        head = _group_head(group, locale)
+    else:
+        note = render.message("alert.group.continued", locale, part=part, parts=parts)
+        head = [context(note)]
+        fallback = f"{fallback} {note}"
+    blocks = [*head, *(block for view in shown for block in _entry(view, locale))]
+    return SlackMessage(fallback, [block.to_dict() for block in blocks])
+
+
+def group_messages(views: Sequence[AlertView], locale: str) -> list[tuple[SlackMessage, list[AlertView]]]:
+    """Alerts raised together in one channel: one root listing them, continued in thread replies
+    (at most MAX_BLOCKS blocks and MAX_MESSAGE_CHARS characters each). Each message comes with
+    the alerts it lists, so each alert knows which message to update later."""
+    group = sorted(views, key=lambda view: view.sort_key)
+    chunks: list[list[AlertView]] = [[]]
+    used_blocks, used_chars = len(_group_head(group, locale)), _size(_group_head(group, locale))
+    for view in group:
+        entry = _entry(view, locale)
+        if chunks[-1] and (
+            used_blocks + len(entry) > MAX_BLOCKS or used_chars + _size(entry) > MAX_MESSAGE_CHARS
+        ):
+            chunks.append([])
+            used_blocks, used_chars = 1, 40  # a reply's "continued" line
+        chunks[-1].append(view)
+        used_blocks += len(entry)
+        used_chars += _size(entry)
+    return [
+        (group_part(chunk, group, number, len(chunks), locale), chunk)
+        for number, chunk in enumerate(chunks, start=1)
+    ]
+
+
+# -- thread notes ----------------------------------------------------------------------------------
+
+
+def note(event: str, view: AlertView, before: Severity | None = None) -> str:
+    """What changed, said in the alert's thread: "changed", "reopened", "resolved", "acknowledged"."""
+    locale, alert = view.locale, view.alert
+    name = view.kpi.name(locale)
+    pct = None if alert.achievement_pct is None else Decimal(alert.achievement_pct)
+    if event == "changed":
+        assert before is not None
+        return render.message(
+            "alert.note.changed",
+            locale,
+            kpi=name,
+            before_emoji=SEVERITY_EMOJI[before],
+            after_emoji=SEVERITY_EMOJI[alert.severity],
+            before=severity_word(before, locale),
+            after=severity_word(alert.severity, locale),
+            pct=pct,
+        )
+    if event == "reopened":
+        return render.message(
+            "alert.note.reopened",
+            locale,
+            kpi=name,
+            emoji=SEVERITY_EMOJI[alert.severity],
+            severity=severity_word(alert.severity, locale),
+            pct=pct,
+        )
+    if event == "acknowledged":
+        return render.message("alert.note.acknowledged", locale, kpi=name, user=alert.acknowledged_by)
+    return render.message("alert.note.resolved", locale, kpi=name)
