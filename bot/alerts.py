@@ -261,9 +261,13 @@ def check_department(
     known = _known_alerts(session, rows)
     changes: list[Change] = []
     for row in rows:
-        findings = evaluate(row, today, tz)
-        changes += [change for finding in findings if (change := apply_finding(session, finding, known))]
         latest = _latest_on_track(row, today)
+        # Once a later period is back on track, an earlier period's shortfall is history: its
+        # alert is resolved, not raised (or reopened) again by every later check.
+        findings = [
+            finding for finding in evaluate(row, today, tz) if latest is None or finding.period >= latest
+        ]
+        changes += [change for finding in findings if (change := apply_finding(session, finding, known))]
         if latest is not None:
             changes += resolve_recovered(session, row.kpi, latest, findings, recovered=True, known=known)
     return changes

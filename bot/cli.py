@@ -97,8 +97,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import prepare_demo
+    from handlers.demo import alert_loop
     from handlers.digest import build
-    from handlers.digest_messages import as_text
+    from handlers.digest_messages import SlackMessage, as_text
     from handlers.preview import write_preview
 
     url = parse_database_url(args.database, "--database")
@@ -110,14 +111,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     migrate(engine)
     print(render.message("cli.demo_database", args.locale, url=url.render_as_string(hide_password=True)))
     day = today(settings.timezone)
-    prepare_demo(engine, today=day)
+    prepare_demo(engine, today=day, locale=args.locale)
     with transaction(engine) as session:
         departments = all_departments(session)
-    digests = [build(engine, department, day, locale=args.locale) for department in departments]
+    digests = [build(engine, department, day) for department in departments]
     for built in digests:
         print()
         print(as_text(built.messages))
-    preview = write_preview(Path(args.preview), digests, args.locale)
+    slack = alert_loop(engine, settings, locale=args.locale, day=day)
+    threads = slack.threads()
+    print()
+    print(render.message("demo.alerts_heading", args.locale))
+    for channel, roots in threads.items():
+        for root, replies in roots:
+            print()
+            print(f"#{channel}")
+            print(as_text([SlackMessage(m.text, m.blocks) for m in (root, *replies)]))
+    preview = write_preview(Path(args.preview), digests, threads, args.locale)
     print()
     print(render.message("cli.demo_preview", args.locale, path=preview.resolve()))
     return 0

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from bot.actuals import record_actual
 from bot.database import transaction
-from bot.models import Cadence, Goal, Kpi, Source, Unit
+from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
 from bot.plan import apply_plan, load_plan
 from bot.scorecard import reviewed_period, targets_for
@@ -100,8 +100,12 @@ def _rounded(value: Decimal, unit: Unit) -> Decimal:
     return (value / quantum).quantize(Decimal(1), rounding=ROUND_HALF_UP) * quantum
 
 
-def prepare_demo(engine: Engine, *, today: dt.date, plan_path: Path = EXAMPLE_PLAN) -> None:
-    """Import the plan and simulate a quarter of actuals, in one transaction."""
+def prepare_demo(engine: Engine, *, today: dt.date, locale: str, plan_path: Path = EXAMPLE_PLAN) -> None:
+    """Import the plan and simulate a quarter of actuals, in one transaction. Every department
+    speaks the demo's language, so what it shows reads in one language."""
     with transaction(engine) as session:
         apply_plan(session, load_plan(plan_path, session), actor="demo")
+        for department in session.exec(select(Department)).all():
+            department.locale = locale
+            session.add(department)
         simulate_quarter(session, today)

@@ -179,6 +179,8 @@ def as_text(messages: list[SlackMessage]) -> str:
     for index, message in enumerate(messages):
         if index:
             out.append("  ↳ (thread)")
+        if not message.blocks:
+            out.append(message.text)
         for block in message.blocks:
             text = _text_of(block)
             if block["type"] == "header":

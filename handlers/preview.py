@@ -14,6 +14,9 @@ from typing import Any
 
 from bot import render
 from handlers.digest import Built
+from handlers.preview_client import PreviewMessage
+
+PreviewThreads = dict[str, list[tuple[PreviewMessage, list[PreviewMessage]]]]
 
 _MRKDWN = [
     (re.compile(r"&lt;@(\w+)&gt;"), r'<span class="mention">@\1</span>'),
@@ -42,17 +45,41 @@ def block_to_html(block: dict[str, Any]) -> str:
         return f'<div class="context">{" ".join(texts)}</div>'
     if kind == "section":
         return f"<p>{mrkdwn_to_html(block['text']['text'])}</p>"
+    if kind == "actions":
+        labels = [
+            html.escape(element.get("text", {}).get("text", "")) for element in block.get("elements", [])
+        ]
+        return '<div class="actions">' + "".join(f"<button>{label}</button>" for label in labels) + "</div>"
     return f"<pre>{html.escape(str(block))}</pre>"
 
 
-def write_preview(path: Path, digests: list[Built], locale: str) -> Path:
-    departments = []
+def write_preview(path: Path, digests: list[Built], threads: PreviewThreads, locale: str) -> Path:
+    """The digests (with charts), then every other thread the demo posted, channel by channel."""
+    channels = []
     for built in digests:
         messages = [
-            {"thread": index > 0, "blocks": [block_to_html(block) for block in message.blocks]}
+            _message(message.text, message.blocks, thread=index > 0)
             for index, message in enumerate(built.messages)
         ]
         chart = base64.b64encode(built.chart).decode() if built.chart else None
-        departments.append({"department": built.department, "messages": messages, "chart": chart})
-    path.write_text(render.template("preview.html", locale, departments=departments), encoding="utf-8")
+        channels.append(
+            {
+                "channel": built.department.channel_id,
+                "title": built.department.name(locale),
+                "messages": messages,
+                "chart": chart,
+            }
+        )
+    for channel, roots in threads.items():
+        messages = []
+        for root, replies in roots:
+            messages.append(_message(root.text, root.blocks, thread=False))
+            messages += [_message(reply.text, reply.blocks, thread=True) for reply in replies]
+        channels.append({"channel": channel, "title": "", "messages": messages, "chart": None})
+    path.write_text(render.template("preview.html", locale, channels=channels), encoding="utf-8")
     return path
+
+
+def _message(text: str, blocks: list[dict[str, Any]], *, thread: bool) -> dict[str, Any]:
+    rendered = [block_to_html(block) for block in blocks] or [f"<p>{mrkdwn_to_html(text)}</p>"]
+    return {"thread": thread, "blocks": rendered}

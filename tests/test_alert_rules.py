@@ -488,3 +488,19 @@ def alert_of_session(session: Session, key: str, period: str) -> Alert:
     return session.exec(
         select(Alert).join(Kpi, col(Kpi.id) == Alert.kpi_id).where(Kpi.key == key, Alert.period == period)
     ).one()
+
+
+def test_a_later_period_back_on_track_resolves_the_earlier_shortfall_for_good(
+    engine: Engine, department: Department
+) -> None:
+    report(engine, "close_rate", 60, period="2026-10")  # October ends far below target
+    october = alert_of(engine, "close_rate", "2026-10")
+    assert october is not None and (october.severity, october.status) == (Severity.RED, AlertStatus.OPEN)
+    report(engine, "close_rate", 96)  # November is back above amber
+    resolved = alert_of(engine, "close_rate", "2026-10")
+    assert resolved is not None and resolved.status is AlertStatus.RESOLVED
+    # Later checks see October's shortfall again but do not reopen it while November holds.
+    with transaction(engine) as session:
+        assert check_department(session, department, dt.date(2026, 11, 25)) == []
+    still = alert_of(engine, "close_rate", "2026-10")
+    assert still is not None and still.status is AlertStatus.RESOLVED

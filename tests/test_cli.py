@@ -216,6 +216,15 @@ def _assert_digests(out: str, locale: str, preview: Path) -> None:
     assert html.count("data:image/png;base64,") == len(DEPARTMENTS[locale])
     # A plausible quarter: some KPIs on track, a few drifting off it.
     assert "🟢" in out and "🔴" in out
+    # Alerts in the channels, and one thread telling the whole story: the MQL alert, the
+    # countermeasure logged in its thread, its measured effect and the recovery.
+    story = {
+        "ja": ["🔴 *SQL 数*", "*MQL 数の対策*", "2026-10 128(64 %) → 2026-11 *186*", "目標水準に戻りました"],
+        "en": ["🔴 *SQLs*", "*Countermeasure for MQLs*", "2026-10 128 (64 %) → 2026-11 *186*", "Back on track"],
+    }[locale]
+    for fragment in story:
+        assert fragment in out, fragment
+    assert "<button>" in html and "C0MARKETING" in html
 
 
 @pytest.mark.parametrize("locale", ["ja", "en"])
@@ -256,8 +265,9 @@ def test_demo_on_the_test_database(
     assert code == 0
     _assert_digests(out, "en", tmp_path / "kpibot-demo.html")
     # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months,
-    # and the fiscal year so far (April–October) for revenue, which measures the KGI.
-    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7
+    # the fiscal year so far (April–October) for revenue, which measures the KGI, and the
+    # November MQLs that show the countermeasure's effect.
+    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7 + 1
     assert not (tmp_path / "kpibot-demo.db").exists()
 
 
