@@ -220,7 +220,12 @@ def _assert_digests(out: str, locale: str, preview: Path) -> None:
     # countermeasure logged in its thread, its measured effect and the recovery.
     story = {
         "ja": ["🔴 *SQL 数*", "*MQL 数の対策*", "2026-10 128(64 %) → 2026-11 *186*", "目標水準に戻りました"],
-        "en": ["🔴 *SQLs*", "*Countermeasure for MQLs*", "2026-10 128 (64 %) → 2026-11 *186*", "Back on track"],
+        "en": [
+            "🔴 *SQLs*",
+            "*Countermeasure for MQLs*",
+            "2026-10 128 (64 %) → 2026-11 *186*",
+            "Back on track",
+        ],
     }[locale]
     for fragment in story:
         assert fragment in out, fragment
