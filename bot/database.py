@@ -31,9 +31,10 @@ def make_engine(url: URL | str, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    # Enough connections for Bolt's listener threads (handlers/app.py) without queueing.
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    if "poolclass" not in kwargs:
+        # Enough connections for Bolt's listener threads (handlers/app.py) without queueing.
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
     return sa.create_engine(url, **kwargs)
 
 
