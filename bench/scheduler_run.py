@@ -1,0 +1,130 @@
+"""`python -m bench.scheduler_run MODE…`: scheduler runs over a plan, in a process of their own.
+
+The `kpibot scheduler` objects as bot.cli builds them — Scheduler(engine, DigestJobs(
+make_web_client(settings), engine, settings)) — with the clock half a minute after every
+generated department's Monday 09:00 digest slot and Slack at SLACK_API_URL (the parent's fake).
+Each MODE is one run, on a fresh Scheduler, after the `post` ledger is emptied:
+
+- `catch-up`: Scheduler.start(), what `kpibot scheduler` does when it (re)starts after the
+  slot: every department's digest is posted by the catch-up, one after the other (the path
+  `kpibot digest` takes too), then shutdown.
+- `cron`: the live path at 09:00: the department jobs are scheduled as start() does, then
+  every digest job is made due at once and APScheduler's executor fires them (Scheduler.fire).
+
+Before each run the process prints `READY <n>` and waits for a line on stdin (the parent sets
+up its fake Slack meanwhile); after it, one JSON line: wall time, outcomes and memory
+(ru_maxrss, and VmRSS before the first run). The first run's ru_maxrss is the peak of a process
+that has done exactly one scheduler run. Environment: DATABASE_URL, SLACK_*, BENCH_CLOCK (ISO),
+BENCH_LOCK_KEY, BENCH_TIMEOUT (seconds, per run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from bench.common import proc_status, running_clock
+from bot.clock import set_clock
+from bot.config import Settings, load_settings
+from bot.database import make_engine, require_current_schema, transaction
+from bot.models import Post, PostKind, PostStatus
+from bot.scheduler import Scheduler
+from handlers.client import make_web_client
+from handlers.digest import DigestJobs
+
+MODES = ("catch-up", "cron")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or any(mode not in MODES for mode in argv):
+        print("usage: python -m bench.scheduler_run catch-up|cron …", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    set_clock(running_clock(dt.datetime.fromisoformat(os.environ["BENCH_CLOCK"])))
+    timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
+    settings = load_settings(env_file=None)
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    rss_before_kb = proc_status(os.getpid()).get("VmRSS", 0)
+    for number, mode in enumerate(argv):
+        with engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM post"))  # every digest due again
+        print(f"READY {number}", flush=True)
+        if not sys.stdin.readline():
+            return 1
+        result = run(mode, engine, settings, timeout)
+        result["rss_before_kb"] = rss_before_kb
+        print(json.dumps(result), flush=True)
+    engine.dispose()
+    return 0
+
+
+def run(mode: str, engine: Engine, settings: Settings, timeout: float) -> dict[str, Any]:
+    scheduler = Scheduler(
+        engine,
+        DigestJobs(make_web_client(settings), engine, settings),
+        # Its own advisory lock: a test run's scheduler on this PostgreSQL must not make it stand by.
+        lock_key=int(os.environ["BENCH_LOCK_KEY"]),
+    )
+    start = time.perf_counter()
+    fired = None
+    if mode == "catch-up":
+        scheduler.start()
+    else:
+        fired = _fire_all(scheduler, timeout)
+    wall = time.perf_counter() - start
+    scheduler.shutdown(wait=True)
+    with transaction(engine) as session:
+        statuses = [
+            post.status for post in session.exec(select(Post).where(Post.kind == PostKind.DIGEST)).all()
+        ]
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "fired": fired,
+        "posted": sum(1 for status in statuses if status is PostStatus.SENT),
+        "failed": sum(1 for status in statuses if status is PostStatus.FAILED),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "vmhwm_kb": proc_status(os.getpid()).get("VmHWM", 0),
+    }
+
+
+def _fire_all(scheduler: Scheduler, timeout: float) -> int:
+    """Schedule as start() does, make every digest job due now, let APScheduler run them."""
+    scheduler.try_lead()
+    scheduler.sync()
+    aps = scheduler.apscheduler
+    done = threading.Semaphore(0)
+
+    def finished(event: JobExecutionEvent) -> None:
+        if event.job_id.startswith("digest:"):
+            done.release()
+
+    aps.add_listener(finished, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    aps.start(paused=True)
+    now = dt.datetime.now(dt.UTC)
+    digests = [job for job in aps.get_jobs() if job.id.startswith("digest:")]
+    for job in digests:
+        job.modify(next_run_time=now)
+    aps.resume()
+    deadline = time.monotonic() + timeout
+    fired = 0
+    while fired < len(digests) and done.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        fired += 1
+    return fired
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
