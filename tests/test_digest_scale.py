@@ -4,13 +4,12 @@ it grows neither with the length of the history nor with the number of departmen
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from bench.common import counting_statements
 from bench.generate import generate_division
 from bot.digest import build_digest, goal_progress
 from bot.models import Department
@@ -19,27 +18,13 @@ from handlers.digest_messages import digest_messages
 DAY = dt.date(2026, 11, 30)
 
 
-@contextmanager
-def counting(engine: Engine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-
-
 def statements_per_department(engine: Engine) -> list[int]:
     with Session(engine) as session:
         departments = session.exec(select(Department).order_by(col(Department.id))).all()
         goal = goal_progress(session, DAY)
         counts = []
         for department in departments:
-            with counting(engine) as statements:
+            with counting_statements(engine) as statements:
                 digest = build_digest(session, department, DAY, goal)
             assert len(digest.rows) == 20
             digest_messages(digest, department.locale)  # rendering must not query either
