@@ -101,6 +101,17 @@ def all_kpis(session: Session) -> list[tuple[Kpi, Department]]:
     return [(kpi, department) for kpi, department in rows]
 
 
+def kpi_by_key(session: Session, text: str) -> tuple[Kpi, Department] | None:
+    """The KPI whose key was typed (the usual case), by the key's unique index."""
+    key = unicodedata.normalize("NFKC", text).strip().lower()
+    row = session.exec(
+        select(Kpi, Department)
+        .join(Department, col(Department.id) == Kpi.department_id)
+        .where(Kpi.key == key)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def find_kpi(
     candidates: Sequence[tuple[Kpi, Department]], text: str, suggest_from: Sequence[tuple[Kpi, Department]]
 ) -> tuple[Kpi, Department]:
@@ -157,9 +168,13 @@ def report(
 ) -> Reported:
     """Parse, authorize, validate and store one report in the caller's transaction."""
     parts = split_report_text(text)
-    everything = all_kpis(session)
-    reportable = [(k, d) for k, d in everything if can_report(k, d, user_id, lambda: False)] or everything
-    kpi, department = find_kpi(everything, parts.kpi, suggest_from=reportable)
+    found = kpi_by_key(session, parts.kpi)
+    if found is None:
+        # A name, or a typo: only then is every KPI read (a division may have thousands).
+        everything = all_kpis(session)
+        reportable = [(k, d) for k, d in everything if can_report(k, d, user_id, lambda: False)] or everything
+        found = find_kpi(everything, parts.kpi, suggest_from=reportable)
+    kpi, department = found
     if kpi.formula:
         raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
     if not can_report(kpi, department, user_id, is_admin):
