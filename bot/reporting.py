@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 import bot.alerts  # noqa: F401  (its listener moves alerts in the same transaction as every report)
 from bot.actuals import Recorded, live_actual, live_values, record_actual
@@ -92,12 +92,13 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def all_kpis(session: Session) -> list[tuple[Kpi, Department]]:
-    rows = session.exec(
-        select(Kpi, Department)
-        .join(Department, col(Department.id) == Kpi.department_id)
-        .order_by(col(Department.id), col(Kpi.position), col(Kpi.id))
-    ).all()
+def all_kpis(session: Session, *, reported_by: str | None = None) -> list[tuple[Kpi, Department]]:
+    """Every KPI with its department, in plan order; with `reported_by`, only the KPIs that
+    user owns or whose department they head."""
+    query = select(Kpi, Department).join(Department, col(Department.id) == Kpi.department_id)
+    if reported_by is not None:
+        query = query.where(or_(Kpi.owner_user_id == reported_by, Department.head_user_id == reported_by))
+    rows = session.exec(query.order_by(col(Department.id), col(Kpi.position), col(Kpi.id))).all()
     return [(kpi, department) for kpi, department in rows]
 
 
@@ -280,12 +281,9 @@ def reportable_kpis(session: Session, *, user_id: str, is_admin: Callable[[], bo
 
     Derived KPIs are included on the same terms, flagged `derived`: `/kpi list` shows them as
     calculated, the report form leaves them out."""
-    admin = _asked_once(is_admin)
-    rows = [
-        (kpi, department)
-        for kpi, department in all_kpis(session)
-        if can_report(kpi, department, user_id, admin)
-    ]
+    # An admin may report everything; anyone else only what they own or head, found by SQL
+    # rather than by reading a whole division's KPIs.
+    rows = all_kpis(session) if is_admin() else all_kpis(session, reported_by=user_id)
     periods: dict[int, Period] = {}
     for kpi, department in rows:
         assert kpi.id is not None
