@@ -215,6 +215,7 @@ class BenchSlack(FakeSlack):
         self._served = threading.Condition()
         self._answers: Counter[str] = Counter()
         self._durations: list[tuple[str, float]] = []
+        self._last_call = time.monotonic()
 
     def _dispatch(self, raw_path: str, raw: bytes, headers: Message) -> _Reply:
         start = time.perf_counter()
@@ -229,6 +230,7 @@ class BenchSlack(FakeSlack):
             args = _parse_args(query, raw, headers.get("Content-Type", ""))
             key = f"ephemeral:{args.get('user')}"
         with self._served:
+            self._last_call = time.monotonic()
             self._durations.append((path.rsplit("/", 1)[-1] if path.startswith("/api/") else path, elapsed))
             if key is not None:
                 self._answers[key] += 1
@@ -248,6 +250,17 @@ class BenchSlack(FakeSlack):
                     return False
                 self._served.wait(left)
             return True
+
+    def wait_quiet(self, quiet: float, timeout: float) -> bool:
+        """Wait until no call has come for `quiet` seconds (at most `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._served:
+                idle = time.monotonic() - self._last_call
+            if idle >= quiet:
+                return True
+            time.sleep(quiet - idle)
+        return False
 
     def durations(self) -> list[tuple[str, float]]:
         with self._served:

@@ -28,7 +28,8 @@ from bench.common import SIGNING_SECRET, BenchSlack, child_pids, proc_status
 from tests.fakeslack.client import Response, SignedSlackClient
 
 STARTUP_SECONDS = 40
-REPLY_TIMEOUT = 15.0
+REPLY_TIMEOUT = 30.0
+QUIET_SECONDS = 0.5  # no Web API call for this long: the server's follow-ups are done
 
 
 # -- the server --------------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    booted: dict[str, Any] = field(default_factory=dict)  # memory() right after boot
 
     @property
     def url(self) -> str:
@@ -97,6 +99,7 @@ def start_server(kind: str, env: dict[str, str], port: int, workdir: Path) -> Se
         time.sleep(0.2)
     # Every worker answers /healthz once it has booted; give the slower one a moment more.
     time.sleep(0.5)
+    server.booted = server.memory()
     return server
 
 
@@ -165,18 +168,22 @@ def run_phase(
             start = time.perf_counter()
             try:
                 response = send(client, request)
+            except TimeoutError:
+                # No HTTP answer within the client's 10 s: far past Slack's 3 s, a sample and a timeout.
+                with lock:
+                    result.acks.append(time.perf_counter() - start)
+                    result.ack_timeouts += 1
+                    result.errors.append("client timeout")
+                continue
             except OSError as error:
                 with lock:
                     result.errors.append(repr(error))
                 continue
             ack = time.perf_counter() - start
-            if response.status == 404 and "unhandled request" in response.body:
-                # Bolt gave up waiting for ack() (3 s): Slack shows the user an error. A sample, and counted.
-                with lock:
-                    result.acks.append(ack)
-                    result.ack_timeouts += 1
-                continue
-            if response.status != 200 or "response_action" in response.body:
+            # Bolt gave up waiting for ack() (3 s): Slack shows the user an error. Still a sample (its
+            # latency), counted; the listener runs on regardless, so its reply is waited for as usual.
+            timed_out = response.status == 404 and "unhandled request" in response.body
+            if not timed_out and (response.status != 200 or "response_action" in response.body):
                 # A form refused with errors is answered 200 too: it saved nothing, so it is no sample.
                 with lock:
                     result.errors.append(f"HTTP {response.status}: {response.body[:200]}")
@@ -190,6 +197,7 @@ def run_phase(
                     reply = time.perf_counter() - start
             with lock:
                 result.acks.append(ack)
+                result.ack_timeouts += timed_out
                 if reply is not None:
                     result.replies.append(reply)
                 elif wait_for_replies:
@@ -202,6 +210,8 @@ def run_phase(
     for thread in threads:
         thread.join(timeout=max(1.0, deadline - time.monotonic() + REPLY_TIMEOUT + 5))
     result.wall = time.perf_counter() - started
+    # Let follow-ups (alerts posted after a report) finish, so they do not weigh on the next phase.
+    fake.wait_quiet(QUIET_SECONDS, timeout=30)
     return result
 
 

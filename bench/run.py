@@ -115,9 +115,9 @@ QUICK = Config(
     charts=1,
     fanout_departments=2,
     phases=(
-        Phase("report", 1, 20),
+        Phase("report", 1, 16),
         Phase("report", 16, 2, reps=1),
-        Phase("status", 1, 8),
+        Phase("status", 1, 6),
         Phase("status", 16, 1, reps=1),
         Phase("modal", 1, 4),
         Phase("modal", 16, 1, reps=1),
@@ -555,7 +555,7 @@ def _growth_samples(bench: Bench, url: URL, reps: int) -> tuple[list[float], ...
 
 
 def run_scheduler(
-    bench: Bench, url: URL, runs: list[tuple[str, float]], timeout: float
+    bench: Bench, url: URL, runs: list[tuple[str, float]], timeout: float, **extra_env: str
 ) -> list[dict[str, Any]]:
     """bench/scheduler_run.py in a process of its own, against this process's fake Slack: one
     scheduler run per (mode, Slack latency), each timed at the fake (calls and their durations)."""
@@ -567,6 +567,7 @@ def run_scheduler(
         BENCH_CLOCK=slot_time(bench.day).isoformat(),
         BENCH_LOCK_KEY=str(random.randrange(1 << 40, 1 << 50)),
         BENCH_TIMEOUT=str(timeout),
+        **extra_env,
     )
     stderr = bench.workdir / "scheduler_run.log"
     lines: queue.Queue[str | None] = queue.Queue()
@@ -649,6 +650,14 @@ def bench_scheduler(bench: Bench) -> None:
             )
 
     memory = results[0]
+    diagnostic: dict[str, Any] = {}
+    if not config.quick:
+        # The same run with the chart stubbed out, in a process of its own: the charts' share of the peak.
+        stubbed = run_scheduler(
+            bench, url, [("catch-up", 0.0)], 120 + departments * 6.0, BENCH_STUB_CHARTS="1"
+        )
+        diagnostic = {"charts_stubbed_maxrss_mb": stubbed[0]["maxrss_kb"] / 1024, "run": stubbed[0]}
+        log(f"  diagnostic: peak RSS with charts stubbed {diagnostic['charts_stubbed_maxrss_mb']:.0f} MB")
     bench.add(
         Row(
             "memory: scheduler run peak RSS",
@@ -657,7 +666,7 @@ def bench_scheduler(bench: Bench) -> None:
             [memory["maxrss_kb"] / 1024],
             [memory["rss_before_kb"] / 1024],
             note="ru_maxrss after one Scheduler.start() posted every digest vs RSS of the process before it",
-            extra={"run": memory},
+            extra={"run": memory, "diagnostic": diagnostic},
         )
     )
     size = f"{departments} digests, +{FANOUT_LATENCY * 1000:.0f} ms/call"
@@ -727,7 +736,7 @@ def _load_server(bench: Bench, server: load.Server, views: dict[int, dict[str, A
             part.requests += len(result.acks)
             part.values += len(result.acks) * {"report": 1, "modal": config.modal_kpis}.get(phase.name, 0)
             part.by_phase.setdefault((phase.name, phase.concurrency), []).append(result)
-    part.memory = server.memory()
+    part.memory = {**server.memory(), "booted": server.booted}
     return part
 
 
@@ -735,9 +744,13 @@ def _stop(bench: Bench, server: load.Server) -> None:
     began = time.perf_counter()
     code = server.stop()
     log(f"  {server.kind} server stopped in {time.perf_counter() - began:.1f} s")
+    text = server.log.read_text(errors="replace")
     bench.info.setdefault("servers", {})[server.kind] = {
         "exit": code,
-        "log_tail": server.log.read_text()[-1500:],
+        # Listener failures the user saw as "unexpected error" (e.g. two reports of one KPI at once).
+        "tracebacks": text.count("Traceback (most recent call last)"),
+        "unique_violations": text.count("UniqueViolation"),
+        "log_tail": text[-1500:],
     }
 
 
