@@ -591,20 +591,26 @@ def department_for(request: CommandRequest, session: Session) -> tuple[Departmen
     return department, departments
 
 
+def ask_which_department(request: CommandRequest, departments: list[Department], command: str) -> None:
+    """No department named or implied: say which ones there are."""
+    request.reply(
+        render.message(
+            "countermeasures.which",
+            request.locale(),
+            text=request.text,
+            departments=departments,
+            command=command,
+        )
+    )
+
+
 @subcommand("countermeasures", "対策一覧", "cms")
 def list_command(request: CommandRequest) -> None:
     with transaction(request.deps.engine) as session:
         department, departments = department_for(request, session)
         items = [] if department is None else service.for_department(session, department, utcnow())
     if department is None:
-        text = render.message(
-            "countermeasures.which",
-            request.locale(),
-            text=request.text,
-            departments=departments,
-            command="countermeasures",
-        )
-        request.reply(text)
+        ask_which_department(request, departments, "countermeasures")
         return
     locale = request.locale(department)
     days = service.RECENTLY_CLOSED.days

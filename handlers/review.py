@@ -16,7 +16,7 @@ from bot.database import transaction
 from bot.models import PostKind
 from bot.review import Agenda, build_agenda, due_key
 from handlers.commands import CommandRequest, subcommand
-from handlers.countermeasures import department_for, permalink, post_once
+from handlers.countermeasures import ask_which_department, department_for, permalink, post_once
 
 # Items beyond this are counted in the header, not posted: a meeting discusses a few dozen at most.
 MAX_ITEMS = 30
@@ -31,14 +31,7 @@ def review_command(request: CommandRequest) -> None:
             session, department, request.user_id, lambda: deps.is_admin(request.user_id)
         )
     if department is None:
-        text = render.message(
-            "countermeasures.which",
-            request.locale(),
-            text=request.text,
-            departments=departments,
-            command="review",
-        )
-        request.reply(text)
+        ask_which_department(request, departments, "review")
         return
     locale = request.locale(department)
     if not allowed:
