@@ -15,9 +15,13 @@ runs and not others):
 
 Before each run the process prints `READY <n>` and waits for a line on stdin (the parent sets
 up its fake Slack meanwhile); after it, one JSON line: wall time, outcomes and memory
-(ru_maxrss, and VmRSS before the first run). The first run's ru_maxrss is the peak of a process
-that has done exactly one scheduler run. Environment: DATABASE_URL, SLACK_*, BENCH_CLOCK (ISO),
-BENCH_LOCK_KEY, BENCH_TIMEOUT (seconds, per run).
+(VmHWM, and VmRSS before the first run). The first run's VmHWM is the peak of a process that
+has done exactly one scheduler run; later runs' VmHWM is the peak so far. ru_maxrss is reported
+too but is not this process's own: Linux carries the parent's peak into a child started by
+vfork+exec (as subprocess does), so it shows the bench's RSS.
+
+Environment: DATABASE_URL, SLACK_*, BENCH_CLOCK (ISO), BENCH_LOCK_KEY, BENCH_TIMEOUT (seconds,
+per run), BENCH_STUB_CHARTS=1 (diagnostic: charts replaced by a 1×1 PNG).
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ def run(mode: str, engine: Engine, settings: Settings, timeout: float) -> dict[s
         "fired": fired,
         "posted": sum(1 for status in statuses if status is PostStatus.SENT),
         "failed": sum(1 for status in statuses if status is PostStatus.FAILED),
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # see the docstring
         "vmhwm_kb": proc_status(os.getpid()).get("VmHWM", 0),
     }
 
