@@ -7,8 +7,10 @@ PostgreSQL into a failure, so CI can never pass without running them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
+from zoneinfo import ZoneInfo
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +105,52 @@ def session(engine: Engine) -> Iterator[Session]:
 def _real_clock() -> Iterator[None]:
     yield
     set_clock(None)
+
+
+# ---------------------------------------------------------------- any date
+# A test that must hold on every calendar day asks for `any_day`: it runs on today's date
+# (Asia/Tokyo), or on KPIBOT_TEST_DATE when set. `.ci/run` runs these tests a second time at
+# a drawn date (printed, so a failure can be reproduced), so a calendar-bound test fails in CI
+# before it fails for a user. Such a test computes its expectations from the day it is given.
+TEST_DATE_ENV = "KPIBOT_TEST_DATE"
+ANY_DAY_MARK = "any_day"
+
+
+def test_date() -> dt.date:
+    raw = os.environ.get(TEST_DATE_ENV)
+    if not raw:
+        return dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise pytest.UsageError(f"{TEST_DATE_ENV} must be a date such as 2027-01-04, got {raw!r}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{ANY_DAY_MARK}: holds on any date; runs at {TEST_DATE_ENV} (default: today)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test that takes `any_day` is selectable with `-m any_day`, without a marker by hand.
+    for item in items:
+        if "any_day" in getattr(item, "fixturenames", ()):
+            item.add_marker(ANY_DAY_MARK)
+
+
+def pytest_report_header() -> str:
+    return f"any_day tests run on {test_date().isoformat()} ({TEST_DATE_ENV} to change)"
+
+
+@pytest.fixture
+def any_day() -> dt.date:
+    """The date under test, with the clock set to 10:00 of it in Tokyo."""
+    day = test_date()
+    set_clock(
+        lambda: dt.datetime.combine(day, dt.time(10, 0), tzinfo=ZoneInfo("Asia/Tokyo")).astimezone(dt.UTC)
+    )
+    return day
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
