@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from zoneinfo import ZoneInfo
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
