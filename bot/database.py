@@ -17,8 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from bot.errors import DatabaseUnavailable, SchemaOutOfDate
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from bot.resources import MIGRATIONS_DIR
 
 
 def make_engine(url: URL | str, **kwargs: Any) -> Engine:

@@ -16,9 +16,9 @@ from bot.database import transaction
 from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
 from bot.plan import apply_plan, load_plan
+from bot.resources import EXAMPLE_PLAN
 from bot.scorecard import reviewed_period, targets_for
 
-EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
 WEEKS = 13
 
 

@@ -12,7 +12,6 @@ import re
 import unicodedata
 from decimal import Decimal
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -20,9 +19,8 @@ import yaml
 
 from bot.config import LOCALES
 from bot.numbers import format_compact, format_decimal
+from bot.resources import TEMPLATES_DIR
 from bot.scoring import TargetValue
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 STATUS_EMOJI = {"green": "🟢", "amber": "🟡", "red": "🔴", "no_target": "⚪", "no_data": "⚪"}
 

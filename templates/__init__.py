@@ -1,0 +1,1 @@
+"""Package data: installed as `bot.templates` (pyproject.toml); found through bot/resources.py."""
