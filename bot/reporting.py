@@ -21,7 +21,7 @@ from sqlmodel import Session, col, or_, select
 import bot.alerts  # noqa: F401  (its listener moves alerts in the same transaction as every report)
 from bot.actuals import Recorded, live_actual, live_values, record_actual
 from bot.clock import today
-from bot.models import Department, Kpi, Source, Unit
+from bot.models import Actual, Department, Kpi, Source, Unit
 from bot.numbers import NumberFormatError, parse_number
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
@@ -32,6 +32,11 @@ NOTE_MAX_LENGTH = 2000
 # Unit words people put after a number with a space: "15.5 %", "300 万円".
 _TRAILING_UNITS = {"%", "％", "円", "万", "万円", "億", "億円", "千", "k", "jpy", "usd", "yen"}
 _UNIT_OF = {"percent": Unit.PERCENT, "jpy": Unit.JPY, "usd": Unit.USD}
+# What the actual's NUMERIC(precision, scale) column holds: PostgreSQL refuses a larger value
+# (the whole report would fail as a database error) and rounds away extra decimals silently.
+_VALUE_TYPE = Actual.__table__.c.value.type  # type: ignore[attr-defined]
+STORABLE_LIMIT = Decimal(10) ** (_VALUE_TYPE.precision - _VALUE_TYPE.scale)
+STORABLE_DECIMALS: int = _VALUE_TYPE.scale
 
 
 class ReportError(Exception):
@@ -119,7 +124,7 @@ def find_kpi(
     """A KPI by key or by its Japanese or English name; a near miss gets suggestions."""
     wanted = normalize_name(text)
     for kpi, department in candidates:
-        if wanted in (normalize_name(kpi.key), normalize_name(kpi.name_ja), normalize_name(kpi.name_en)):
+        if _is_named(kpi, wanted):
             return kpi, department
     names: dict[str, Kpi] = {}
     for kpi, _ in suggest_from:
@@ -133,12 +138,49 @@ def find_kpi(
     raise ReportError("unknown_kpi", text=text, suggestions=suggestions[:3])
 
 
-def check_value(text: str, kpi: Kpi) -> Decimal:
+def _is_named(kpi: Kpi, normalized: str) -> bool:
+    return normalized in (normalize_name(kpi.key), normalize_name(kpi.name_ja), normalize_name(kpi.name_en))
+
+
+def _kpi_and_the_word_after(session: Session, tokens: Sequence[str]) -> tuple[Kpi, Department, str] | None:
+    """For a report without a number: the KPI it starts with and the word typed as its value.
+
+    "mqls abc" or "New approaches eighty" name a KPI and then something that is not a number;
+    the user deserves to hear what is wrong with that word, not the general usage."""
+    if len(tokens) < 2:
+        return None
+    found = kpi_by_key(session, tokens[0])
+    if found is not None:
+        return found[0], found[1], tokens[1]
+    everything = all_kpis(session)  # only on this error path, like find_kpi's suggestions
+    # The longest name wins, as in split_report_text, where the KPI is everything before the value.
+    for end in range(len(tokens) - 1, 0, -1):
+        wanted = normalize_name(" ".join(tokens[:end]))
+        for kpi, department in everything:
+            if _is_named(kpi, wanted):
+                return kpi, department, tokens[end]
+    return None
+
+
+def check_value(text: str, kpi: Kpi, *, in_command: bool = False) -> Decimal:
+    """The value typed for `kpi`, checked against its unit and what the database can hold.
+
+    `in_command`: the error may show the `/kpi report` line to type (not in the form)."""
     try:
         parsed = parse_number(text)
     except NumberFormatError as error:
-        raise ReportError("not_a_number", text=text, reason=error.code) from None
+        if error.code == "too_large":
+            raise ReportError("too_large", text=text, kpi=kpi, limit=STORABLE_LIMIT) from None
+        raise ReportError(
+            "not_a_number", text=text, reason=error.code, kpi=kpi, in_command=in_command
+        ) from None
     value = parsed.value
+    if abs(value) >= STORABLE_LIMIT:
+        raise ReportError("too_large", text=text, kpi=kpi, limit=STORABLE_LIMIT)
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # parse_number returns finite values only
+    if -exponent > STORABLE_DECIMALS:
+        raise ReportError("too_precise", text=text, kpi=kpi, digits=STORABLE_DECIMALS)
     if parsed.unit is not None and _UNIT_OF[parsed.unit] is not kpi.unit:
         raise ReportError("unit_mismatch", text=text, unit=kpi.unit.value)
     if value < 0 and kpi.unit is not Unit.SCORE:
@@ -168,7 +210,18 @@ def report(
     source: Source = Source.COMMAND,
 ) -> Reported:
     """Parse, authorize, validate and store one report in the caller's transaction."""
-    parts = split_report_text(text)
+    try:
+        parts = split_report_text(text)
+    except ReportError as usage:
+        without_number = _kpi_and_the_word_after(session, text.split())
+        if without_number is None:
+            raise
+        kpi, department, word = without_number
+        _check_reportable(kpi, department, user_id, is_admin)
+        if looks_like_period(word):  # "mqls 先月": the value was left out, not mistyped
+            raise ReportError("missing_value", kpi=kpi, period=word) from None
+        check_value(word, kpi, in_command=True)  # raises: split_report_text found no number
+        raise usage from None
     found = kpi_by_key(session, parts.kpi)
     if found is None:
         # A name, or a typo: only then is every KPI read (a division may have thousands).
@@ -176,11 +229,8 @@ def report(
         reportable = [(k, d) for k, d in everything if can_report(k, d, user_id, lambda: False)] or everything
         found = find_kpi(everything, parts.kpi, suggest_from=reportable)
     kpi, department = found
-    if kpi.formula:
-        raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
-    if not can_report(kpi, department, user_id, is_admin):
-        raise ReportError("not_allowed", kpi=kpi, owner=kpi.owner_user_id, head=department.head_user_id)
-    value = check_value(parts.value, kpi)
+    _check_reportable(kpi, department, user_id, is_admin)
+    value = check_value(parts.value, kpi, in_command=True)
     period = check_period(parts.period, kpi, _today_in(department))
     note = check_note(parts.note)
     return save(
@@ -193,6 +243,13 @@ def report(
         source=source,
         note=note,
     )
+
+
+def _check_reportable(kpi: Kpi, department: Department, user_id: str, is_admin: Callable[[], bool]) -> None:
+    if kpi.formula:
+        raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
+    if not can_report(kpi, department, user_id, is_admin):
+        raise ReportError("not_allowed", kpi=kpi, owner=kpi.owner_user_id, head=department.head_user_id)
 
 
 def save(
@@ -326,11 +383,7 @@ def check_reports(
             if key not in by_key:  # deleted from the plan since the form was opened
                 raise ReportError("unknown_kpi", text=key, suggestions=[])
             kpi, department = by_key[key]
-            if kpi.formula:
-                raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
-            if not can_report(kpi, department, user_id, admin):
-                owner, head = kpi.owner_user_id, department.head_user_id
-                raise ReportError("not_allowed", kpi=kpi, owner=owner, head=head)
+            _check_reportable(kpi, department, user_id, admin)
             value = check_value(text.strip(), kpi)
         except ReportError as error:
             errors[key] = error

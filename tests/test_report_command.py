@@ -95,7 +95,7 @@ def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
     [
         ("report new_aproaches 85", OWNER, ["new_approaches", "もしかして"]),
         ("report nothing_like_it 85", OWNER, ["nothing_like_it", "/kpi list"]),
-        ("report new_approaches eighty", OWNER, ["KPI と値を指定してください"]),
+        ("report new_approaches eighty", OWNER, ["新規アプローチ数 の値「eighty」は数値として読めません"]),
         ("report new_approaches 1,20", OWNER, ["1,20", "カンマ"]),
         ("report new_approaches -5", OWNER, ["-5", "マイナス"]),
         ("report new_approaches 8.5", OWNER, ["8.5", "整数"]),
@@ -123,6 +123,122 @@ def test_bad_input_gets_a_clear_answer_and_stores_nothing(
         assert answer.args["response_type"] == "ephemeral"
         for fragment in expected:
             assert fragment in answer.args["text"]
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+
+
+# What a user sees for a value or period kpibot can't take: the word they typed, the KPI, how
+# to write it; ja is the example plan's default, en is what an en-US Slack user gets.
+EXAMPLES_JA = "`1200`、`1,200`、`１,２００`、`1.2万`、`15%`、`¥3,000万` のように入力してください。"
+EXAMPLES_EN = "Write it like `1200`, `1,200`, `１,２００`, `1.2万`, `1.2k`, `15%` or `¥3,000万`."
+
+
+@pytest.mark.parametrize(
+    ("text", "locale", "expected"),
+    [
+        (
+            "report mqls abc",
+            "ja-JP",
+            f"MQL 数 の値「abc」は数値として読めません。{EXAMPLES_JA}例: `/kpi report mqls 1200`",
+        ),
+        (
+            "report mqls abc",
+            "en-US",
+            f"“abc” is not a number I can read for MQLs. {EXAMPLES_EN} For example: `/kpi report mqls 1200`",
+        ),
+        (
+            "report MQL数 abc 先月 メモ",
+            "ja-JP",
+            f"MQL 数 の値「abc」は数値として読めません。{EXAMPLES_JA}例: `/kpi report mqls 1200`",
+        ),
+        (
+            "report mqls 1.2.3",
+            "ja-JP",
+            f"MQL 数 の値「1.2.3」は数値として読めません。{EXAMPLES_JA}例: `/kpi report mqls 1200`",
+        ),
+        (
+            "report mqls --5",
+            "en-US",
+            f"“--5” is not a number I can read for MQLs. {EXAMPLES_EN} For example: `/kpi report mqls 1200`",
+        ),
+        (
+            "report mqls 先月",
+            "ja-JP",
+            "MQL 数 の値がありません。"
+            "`/kpi report mqls 1200 先月` のように、KPI の次に値を入力してください。",
+        ),
+        (
+            "report mqls 100,000,000,000,000",
+            "ja-JP",
+            "「100,000,000,000,000」は大きすぎて MQL 数 の値として保存できません。"
+            "絶対値が 100兆 未満の値を入力してください。",
+        ),
+        (
+            "report mqls 1e30",
+            "en-US",
+            f"“1e30” is not a number I can read for MQLs. {EXAMPLES_EN} For example: `/kpi report mqls 1200`",
+        ),
+        (
+            "report mqls 1" + "0" * 30,
+            "en-US",
+            f"“1{'0' * 30}” is too large to store for MQLs. Keep it under 100,000,000,000,000.",
+        ),
+        (
+            "report mqls 120 2026-13",
+            "ja-JP",
+            "「2026-13」という月はありません。`2026-11` のように入力してください。",
+        ),
+        (
+            "report mqls 120 2026-13",
+            "en-US",
+            "“2026-13” has no such month. Write it like `2026-11`.",
+        ),
+    ],
+)
+def test_a_known_kpi_with_a_value_or_period_it_cannot_take(
+    slack: SlackHarness, text: str, locale: str, expected: str
+) -> None:
+    slack.fake.set_user("U0MKT1", locale=locale)
+    answer = slack.command(text, user_id="U0MKT1")
+    assert answer.args["response_type"] == "ephemeral"
+    assert answer.args["text"] == expected
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+        assert session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all() == []
+
+
+def test_the_example_command_fits_the_kpis_unit(slack: SlackHarness) -> None:
+    answer = slack.command("report close_rate high", user_id=OWNER)
+    assert answer.args["text"].endswith("例: `/kpi report close_rate 15%`")
+    answer = slack.command("report average_deal_size lots", user_id="U0SALES2")
+    assert answer.args["text"].endswith("例: `/kpi report average_deal_size ¥3,000万`")
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+
+
+def test_a_known_kpi_still_checks_who_may_report_before_the_value(slack: SlackHarness) -> None:
+    answer = slack.command("report mqls abc", user_id=OWNER)  # OWNER is in Sales, mqls is Marketing's
+    assert "U0MKT1" in answer.args["text"] and "U0MKTHEAD" in answer.args["text"]
+    answer = slack.command("report sql_conversion abc", user_id="U0MKT1")
+    assert "sqls / mqls * 100" in answer.args["text"]
+
+
+# Not 99999999999999.999999: SQLite keeps NUMERIC as a float, exact to about 15 digits only.
+@pytest.mark.parametrize("value", ["99999999999999", "-99999999999999", "123.456789"])
+def test_the_largest_and_most_precise_storable_values_are_stored_exactly(
+    slack: SlackHarness, value: str
+) -> None:
+    key = "nps" if value.startswith("-") else "cost_per_lead"  # only a score may be negative
+    answer = slack.command(f"report {key} {value}", user_id="U0CS1" if key == "nps" else "U0MKT2")
+    assert slack.live_values(key) == {"2026-11": Decimal(value)}, answer.args["text"]
+
+
+def test_more_decimals_than_the_database_keeps_are_refused(slack: SlackHarness) -> None:
+    slack.fake.set_user(OWNER, locale="en-US")
+    answer = slack.command("report close_rate 15.1234567", user_id=OWNER)
+    assert answer.args["text"] == (
+        "“15.1234567” has more than 6 decimal places, more than can be stored. Round it to 6 places or fewer."
+    )
     with slack.session() as session:
         assert session.exec(select(Actual)).all() == []
 
