@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from sqlmodel import Session
 
 from bot import render
 from bot.clock import today
@@ -17,7 +22,7 @@ from bot.database import make_engine, migrate, require_current_schema, schema_re
 from bot.errors import KpibotError
 from bot.models import Department
 from bot.periods import PeriodError, parse_key
-from bot.plan import PlanInvalid, apply_plan, load_plan
+from bot.plan import Plan, PlanInvalid, apply_plan, load_plan
 from bot.scorecard import all_departments
 
 log = logging.getLogger("kpibot")
@@ -38,13 +43,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
-    if not path.is_file():
-        raise KpibotError(f"{path}: no such file")
+    if not path.exists():
+        raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
     try:
         with transaction(engine) as session:
-            result = apply_plan(session, load_plan(path, session))
+            result = apply_plan(session, _read_plan(path, session, args.locale))
             if args.dry_run:
                 session.rollback()
     except PlanInvalid as invalid:
@@ -75,12 +80,35 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_plan(path: Path, session: Session, locale: str) -> Plan:
+    try:
+        return load_plan(path, session)
+    except UnicodeDecodeError:
+        raise KpibotError(render.message("cli.not_text", locale, path=path)) from None
+    except OSError as error:  # a directory, no permission
+        raise KpibotError(
+            render.message("cli.cannot_read", locale, path=path, error=_reason(error))
+        ) from None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from bot.export import export_actuals, export_targets
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
-    out = sys.stdout if args.output == "-" else open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+    if args.output == "-":
+        out = sys.stdout
+    else:
+        try:
+            out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as error:
+            raise KpibotError(
+                render.message("cli.cannot_write", args.locale, path=args.output, error=_reason(error))
+            ) from None
     try:
         with transaction(engine) as session:
             if args.what == "targets":
@@ -144,13 +172,15 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
 
     def day_of(department: Department) -> dt.date:
         # The department's own today, as `/kpi digest` and the scheduler use: one manual post a day.
-        return _digest_day(args.period, today(ZoneInfo(department.timezone)))
+        return _digest_day(args.period, today(ZoneInfo(department.timezone)), args.locale)
 
     with transaction(engine) as session:
         departments = [d for d in all_departments(session) if args.department in (None, d.key)]
     if not departments:
-        raise KpibotError(render.message("cli.no_department", args.locale, key=args.department))
+        raise KpibotError(render.message("cli.no_department", args.locale, department=args.department))
     if args.dry_run:
+        charts: Path | None = None
+        written = 0
         for department in departments:
             built = build(engine, department, day_of(department))
             print(
@@ -165,9 +195,19 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
             if built.chart is not None:
-                chart = Path(args.output_dir) / f"kpibot-digest-{department.key}.png"
-                chart.write_bytes(built.chart)
-                print(render.message("cli.chart_written", args.locale, path=chart), file=sys.stderr)
+                charts = charts or _chart_dir(args.output_dir, args.locale)
+                chart = charts / f"kpibot-digest-{department.key}.png"
+                try:
+                    chart.write_bytes(built.chart)
+                except OSError as error:
+                    raise KpibotError(
+                        render.message("cli.cannot_write", args.locale, path=chart, error=_reason(error))
+                    ) from None
+                written += 1
+        if charts is not None:
+            print(
+                render.message("cli.charts_written", args.locale, count=written, path=charts), file=sys.stderr
+            )
         return 0
     if not settings.slack_bot_token:
         raise KpibotError(render.message("cli.needs_token", args.locale))
@@ -190,7 +230,24 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _digest_day(period: str | None, default: dt.date) -> dt.date:
+def _chart_dir(output_dir: str | None, locale: str) -> Path:
+    """Where --dry-run writes charts: the directory named, else a fresh temporary one, never
+    the working directory (often a checkout)."""
+    if output_dir is None:
+        return Path(tempfile.mkdtemp(prefix="kpibot-digest-"))
+    folder = Path(output_dir)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KpibotError(
+            render.message("cli.cannot_write", locale, path=folder, error=_reason(error))
+        ) from None
+    return folder
+
+
+def _digest_day(period: str | None, default: dt.date, locale: str) -> dt.date:
     """The digest's date: given, or the day after a given period ends (the review of it)."""
     if period is None:
         return default
@@ -201,20 +258,21 @@ def _digest_day(period: str | None, default: dt.date) -> dt.date:
     try:
         return parse_key(period).end + dt.timedelta(days=1)
     except PeriodError:
-        raise KpibotError(
-            f"--period {period!r}: use a date (2026-11-30), a week (2026-W48) or a month (2026-11)"
-        ) from None
+        raise KpibotError(render.message("cli.bad_period", locale, period=period)) from None
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from bot.scheduler import Scheduler
     from handlers.client import make_web_client
     from handlers.digest import DigestJobs
+    from handlers.web import check_slack_tokens
 
     if not settings.slack_bot_token:
         raise KpibotError(render.message("cli.needs_token", args.locale))
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
+    # A refused token would otherwise fail every post, one log line each, for as long as it runs.
+    check_slack_tokens(settings, args.locale)
     Scheduler(engine, DigestJobs(make_web_client(settings), engine, settings)).run_forever()
     return 0
 
@@ -229,7 +287,9 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     if args.department is not None:
         with transaction(engine) as session:
             if not any(d.key == args.department for d in all_departments(session)):
-                raise KpibotError(render.message("cli.no_department", args.locale, key=args.department))
+                raise KpibotError(
+                    render.message("cli.no_department", args.locale, department=args.department)
+                )
     client = None
     if not args.dry_run:
         if not settings.slack_bot_token:
@@ -274,14 +334,16 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.web import serve
 
-    serve(settings)  # runs gunicorn until SIGTERM/SIGINT; the arbiter exits the process itself
+    serve(
+        settings, locale=args.locale
+    )  # runs gunicorn until SIGTERM/SIGINT; the arbiter exits the process itself
     return 0
 
 
 def cmd_socket(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.web import serve_socket_mode
 
-    serve_socket_mode(settings)
+    serve_socket_mode(settings, locale=args.locale)
     return 0
 
 
@@ -343,7 +405,9 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     digest.add_argument(
         "--dry-run", action="store_true", help="print the Block Kit JSON and write the charts"
     )
-    digest.add_argument("--output-dir", default=".", help="where --dry-run writes chart PNGs (default: .)")
+    digest.add_argument(
+        "--output-dir", help="where --dry-run writes chart PNGs (default: a new temporary directory)"
+    )
     digest.set_defaults(handler=cmd_digest)
 
     commands.add_parser(
@@ -381,10 +445,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args = build_parser(settings.locale).parse_args(argv)
     try:
-        return args.handler(args, settings)
+        code = args.handler(args, settings)
+        # A reader that went away (`kpibot export | head`) shows here rather than in the
+        # interpreter's own flush at exit, which would print "Exception ignored".
+        sys.stdout.flush()
+        return code
     except KpibotError as exc:
         print(f"kpibot: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        _discard_stdout()
+        return 128 + 13  # as a tool killed by SIGPIPE would report it; the reader asked for no more
+    except KeyboardInterrupt:
+        print(f"kpibot: {render.message('cli.interrupted', args.locale)}", file=sys.stderr)
+        return 128 + 2
+
+
+def _discard_stdout() -> None:
+    """Python's "Note on SIGPIPE": what is still buffered for the closed pipe goes to devnull,
+    so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

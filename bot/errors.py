@@ -17,3 +17,7 @@ class DatabaseUnavailable(KpibotError):
 
 class SchemaOutOfDate(KpibotError):
     """The database has not been migrated to the code's schema."""
+
+
+class SlackRefused(KpibotError):
+    """Slack refused a token, or could not be reached, before kpibot started serving."""

@@ -11,11 +11,14 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 
+from bot import render
 from bot.config import Settings
 from bot.database import check_connection, make_engine, require_current_schema
-from bot.errors import DatabaseUnavailable
+from bot.errors import DatabaseUnavailable, SlackRefused
+from handlers.client import make_web_client
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,40 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return build(self._settings)
 
 
-def serve(settings: Settings, *, host: str = "0.0.0.0", workers: int | None = None) -> None:
+def check_slack_tokens(settings: Settings, locale: str | None = None, *, socket_mode: bool = False) -> None:
+    """Ask Slack whether it takes our tokens, in this process and before serving: otherwise
+    Bolt's own auth.test fails inside every gunicorn worker (a traceback each, then "Worker
+    failed to boot"), or inside the Socket Mode client."""
+    locale = locale or settings.locale
+    client = make_web_client(settings)
+    checks: list[tuple[str, Any]] = [("SLACK_BOT_TOKEN", client.auth_test)]
+    if socket_mode:
+        # An app-level token is only good for apps.connections.open; the URL it issues goes unused.
+        checks.append(
+            ("SLACK_APP_TOKEN", lambda: client.apps_connections_open(app_token=settings.slack_app_token))
+        )
+    for variable, call in checks:
+        try:
+            call()
+        except SlackApiError as error:
+            code = error.response.get("error") or error.response.status_code
+            raise SlackRefused(
+                render.message("cli.slack_refused_token", locale, variable=variable, error=code)
+            ) from None
+        except OSError as error:  # URLError, refused connection, timeout
+            reason = getattr(error, "reason", None) or error
+            raise SlackRefused(
+                render.message("cli.slack_unreachable", locale, url=settings.slack_api_url, error=reason)
+            ) from None
+
+
+def serve(
+    settings: Settings, *, host: str = "0.0.0.0", workers: int | None = None, locale: str | None = None
+) -> None:
     settings.require_slack()
     # Fail in the parent, with one clear line, before gunicorn forks workers that would each fail.
     require_current_schema(make_engine(settings.database_url))
+    check_slack_tokens(settings, locale)
     options = {
         "bind": f"{host}:{settings.port}",
         "workers": workers or int(os.environ.get("WEB_CONCURRENCY", "2")),
@@ -87,7 +120,7 @@ def serve(settings: Settings, *, host: str = "0.0.0.0", workers: int | None = No
     _Gunicorn(settings, options).run()
 
 
-def serve_socket_mode(settings: Settings) -> None:
+def serve_socket_mode(settings: Settings, *, locale: str | None = None) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from handlers.app import create_app
@@ -95,4 +128,5 @@ def serve_socket_mode(settings: Settings) -> None:
     settings.require_slack(socket_mode=True)
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
+    check_slack_tokens(settings, locale, socket_mode=True)
     SocketModeHandler(create_app(settings, engine, socket_mode=True), settings.slack_app_token).start()
