@@ -8,7 +8,7 @@ time zone. What makes a post happen once:
   the others retry every 15 s and take over when the leader's connection goes. (APScheduler
   job stores cannot be shared between processes, so the lock is ours.) SQLite: one process,
   always leader.
-- **Ledger.** The job callables claim each post in `bot.ledger` before sending: two leaders
+- **Ledger.** The job callables claim each post in `bot.outbox` before sending: two leaders
   for a moment, a retry, or a catch-up overlapping a live fire still post once.
 - **Catch-up.** Jobs live in memory, so slots missed while down are found at start (and on
   becoming leader) from the ledger: within 24 h posted late, older ones skipped and logged.

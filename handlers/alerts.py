@@ -29,16 +29,16 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, and_, col, or_, select
 
-from bot import ledger, render
+from bot import outbox, render
 from bot.actuals import live_values
 from bot.alerts import Change, affected_kpis, check_department
 from bot.clock import utcnow
 from bot.database import transaction
 from bot.models import Alert, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
+from bot.outbox import Message, Outbox, Poster, PostFailed
 from bot.reporting import Reported
 from bot.scorecard import all_departments, targets_for
 from handlers.alert_messages import (
@@ -51,6 +51,7 @@ from handlers.alert_messages import (
 )
 from handlers.deps import Deps
 from handlers.digest_messages import SlackMessage
+from handlers.poster import SlackPoster
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ def sync_alerts(
 ) -> SyncResult:
     """Post, update or annotate every alert (of those selected) whose message is behind its state."""
     engine = _engine(target)
+    poster = SlackPoster(client)
     result = SyncResult()
     conditions: list[Any] = [
         or_(
@@ -233,10 +235,10 @@ def sync_alerts(
             continue
         new[view.department.channel_id].append(view)
     for channel, views in new.items():
-        _post_new(engine, client, channel, views, result)
+        _post_new(engine, poster, channel, views, result)
     changed = [view for view in pending if view.alert.thread_ts is not None]
     if changed:
-        _update(engine, client, changed, result)
+        _update(engine, poster, changed, result)
     return result
 
 
@@ -279,42 +281,35 @@ def _load(session: Session, *conditions: Any) -> list[AlertView]:
     ]
 
 
-def _error(error: SlackApiError) -> str:
-    return str(error.response.get("error") or error)
-
-
 # -- new alerts ------------------------------------------------------------------------------------
 
 
 def _post_new(
-    engine: Engine, client: WebClient, channel: str, views: list[AlertView], result: SyncResult
+    engine: Engine, poster: Poster, channel: str, views: list[AlertView], result: SyncResult
 ) -> None:
-    claims: list[tuple[AlertView, ledger.Claim]] = []
+    claims: list[tuple[AlertView, outbox.Claim]] = []
     for view in views:
         assert view.department.id is not None
-        claim = ledger.claim(
+        claim = outbox.claim(
             engine,
-            department_id=view.department.id,
-            kind=PostKind.ALERT,
-            period=view.alert.period,
-            subject=subject(view.kpi),
+            outbox.Key(view.department.id, PostKind.ALERT, view.alert.period, subject(view.kpi)),
             channel_id=channel,
             # A failed alert is retried by the next report or scan (the failure was logged).
             retry_failed=True,
         )
         if claim is not None:
             claims.append((view, claim))
-    posted, error = _post_roots(client, channel, [view for view, _ in claims], result)
+    posted, error = _post_roots(poster, channel, [view for view, _ in claims], result)
     by_id = {view.alert.id: claim for view, claim in claims}
     _record_posted(engine, posted)
     for view, _, message_ts in posted:
-        ledger.complete(engine, by_id.pop(view.alert.id), message_ts)
+        outbox.complete(engine, by_id.pop(view.alert.id), message_ts)
     for claim in by_id.values():
-        ledger.fail(engine, claim, error or "not posted")
+        outbox.fail(engine, claim, error or "not posted")
 
 
 def _post_roots(
-    client: WebClient, channel: str, views: list[AlertView], result: SyncResult
+    poster: Poster, channel: str, views: list[AlertView], result: SyncResult
 ) -> tuple[list[tuple[AlertView, str, str]], str | None]:
     """Post alerts as new roots: one each, or one grouped message (and its continuations) for a
     storm. Returns (alert, its thread ts, the ts of the message listing it) for those posted, and
@@ -326,16 +321,16 @@ def _post_roots(
     key = views[0].department.key
     if len(views) <= STORM:
         for view in views:
-            ts = _post(client, channel, alert_message(view), None, errors, view.department.key)
+            ts = _post(poster, channel, alert_message(view), None, errors, view.department.key)
             if ts is not None:
                 posted.append((view, ts, ts))
     else:
         (root, first), *rest = group_messages(views, views[0].locale)
-        root_ts = _post(client, channel, root, None, errors, key)
+        root_ts = _post(poster, channel, root, None, errors, key)
         if root_ts is not None:
             posted += [(view, root_ts, root_ts) for view in first]
             for message, listed in rest:
-                ts = _post(client, channel, message, root_ts, errors, key)
+                ts = _post(poster, channel, message, root_ts, errors, key)
                 if ts is not None:
                     posted += [(view, root_ts, ts) for view in listed]
     result.posted += len({message_ts for _, _, message_ts in posted})
@@ -344,7 +339,7 @@ def _post_roots(
 
 
 def _post(
-    client: WebClient,
+    poster: Poster,
     channel: str,
     message: SlackMessage,
     thread_ts: str | None,
@@ -352,14 +347,11 @@ def _post(
     department_key: str,
 ) -> str | None:
     try:
-        response = client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=message.text, blocks=message.blocks
-        )
-    except SlackApiError as error:
-        errors.append(_error(error))
-        log.error("alert for %s not posted to %s: %s", department_key, channel, _error(error))
+        return poster.post(channel, message, thread_ts=thread_ts)
+    except PostFailed as error:
+        errors.append(error.code)
+        log.error("alert for %s not posted to %s: %s", department_key, channel, error.code)
         return None
-    return str(response["ts"])
 
 
 def _record_posted(engine: Engine, shown: Sequence[tuple[AlertView, str, str]]) -> None:
@@ -379,17 +371,9 @@ def _record_posted(engine: Engine, shown: Sequence[tuple[AlertView, str, str]]) 
                 )
             )
             # A re-posted alert (its message was deleted): the ledger row points at the new message.
-            session.execute(
-                sa.update(Post)
-                .where(
-                    col(Post.department_id) == view.department.id,
-                    col(Post.kind) == PostKind.ALERT,
-                    col(Post.period) == view.alert.period,
-                    col(Post.subject) == subject(view.kpi),
-                    col(Post.ts).is_not(None),
-                )
-                .values(ts=message_ts, channel_id=view.department.channel_id)
-            )
+            assert view.department.id is not None
+            key = outbox.Key(view.department.id, PostKind.ALERT, view.alert.period, subject(view.kpi))
+            outbox.repoint(session, key, ts=message_ts, channel_id=view.department.channel_id)
 
 
 def _mark_shown(engine: Engine, views: Sequence[AlertView]) -> None:
@@ -408,7 +392,7 @@ def _mark_shown(engine: Engine, views: Sequence[AlertView]) -> None:
 # -- changed alerts --------------------------------------------------------------------------------
 
 
-def _update(engine: Engine, client: WebClient, changed: list[AlertView], result: SyncResult) -> None:
+def _update(engine: Engine, poster: Poster, changed: list[AlertView], result: SyncResult) -> None:
     changed_ids = {view.alert.id for view in changed}
     with transaction(engine) as session:
         threads = _load(session, col(Alert.thread_ts).in_({view.alert.thread_ts for view in changed}))
@@ -426,22 +410,22 @@ def _update(engine: Engine, client: WebClient, changed: list[AlertView], result:
             if view.alert.channel_id == channel and view.alert.thread_ts == listed[0].alert.thread_ts
         ]
         try:
-            client.chat_update(channel=channel, ts=ts, **_rendered(listed, thread))
+            poster.update(channel, ts, _rendered(listed, thread))
             result.updated += 1
-        except SlackApiError as error:
-            if _error(error) in GONE:
+        except PostFailed as error:
+            if error.code in GONE:
                 log.warning("alert message %s in %s was deleted; posting it again", ts, channel)
-                _repost(engine, client, channel, ts, listed, result)
+                _repost(engine, poster, channel, ts, listed, result)
             else:
                 result.failed += 1
-                log.error("alert message %s in %s not updated: %s", ts, channel, _error(error))
+                log.error("alert message %s in %s not updated: %s", ts, channel, error.code)
             continue
         mine = [view for view in listed if view.alert.id in changed_ids]
-        _notes(engine, client, mine, result)
+        _notes(engine, poster, mine, result)
         _mark_shown(engine, mine)
 
 
-def _rendered(listed: list[AlertView], thread: list[AlertView]) -> dict[str, Any]:
+def _rendered(listed: list[AlertView], thread: list[AlertView]) -> Message:
     """A message as it should look now, for chat.update."""
     root_ts = listed[0].alert.thread_ts
     if len(thread) == 1 and listed[0].message_ts == root_ts:
@@ -456,12 +440,12 @@ def _rendered(listed: list[AlertView], thread: list[AlertView]) -> dict[str, Any
             len(parts),
             listed[0].locale,
         )
-    return {"text": message.text, "blocks": message.blocks}
+    return message
 
 
 def _repost(
     engine: Engine,
-    client: WebClient,
+    poster: Poster,
     channel: str,
     gone_ts: str,
     listed: list[AlertView],
@@ -469,34 +453,33 @@ def _repost(
 ) -> None:
     """The message listing these alerts was deleted: post those still open as new roots, once."""
     _mark_shown(engine, [view for view in listed if _resolved(view)])
-    claims: list[tuple[AlertView, ledger.Claim]] = []
+    claims: list[tuple[AlertView, outbox.Claim]] = []
     for view in listed:
         if _resolved(view):
             continue
         assert view.department.id is not None
-        claim = ledger.claim(
+        claim = outbox.claim(
             engine,
-            department_id=view.department.id,
-            kind=PostKind.ALERT,
-            period=view.alert.period,
-            subject=subject(view.kpi, f"moved:{gone_ts}"),
+            outbox.Key(
+                view.department.id, PostKind.ALERT, view.alert.period, subject(view.kpi, f"moved:{gone_ts}")
+            ),
             channel_id=channel,
             retry_failed=True,
         )
         if claim is not None:
             claims.append((view, claim))
-    posted, error = _post_roots(client, channel, [view for view, _ in claims], result)
+    posted, error = _post_roots(poster, channel, [view for view, _ in claims], result)
     by_id = {view.alert.id: claim for view, claim in claims}
     moved = [
         (_moved(view, thread_ts, message_ts), thread_ts, message_ts) for view, thread_ts, message_ts in posted
     ]
     _record_posted(engine, moved)
     # What changed is said in the new thread (the views still hold what Slack showed before).
-    _notes(engine, client, [view for view, _, _ in moved], result)
+    _notes(engine, poster, [view for view, _, _ in moved], result)
     for view, _, message_ts in posted:
-        ledger.complete(engine, by_id.pop(view.alert.id), message_ts)
+        outbox.complete(engine, by_id.pop(view.alert.id), message_ts)
     for claim in by_id.values():
-        ledger.fail(engine, claim, error or "not posted")
+        outbox.fail(engine, claim, error or "not posted")
 
 
 def _moved(view: AlertView, thread_ts: str, message_ts: str) -> AlertView:
@@ -520,34 +503,22 @@ def _events(alert: Alert) -> list[tuple[str, Severity | None]]:
     return events
 
 
-def _notes(engine: Engine, client: WebClient, views: Sequence[AlertView], result: SyncResult) -> None:
+def _notes(engine: Engine, poster: Poster, views: Sequence[AlertView], result: SyncResult) -> None:
     """Say in each alert's thread what changed: once per alert and event (the Post ledger)."""
+    posts = Outbox(engine, poster)
     for view in views:
         alert = view.alert
         assert view.department.id is not None and alert.thread_ts and alert.channel_id
         for event, before in _events(alert):
             key = alert.severity.value if event == "changed" else event
-            claim = ledger.claim(
-                engine,
-                department_id=view.department.id,
-                kind=PostKind.ALERT,
-                period=alert.period,
-                subject=subject(view.kpi, key),
-                channel_id=alert.channel_id,
+            sent = posts.send(
+                outbox.Key(view.department.id, PostKind.ALERT, alert.period, subject(view.kpi, key)),
+                alert.channel_id,
+                [Message(note(event, view, before))],
+                thread_ts=alert.thread_ts,
             )
-            if claim is None:
-                continue
-            try:
-                response = client.chat_postMessage(
-                    channel=alert.channel_id, thread_ts=alert.thread_ts, text=note(event, view, before)
-                )
-            except SlackApiError as error:
-                ledger.fail(engine, claim, _error(error))
-                result.failed += 1
-                log.error("alert note for %s not posted: %s", view.kpi.key, _error(error))
-                continue
-            ledger.complete(engine, claim, str(response["ts"]))
-            result.notes += 1
+            result.failed += sent.status == "failed"
+            result.notes += sent.status == "posted"
 
 
 # -- the Acknowledge button ------------------------------------------------------------------------

@@ -44,18 +44,20 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from bot import countermeasures as service
-from bot import ledger, render
+from bot import outbox, render
 from bot.clock import utcnow
 from bot.countermeasures import CountermeasureError, Draft, Item
 from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.idempotency import first_time
 from bot.models import Alert, Countermeasure, CountermeasureStatus, Department, Kpi, PostKind
+from bot.outbox import Message, Outbox
 from bot.reporting import Reported
 from bot.scorecard import all_departments
 from handlers.blocks import context, fit_blocks, section, sections
 from handlers.commands import CommandRequest, subcommand
 from handlers.deps import Deps
+from handlers.poster import SlackPoster
 from handlers.status import find_department, own_department
 
 log = logging.getLogger(__name__)
@@ -641,60 +643,6 @@ def _row(item: Item, today: dt.date, locale: str) -> str:
 # -- follow-up ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Posted:
-    """What happened to a ledger-backed post: "posted", "already", "busy" or "failed"."""
-
-    status: str
-    ts: str | None = None
-    error: str | None = None
-
-
-def post_once(
-    engine: Engine,
-    client: WebClient,
-    *,
-    department_id: int,
-    kind: PostKind,
-    period: str,
-    subject: str,
-    channel: str,
-    text: str,
-    thread_ts: str | None = None,
-    blocks: list[dict[str, Any]] | None = None,
-    retry_failed: bool = False,
-) -> Posted:
-    """Post a message exactly once for (department, kind, period, subject), through the Post ledger;
-    `retry_failed` sends again what Slack refused before (a person asked again)."""
-    claim = ledger.claim(
-        engine,
-        department_id=department_id,
-        kind=kind,
-        period=period,
-        subject=subject,
-        channel_id=channel,
-        retry_failed=retry_failed,
-    )
-    if claim is None:
-        existing = ledger.find(engine, department_id=department_id, kind=kind, period=period, subject=subject)
-        if existing is not None and existing.ts:
-            return Posted("already", existing.ts)
-        return Posted("busy")
-    try:
-        ts = str(
-            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, blocks=blocks)["ts"]
-        )
-    except SlackApiError as error:
-        code = str(error.response.get("error") or error)
-        ledger.fail(engine, claim, code)
-        log.error(
-            "%s %s for department %s to %s failed: %s", kind.value, subject, department_id, channel, code
-        )
-        return Posted("failed", error=code)
-    ledger.complete(engine, claim, ts)
-    return Posted("posted", ts)
-
-
 def on_reported(deps: Deps, client: WebClient, reported: Reported) -> None:
     """Post the measured effect of the KPI's countermeasures in their threads: before → after,
     % of target; once per countermeasure and period."""
@@ -710,6 +658,7 @@ def on_reported(deps: Deps, client: WebClient, reported: Reported) -> None:
             is_correction=reported.recorded.is_correction,
         )
     locale = department.locale
+    posts = Outbox(deps.engine, SlackPoster(client))
     for effect in effects:
         cm = effect.countermeasure
         if not cm.channel_id or not cm.thread_ts:
@@ -727,18 +676,9 @@ def on_reported(deps: Deps, client: WebClient, reported: Reported) -> None:
             score=effect.score,
             change=effect.change,
         )
+        key = outbox.Key(department.id, PostKind.FOLLOWUP, period.key, f"effect:{cm.id}:{period.key}")
         try:
-            post_once(
-                deps.engine,
-                client,
-                department_id=department.id,
-                kind=PostKind.FOLLOWUP,
-                period=period.key,
-                subject=f"effect:{cm.id}:{period.key}",
-                channel=cm.channel_id,
-                thread_ts=cm.thread_ts,
-                text=text,
-            )
+            posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
         except Exception:
             log.exception("effect of countermeasure %s for %s failed", cm.id, period.key)
 
@@ -748,6 +688,7 @@ def remind_due(engine: Engine, client: WebClient, now: dt.datetime) -> int:
     department's time zone), once; returns how many were posted. One failure never stops the rest."""
     with transaction(engine) as session:
         items = service.reminders_due(session, now)
+    posts = Outbox(engine, SlackPoster(client))
     sent = 0
     for item in items:
         cm, department = item.countermeasure, item.department
@@ -757,18 +698,9 @@ def remind_due(engine: Engine, client: WebClient, now: dt.datetime) -> int:
         text = render.message(
             "countermeasure.due_today", locale, cm=cm, kpi=item.kpi, owner=cm.owner_user_id or cm.logged_by
         )
+        key = outbox.Key(department.id, PostKind.FOLLOWUP, cm.due_date.isoformat(), f"due:{cm.id}")
         try:
-            posted = post_once(
-                engine,
-                client,
-                department_id=department.id,
-                kind=PostKind.FOLLOWUP,
-                period=cm.due_date.isoformat(),
-                subject=f"due:{cm.id}",
-                channel=cm.channel_id,
-                thread_ts=cm.thread_ts,
-                text=text,
-            )
+            posted = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
         except Exception:
             log.exception("due-date reminder of countermeasure %s failed", cm.id)
             continue

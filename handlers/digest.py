@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from bot import ledger, render
+from bot import outbox, render
 from bot.charts import render_trend_chart
 from bot.clock import today
 from bot.config import Settings
@@ -31,12 +30,14 @@ from bot.digest import (
     goal_progress,
 )
 from bot.models import Department, PostKind
+from bot.outbox import Message, Outbox, PostFailed, Upload
 from bot.scorecard import all_departments
 from bot.slots import slot_key
 from handlers.alerts import scan_and_post
 from handlers.commands import CommandRequest, subcommand
 from handlers.countermeasures import remind_due
-from handlers.digest_messages import SlackMessage, digest_messages, division_messages
+from handlers.digest_messages import digest_messages, division_messages
+from handlers.poster import SlackPoster
 from handlers.status import find_department
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Outcome:
 class Built:
     department: Department
     day: dt.date
-    messages: list[SlackMessage]
+    messages: list[Message]
     chart: bytes | None
     locale: str
 
@@ -96,9 +97,7 @@ class DigestJobs:
         self.client = client
         self.engine = engine
         self.settings = settings
-        # Posts sent whose ts could not be recorded yet (the database failed right after the
-        # send): the job's retry records them instead of leaving a claim that would be re-sent.
-        self._unrecorded: dict[tuple[int, str, str], tuple[ledger.Claim, str]] = {}
+        self.outbox = Outbox(engine, SlackPoster(client))
 
     def department(self, key: str) -> Department | None:
         with transaction(self.engine) as session:
@@ -142,76 +141,43 @@ class DigestJobs:
         if not department.channel_id:
             log.warning("digest for %s skipped: the department has no channel", department.key)
             return Outcome("no_channel", department)
-        existing = ledger.find(
-            self.engine, department_id=department.id, kind=PostKind.DIGEST, period=period, subject=subject
-        )
-        if existing is not None and existing.ts is not None:
-            return Outcome("already", department, ts=existing.ts)
-        key = (department.id, period, subject)
-        if (unrecorded := self._unrecorded.get(key)) is not None:
-            ledger.complete(self.engine, *unrecorded)
-            del self._unrecorded[key]
-            return Outcome("posted", department, ts=unrecorded[1])
-        built = build(self.engine, department, day)
-        claim = ledger.claim(
-            self.engine,
-            department_id=department.id,
-            kind=PostKind.DIGEST,
-            period=period,
-            subject=subject,
-            channel_id=department.channel_id,
+        built: list[Built] = []
+
+        def messages() -> list[Message]:
+            built.append(build(self.engine, department, day))
+            return built[0].messages
+
+        def uploads() -> list[Upload]:
+            chart = built[0].chart
+            if chart is None:
+                return []
+            locale = built[0].locale
+            return [
+                Upload(
+                    content=chart,
+                    filename=f"kpibot-{department.key}.png",
+                    title=render.template(
+                        "digest/header.txt", locale, department=department, day=day
+                    ).strip(),
+                    comment=render.message("digest.chart_comment", locale, periods=CHART_PERIODS),
+                )
+            ]
+
+        sent = self.outbox.send(
+            outbox.Key(department.id, PostKind.DIGEST, period, subject),
+            department.channel_id,
+            messages,
+            uploads=uploads,
             retry_failed=retry_failed,
         )
-        if claim is None:
-            again = ledger.find(
-                self.engine, department_id=department.id, kind=PostKind.DIGEST, period=period, subject=subject
-            )
-            status = "already" if again is not None and again.ts else "busy"
-            return Outcome(status, department, ts=again.ts if again else None)
-        try:
-            ts = self._send(department.channel_id, built)
-        except SlackApiError as error:
-            code = str(error.response.get("error") or error)
-            ledger.fail(self.engine, claim, code)
-            log.error("digest for %s to %s failed: %s", department.key, department.channel_id, code)
-            self.tell_admins(department, "digest", code)
-            return Outcome("failed", department, error=code)
-        self._unrecorded[key] = (claim, ts)
-        ledger.complete(self.engine, claim, ts)
-        del self._unrecorded[key]
-        log.info("digest for %s posted to %s (ts %s)", department.key, department.channel_id, ts)
-        return Outcome("posted", department, ts=ts)
-
-    def _send(self, channel: str, built: Built) -> str:
-        root, *rest = built.messages
-        ts = self.client.chat_postMessage(channel=channel, text=root.text, blocks=root.blocks)["ts"]
-        # From here on the digest is in the channel: later failures are logged, never re-sent.
-        try:
-            for message in rest:
-                self.client.chat_postMessage(
-                    channel=channel, thread_ts=ts, text=message.text, blocks=message.blocks
-                )
-            if built.chart is not None:
-                self.client.files_upload_v2(
-                    channel=channel,
-                    thread_ts=ts,
-                    content=built.chart,
-                    filename=f"kpibot-{built.department.key}.png",
-                    title=render.template(
-                        "digest/header.txt", built.locale, department=built.department, day=built.day
-                    ).strip(),
-                    initial_comment=render.message(
-                        "digest.chart_comment", built.locale, periods=CHART_PERIODS
-                    ),
-                )
-        except SlackApiError as error:
-            log.error(
-                "digest thread for %s in %s incomplete: %s",
-                built.department.key,
-                channel,
-                error.response.get("error"),
-            )
-        return str(ts)
+        if sent.status == "failed":
+            assert sent.error is not None
+            log.error("digest for %s to %s failed: %s", department.key, department.channel_id, sent.error)
+            self.tell_admins(department, "digest", sent.error)
+            return Outcome("failed", department, error=sent.error)
+        if sent.status == "posted":
+            log.info("digest for %s posted to %s (ts %s)", department.key, department.channel_id, sent.ts)
+        return Outcome(sent.status, department, ts=sent.ts)
 
     def remind(self, department: Department, digest_slot: dt.datetime) -> int:
         """DM each owner whose KPIs are still unreported for the coming digest; returns how many."""
@@ -224,16 +190,6 @@ class DigestJobs:
         for item in digest.missing:
             if item.owner_user_id is None:
                 continue
-            claim = ledger.claim(
-                self.engine,
-                department_id=department.id,
-                kind=PostKind.REMINDER,
-                period=slot_key(digest_slot, tz),
-                subject=item.owner_user_id,
-                channel_id=item.owner_user_id,
-            )
-            if claim is None:
-                continue
             locale = department.locale
             text = render.message(
                 "reminder.text",
@@ -242,14 +198,9 @@ class DigestJobs:
                 when=digest_slot.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
                 kpis=", ".join(f"`{kpi.key}` {kpi.name(locale)}" for kpi in item.kpis),
             )
-            try:
-                ts = self.client.chat_postMessage(channel=item.owner_user_id, text=text)["ts"]
-            except SlackApiError as error:
-                ledger.fail(self.engine, claim, str(error.response.get("error")))
-                log.error("reminder to %s failed: %s", item.owner_user_id, error.response.get("error"))
-                continue
-            ledger.complete(self.engine, claim, str(ts))
-            sent += 1
+            key = outbox.Key(department.id, PostKind.REMINDER, slot_key(digest_slot, tz), item.owner_user_id)
+            posted = self.outbox.send(key, item.owner_user_id, [Message(text)])
+            sent += posted.status == "posted"
         return sent
 
     def tell_admins(self, department: Department, kind: str, error: str) -> None:
@@ -276,14 +227,9 @@ class DigestJobs:
         )
         for recipient in recipients:
             try:
-                self.client.chat_postMessage(channel=recipient, text=text)
-            except SlackApiError as notice_error:
-                log.error(
-                    "could not tell %s about the failed %s: %s",
-                    recipient,
-                    kind,
-                    notice_error.response.get("error"),
-                )
+                self.outbox.poster.post(recipient, Message(text))
+            except PostFailed as notice_error:
+                log.error("could not tell %s about the failed %s: %s", recipient, kind, notice_error.code)
 
 
 @subcommand("digest", "ダイジェスト")
@@ -318,18 +264,11 @@ def digest_command(request: CommandRequest) -> None:
             )
         )
     elif outcome.status in ("already", "busy"):
-        link = _permalink(request.client, department.channel_id, outcome.ts)
+        ts = outcome.ts
+        channel = department.channel_id
+        link = (jobs.outbox.poster.permalink(channel, ts) if channel and ts else None) or ""
         request.reply(render.message("digest.command_already", locale, department=name, link=link))
     else:
         request.reply(
             render.message("digest.command_posted", locale, department=name, channel=department.channel_id)
         )
-
-
-def _permalink(client: WebClient, channel: str | None, ts: str | None) -> str:
-    if not channel or not ts:
-        return ""
-    try:
-        return str(client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"])
-    except SlackApiError:
-        return ""

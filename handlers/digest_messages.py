@@ -6,7 +6,6 @@ replies; nothing is truncated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
@@ -14,6 +13,7 @@ from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextO
 from bot import render
 from bot.digest import Digest, DivisionSummary, sparkline, trend
 from bot.models import CountermeasureStatus
+from bot.outbox import Message
 from bot.scorecard import ScoreRow
 from bot.scoring import Status
 from handlers.blocks import MAX_BLOCKS, SECTION_TEXT_BUDGET, context, sections
@@ -23,10 +23,8 @@ MAX_MESSAGE_CHARS = 3800
 HEADER_MAX = 150
 
 
-@dataclass
-class SlackMessage:
-    text: str  # the notification / fallback text
-    blocks: list[dict[str, Any]] = field(default_factory=list)
+# Until every caller says Message (bot.outbox): the one type of a message to post.
+SlackMessage = Message
 
 
 def digest_messages(digest: Digest, locale: str) -> list[SlackMessage]:

@@ -11,12 +11,14 @@ bot/review.py; the words are templates/<locale>/messages/review.yaml.
 from __future__ import annotations
 
 from bot import countermeasures as service
-from bot import render
+from bot import outbox, render
 from bot.database import transaction
 from bot.models import PostKind
+from bot.outbox import Message, Outbox
 from bot.review import Agenda, build_agenda, due_key
 from handlers.commands import CommandRequest, subcommand
-from handlers.countermeasures import ask_which_department, department_for, permalink, post_once
+from handlers.countermeasures import ask_which_department, department_for, permalink
+from handlers.poster import SlackPoster
 
 # Items beyond this are counted in the header, not posted: a meeting discusses a few dozen at most.
 MAX_ITEMS = 30
@@ -95,18 +97,12 @@ def post_agenda(request: CommandRequest, agenda: Agenda) -> tuple[str, str | Non
     if len(items) > len(shown):
         header += "\n" + render.message("review.more", locale, count=len(items) - len(shown))
 
+    posts = Outbox(request.deps.engine, SlackPoster(request.client))
+
     def once(subject: str, text: str) -> tuple[str, str | None, str | None]:
-        posted = post_once(
-            request.deps.engine,
-            request.client,
-            department_id=department.id,  # type: ignore[arg-type]
-            kind=PostKind.REVIEW,
-            period=agenda.day.isoformat(),
-            subject=subject,
-            channel=department.channel_id,  # type: ignore[arg-type]
-            text=text,
-            retry_failed=True,  # someone asked again: what Slack refused last time is sent now
-        )
+        key = outbox.Key(department.id, PostKind.REVIEW, agenda.day.isoformat(), subject)  # type: ignore[arg-type]
+        # retry_failed: someone asked again, so what Slack refused last time is sent now.
+        posted = posts.send(key, department.channel_id, [Message(text)], retry_failed=True)  # type: ignore[arg-type]
         return posted.status, posted.ts, posted.error
 
     status, ts, error = once("", header)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
 import handlers.digest
-from bot import ledger
+from bot import outbox
 from bot.actuals import record_actual
 from bot.cli import main
 from bot.clock import set_clock
@@ -454,13 +454,9 @@ def test_a_claim_left_by_a_crash_is_taken_over_after_the_lease(
     jobs: DigestJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
 ) -> None:
     now = SLOT + dt.timedelta(minutes=15)
-    at(now - ledger.LEASE - dt.timedelta(minutes=1))
-    crashed = ledger.claim(
-        engine,
-        department_id=department_id(engine, "sales"),
-        kind=PostKind.DIGEST,
-        period=PERIOD,
-        channel_id="C0SALES",
+    at(now - outbox.LEASE - dt.timedelta(minutes=1))
+    crashed = outbox.claim(
+        engine, outbox.Key(department_id(engine, "sales"), PostKind.DIGEST, PERIOD), channel_id="C0SALES"
     )
     assert crashed is not None
 
@@ -479,7 +475,7 @@ def test_a_fresh_claim_of_another_process_is_left_alone(
     sales = department_id(engine, "sales")
     now = SLOT + dt.timedelta(minutes=15)
     at(now - dt.timedelta(minutes=1))
-    assert ledger.claim(engine, department_id=sales, kind=PostKind.DIGEST, period=PERIOD) is not None
+    assert outbox.claim(engine, outbox.Key(sales, PostKind.DIGEST, PERIOD)) is not None
 
     at(now)
     jobs.digest("sales", SLOT)
@@ -528,7 +524,7 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
     make_scheduler: Callable[..., Scheduler],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_complete = ledger.complete
+    real_complete = outbox.complete
     failures = [_db_error()]
 
     def flaky_complete(*args: Any, **kwargs: Any) -> None:
@@ -536,7 +532,7 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
             raise failures.pop()
         real_complete(*args, **kwargs)
 
-    monkeypatch.setattr(ledger, "complete", flaky_complete)
+    monkeypatch.setattr(outbox, "complete", flaky_complete)
     at(SLOT + dt.timedelta(seconds=30))
     scheduler = make_scheduler(jobs)
     assert scheduler.run("digest", "sales", SLOT) is True
