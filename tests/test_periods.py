@@ -15,11 +15,14 @@ from bot.periods import (
     fiscal_year_bounds,
     fiscal_year_periods,
     parse_key,
+    parse_period,
     period_of,
     weeks_in_month,
 )
 
 D = dt.date
+W = Cadence.WEEKLY
+M = Cadence.MONTHLY
 
 
 @pytest.mark.parametrize(
@@ -139,3 +142,100 @@ def test_fiscal_year_periods_cover_the_year_once() -> None:
     following = fiscal_year_periods(2027, Cadence.WEEKLY)
     assert weeks[-1].next() == following[0]
     assert not set(weeks) & set(following)
+
+
+# -- pinned dates: the turn of the year, the fiscal year, months' first, 7th and last days ----------
+
+
+@pytest.mark.parametrize(
+    ("day", "week", "month", "quarter"),
+    [
+        (D(2026, 12, 28), "2026-W53", "2026-12", 3),
+        (D(2026, 12, 31), "2026-W53", "2026-12", 3),
+        (D(2027, 1, 1), "2026-W53", "2027-01", 4),
+        (D(2027, 1, 3), "2026-W53", "2027-01", 4),
+        (D(2027, 1, 4), "2027-W01", "2027-01", 4),
+    ],
+)
+def test_new_year_days_fall_in_week_53_and_fiscal_2026(
+    day: dt.date, week: str, month: str, quarter: int
+) -> None:
+    assert period_of(day, W).key == week
+    assert period_of(day, M).key == month
+    assert (fiscal_year(day), fiscal_quarter(day)) == (2026, quarter)
+
+
+def test_week_53_runs_from_28_december_to_3_january_and_belongs_to_december() -> None:
+    week = parse_key("2026-W53")
+    assert (week.start, week.end, week.days) == (D(2026, 12, 28), D(2027, 1, 3), 7)
+    assert week.month().key == "2026-12"  # its Thursday is 31 December
+    assert weeks_in_month(parse_key("2026-12"))[-1] == week
+    january = weeks_in_month(parse_key("2027-01"))
+    assert (january[0].key, january[0].start) == ("2027-W01", D(2027, 1, 4))
+    assert week in fiscal_year_periods(2026, W)
+
+
+def test_the_week_of_31_march_2027_counts_in_the_next_fiscal_year() -> None:
+    # 2027-W13 runs Mon 29 March – Sun 4 April; its Thursday, 1 April, is in fiscal 2027.
+    week = period_of(D(2027, 3, 31), W)
+    assert week == period_of(D(2027, 4, 1), W) == parse_key("2027-W13")
+    assert fiscal_year(D(2027, 3, 31)) == 2026 and fiscal_year(D(2027, 4, 1)) == 2027
+    assert fiscal_year_periods(2026, W)[-1].key == "2027-W12"
+    assert fiscal_year_periods(2027, W)[0] == week
+    assert week not in fiscal_year_periods(2026, W)
+
+
+@pytest.mark.parametrize(
+    ("month", "first", "seventh", "last"),
+    [
+        ("2026-12", D(2026, 12, 1), D(2026, 12, 7), D(2026, 12, 31)),
+        ("2027-02", D(2027, 2, 1), D(2027, 2, 7), D(2027, 2, 28)),
+        ("2028-02", D(2028, 2, 1), D(2028, 2, 7), D(2028, 2, 29)),
+        ("2027-03", D(2027, 3, 1), D(2027, 3, 7), D(2027, 3, 31)),
+        ("2027-04", D(2027, 4, 1), D(2027, 4, 7), D(2027, 4, 30)),
+    ],
+)
+def test_first_seventh_and_last_day_are_in_their_month(
+    month: str, first: dt.date, seventh: dt.date, last: dt.date
+) -> None:
+    period = parse_key(month)
+    assert (period.start, period.end) == (first, last)
+    assert all(period_of(day, M) == period and period.contains(day) for day in (first, seventh, last))
+    assert period_of(last + dt.timedelta(days=1), M) == period.next()
+    assert period_of(first - dt.timedelta(days=1), M) == period.previous()
+
+
+@pytest.mark.parametrize(
+    ("today", "text", "cadence", "key"),
+    [
+        (D(2027, 1, 1), "先月", M, "2026-12"),
+        (D(2027, 1, 1), "this month", M, "2027-01"),
+        (D(2027, 1, 1), "今週", W, "2026-W53"),
+        (D(2027, 1, 4), "last week", W, "2026-W53"),
+        (D(2027, 1, 4), "今週", W, "2027-W01"),
+        (D(2026, 12, 31), "先々月", M, "2026-10"),
+        (D(2026, 12, 7), "先週", W, "2026-W49"),  # the 7th is a Monday: last week ended yesterday
+        (D(2027, 4, 1), "先月", M, "2027-03"),
+        (D(2027, 3, 31), "今月", M, "2027-03"),
+        (D(2028, 3, 1), "last month", M, "2028-02"),
+        (D(2027, 1, 1), "2027年1月", M, "2027-01"),  # the first day of a month may be reported
+        (D(2027, 1, 4), "2027-W01", W, "2027-W01"),
+    ],
+)
+def test_periods_people_type_on_pinned_days(today: dt.date, text: str, cadence: Cadence, key: str) -> None:
+    assert parse_period(text, cadence, today).key == key
+
+
+@pytest.mark.parametrize(
+    ("today", "text", "cadence"),
+    [
+        (D(2026, 12, 31), "2027-01", M),
+        (D(2026, 12, 31), "2027年1月", M),
+        (D(2027, 1, 3), "2027-W01", W),
+        (D(2027, 3, 31), "2027-04", M),
+    ],
+)
+def test_a_period_that_has_not_started_is_future(today: dt.date, text: str, cadence: Cadence) -> None:
+    with pytest.raises(PeriodError) as error:
+        parse_period(text, cadence, today)
+    assert error.value.code == "future"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import jpholiday
+import pytest
+
 from bot.slots import (
     SlotTrigger,
     digest_slots,
     digest_trigger,
+    is_working_day,
     next_digest_slot,
     next_reminder,
     reminder_slot,
@@ -177,3 +181,121 @@ def test_reminder_trigger_fires_at_reminders() -> None:
     first = trigger.get_next_fire_time(None, utc(2027, 1, 1))
     assert first == local(TOKYO, 2027, 1, 8, 15)
     assert trigger.get_next_fire_time(first, first) == local(TOKYO, 2027, 1, 15, 15)
+
+
+# -- pinned dates: DST in New York, the New Year holidays, months' first and last days -------------
+
+DAILY_9 = "0 9 * * *"
+
+
+@pytest.mark.parametrize(
+    ("change", "utc_hour_before", "utc_hour_after"),
+    [
+        (dt.date(2027, 3, 14), 14, 13),  # spring forward: EST (UTC-5) to EDT (UTC-4)
+        (dt.date(2026, 11, 1), 13, 14),  # fall back: EDT to EST
+    ],
+)
+def test_new_york_09_00_shifts_its_utc_instant_at_dst_and_keeps_one_slot_a_day(
+    change: dt.date, utc_hour_before: int, utc_hour_after: int
+) -> None:
+    days = [change + dt.timedelta(days=offset) for offset in range(-2, 3)]
+    start = local(NEW_YORK, *days[0].timetuple()[:3]) - dt.timedelta(hours=1)
+    end = local(NEW_YORK, *days[-1].timetuple()[:3], 23)
+    slots = digest_slots(DAILY_9, NEW_YORK, False, start, end)
+    assert [slot_key(slot, NEW_YORK) for slot in slots] == [day.isoformat() for day in days]
+    assert all(slot.astimezone(NEW_YORK).time() == dt.time(9) for slot in slots)
+    assert [slot.hour for slot in slots] == [utc_hour_before] * 2 + [utc_hour_after] * 3
+    # The scheduler's trigger, one fire after another, meets the same slots: none lost, none twice.
+    trigger = digest_trigger(DAILY_9, NEW_YORK, False)
+    fired = [trigger.get_next_fire_time(None, start)]
+    while len(fired) < len(slots):
+        previous = fired[-1]
+        assert previous is not None
+        fired.append(trigger.get_next_fire_time(previous, previous))
+    assert fired == slots
+
+
+def test_new_york_monday_digest_and_its_reminder_across_the_spring_change() -> None:
+    slots = digest_slots(MONDAY_9, NEW_YORK, False, utc(2027, 3, 1), utc(2027, 3, 23))
+    assert slots == [utc(2027, 3, 1, 14), utc(2027, 3, 8, 14), utc(2027, 3, 15, 13), utc(2027, 3, 22, 13)]
+    # Monday 15 March (EDT) is reminded on Friday 12 March at 15:00 EST.
+    assert reminder_slot(slots[2], NEW_YORK) == utc(2027, 3, 12, 20)
+    assert next_reminder(MONDAY_9, NEW_YORK, False, utc(2027, 3, 9)) == (utc(2027, 3, 12, 20), slots[2])
+    # A Tuesday digest after the change is reminded on Monday 15 March at 15:00 EDT.
+    assert reminder_slot(local(NEW_YORK, 2027, 3, 16, 9), NEW_YORK) == utc(2027, 3, 15, 19)
+
+
+def test_jpholiday_new_year_is_only_1_january() -> None:
+    # What the holiday shift relies on: 2 and 3 January are no public holidays (many firms close
+    # them, but kpibot only knows the law's holidays); in 2027 they are a weekend anyway.
+    holidays = [
+        d for d in (dt.date(2026, 12, 28) + dt.timedelta(days=n) for n in range(8)) if jpholiday.is_holiday(d)
+    ]
+    assert holidays == [dt.date(2027, 1, 1)]
+    assert is_working_day(dt.date(2026, 12, 31)) and is_working_day(dt.date(2027, 1, 4))
+    assert not is_working_day(dt.date(2027, 1, 1))
+    assert is_working_day(dt.date(2027, 1, 1), skip_holidays=False)
+
+
+@pytest.mark.parametrize(
+    ("cron", "holiday_shift", "dates"),
+    [
+        # Neither Monday of the holidays (28 Dec, 4 Jan) is a public holiday.
+        (MONDAY_9, True, ["2026-12-28", "2027-01-04"]),
+        # Friday 1 January moves to Monday 4 January.
+        ("0 9 * * fri", True, ["2026-12-25", "2027-01-04"]),
+        ("0 9 * * fri", False, ["2026-12-25", "2027-01-01"]),
+        # Daily: 1 January lands on 4 January, a slot already; weekends are not shifted.
+        (
+            DAILY_9,
+            True,
+            ["2026-12-25", "2026-12-26", "2026-12-27", "2026-12-28", "2026-12-29", "2026-12-30", "2026-12-31"]
+            + ["2027-01-02", "2027-01-03", "2027-01-04", "2027-01-05"],
+        ),
+    ],
+)
+def test_new_year_slots_in_tokyo(cron: str, holiday_shift: bool, dates: list[str]) -> None:
+    start, end = local(TOKYO, 2026, 12, 25), local(TOKYO, 2027, 1, 5, 12)
+    slots = digest_slots(cron, TOKYO, holiday_shift, start, end)
+    assert [slot_key(slot, TOKYO) for slot in slots] == dates
+    assert all(slot.astimezone(TOKYO).time() == dt.time(9) for slot in slots)
+
+
+@pytest.mark.parametrize(
+    ("digest", "holiday_shift", "reminder"),
+    [
+        # Monday 4 January: with holiday_shift the reminder skips New Year's Day to Thursday 31 Dec;
+        # without it only the weekend is skipped, so it goes out on 1 January.
+        (local(TOKYO, 2027, 1, 4, 9), True, local(TOKYO, 2026, 12, 31, 15)),
+        (local(TOKYO, 2027, 1, 4, 9), False, local(TOKYO, 2027, 1, 1, 15)),
+        (local(TOKYO, 2027, 1, 1, 9), False, local(TOKYO, 2026, 12, 31, 15)),
+        (local(TOKYO, 2026, 12, 28, 9), True, local(TOKYO, 2026, 12, 25, 15)),
+        # Monday 22 March 2027 is 春分の日 (振替休日): shifted to Tuesday, reminded the Friday before.
+        (local(TOKYO, 2027, 3, 23, 9), True, local(TOKYO, 2027, 3, 19, 15)),
+    ],
+)
+def test_reminders_around_holidays(digest: dt.datetime, holiday_shift: bool, reminder: dt.datetime) -> None:
+    assert reminder_slot(digest, TOKYO, holiday_shift) == reminder
+
+
+def test_substitute_holiday_in_march_moves_the_monday_digest() -> None:
+    slots = digest_slots(MONDAY_9, TOKYO, True, local(TOKYO, 2027, 3, 20), local(TOKYO, 2027, 4, 6))
+    assert [slot_key(slot, TOKYO) for slot in slots] == ["2027-03-23", "2027-03-29", "2027-04-05"]
+    pairs = reminder_slots(MONDAY_9, TOKYO, True, local(TOKYO, 2027, 3, 18), local(TOKYO, 2027, 3, 27))
+    assert pairs == [(local(TOKYO, 2027, 3, 19, 15), slots[0]), (local(TOKYO, 2027, 3, 26, 15), slots[1])]
+
+
+@pytest.mark.parametrize(
+    ("cron", "holiday_shift", "dates"),
+    [
+        ("0 9 1 * *", True, ["2026-12-01", "2027-01-04", "2027-02-01", "2027-03-01", "2027-04-01"]),
+        ("0 9 1 * *", False, ["2026-12-01", "2027-01-01", "2027-02-01", "2027-03-01", "2027-04-01"]),
+        # Only public holidays move a slot: Sunday 7 February and 7 March keep theirs.
+        ("0 9 7 * *", True, ["2026-12-07", "2027-01-07", "2027-02-07", "2027-03-07", "2027-04-07"]),
+        ("0 9 last * *", False, ["2026-12-31", "2027-01-31", "2027-02-28", "2027-03-31"]),
+    ],
+)
+def test_monthly_digest_on_the_1st_7th_and_last_day(cron: str, holiday_shift: bool, dates: list[str]) -> None:
+    start, end = local(TOKYO, 2026, 11, 30, 12), local(TOKYO, 2027, 4, 10)
+    slots = digest_slots(cron, TOKYO, holiday_shift, start, end)
+    assert [slot_key(slot, TOKYO) for slot in slots] == dates
