@@ -45,11 +45,40 @@ DRIFTS = {
 }
 DEFAULT_DRIFT = Drift(1.02, 1.00)
 
+# The story the demo tells (handlers/demo.py), on finished months only so that it holds on any
+# date: MQLs fall to 64 % of target in the month before last; at the first review of last month
+# Marketing's head logs a countermeasure; last month's figure then arrives at 93 % of target. The
+# month in progress would not do: a running total is not judged before a quarter of it has passed.
+STORY_KPI = "mqls"
+STORY_RECOVERY = Decimal("0.93")  # of the recovery month's target
+
 
 def simulated_periods(cadence: Cadence, today: dt.date) -> list[Period]:
     """The quarter before `today`: 13 finished weeks, or the 3 finished months."""
     last = reviewed_period(cadence, today)
     return last.last(WEEKS if cadence is Cadence.WEEKLY else 3)
+
+
+def story_months(today: dt.date) -> tuple[Period, Period]:
+    """The story's shortfall (the month before last) and recovery (last month, judged in full)."""
+    recovery = reviewed_period(Cadence.MONTHLY, today)
+    return recovery.previous(), recovery
+
+
+def story_review_day(today: dt.date) -> dt.date:
+    """When the shortfall is reviewed and the countermeasure logged: the recovery month's first
+    Monday (digests go out on Mondays), so the recovery is measured after the countermeasure."""
+    start = story_months(today)[1].start
+    return start + dt.timedelta(days=-start.weekday() % 7)
+
+
+def story_figure(session: Session, kpi: Kpi, period: Period) -> Decimal | None:
+    """The recovery the story reports: STORY_RECOVERY of the month's target (None without one)."""
+    assert kpi.id is not None
+    target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
+    if target is None:
+        return None
+    return _rounded(target.reference(kpi.direction) * STORY_RECOVERY, kpi.unit)
 
 
 def fiscal_year_so_far(today: dt.date, start_month: int = 4) -> list[Period]:
@@ -60,21 +89,31 @@ def fiscal_year_so_far(today: dt.date, start_month: int = 4) -> list[Period]:
 
 
 def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
-    """Report plausible actuals for every non-derived KPI; returns how many were stored."""
+    """Report plausible actuals for every non-derived KPI; returns how many were stored.
+
+    The story KPI's quarter ends with the shortfall month: last month's figure is the story's."""
     rng = random.Random(seed)
     kpis = session.exec(select(Kpi).where(col(Kpi.formula).is_(None)).order_by(col(Kpi.id))).all()
     periods = {cadence: simulated_periods(cadence, today) for cadence in Cadence}
+    story = [month.previous() for month in periods[Cadence.MONTHLY]]
     measures = set(session.exec(select(Goal.kpi_id).where(col(Goal.kpi_id).is_not(None))).all())
-    year_so_far = fiscal_year_so_far(today)
+    # The KGI's measure needs the fiscal year so far, and the quarter too: on 1 April the new
+    # fiscal year has no finished month, but the digest still reviews March.
+    year_so_far = sorted({*fiscal_year_so_far(today, _fiscal_year_start(session)), *periods[Cadence.MONTHLY]})
     targets = targets_for(
         session,
         [k.id for k in kpis if k.id is not None],
-        {p.key for ps in [*periods.values(), year_so_far] for p in ps},
+        {p.key for ps in [*periods.values(), year_so_far, story] for p in ps},
     )
     stored = 0
     for kpi in kpis:
         drift = DRIFTS.get(kpi.key, DEFAULT_DRIFT)
-        window = year_so_far if kpi.id in measures else periods[kpi.cadence]
+        if kpi.id in measures:
+            window = year_so_far
+        elif kpi.key == STORY_KPI and kpi.cadence is Cadence.MONTHLY:
+            window = story
+        else:
+            window = periods[kpi.cadence]
         for index, period in enumerate(window):
             target = targets.get((kpi.id, period.key))  # type: ignore[arg-type]
             if target is None:
@@ -94,6 +133,12 @@ def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
     return stored
 
 
+def _fiscal_year_start(session: Session) -> int:
+    """The division's first month of the fiscal year, which the digests' KGI progress counts from."""
+    division = session.exec(select(Department).where(col(Department.is_division))).first()
+    return division.fiscal_year_start_month if division else 4
+
+
 def _rounded(value: Decimal, unit: Unit) -> Decimal:
     places = {Unit.PERCENT: Decimal("0.1"), Unit.JPY: Decimal("100"), Unit.USD: Decimal("0.01")}
     quantum = places.get(unit, Decimal(1))
@@ -102,10 +147,14 @@ def _rounded(value: Decimal, unit: Unit) -> Decimal:
 
 def prepare_demo(engine: Engine, *, today: dt.date, locale: str, plan_path: Path = EXAMPLE_PLAN) -> None:
     """Import the plan and simulate a quarter of actuals, in one transaction. Every department
-    speaks the demo's language, so what it shows reads in one language."""
+    speaks the demo's language, so what it shows reads in one language, and the KGI is the
+    current fiscal year's, so the digests show its progress whatever the date."""
     with transaction(engine) as session:
         apply_plan(session, load_plan(plan_path, session), actor="demo")
         for department in session.exec(select(Department)).all():
             department.locale = locale
             session.add(department)
+        for goal in session.exec(select(Goal)).all():
+            goal.fiscal_year = fiscal_year(today, _fiscal_year_start(session))
+            session.add(goal)
         simulate_quarter(session, today)

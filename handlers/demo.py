@@ -4,62 +4,90 @@ posted by the production code into a PreviewClient instead of Slack."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from bot import countermeasures, render
+from bot import clock, countermeasures, render
+from bot.alerts import check_kpi
 from bot.config import Settings
 from bot.database import transaction
-from bot.models import Cadence, Department, Kpi, Source
-from bot.periods import period_of
+from bot.demo import STORY_KPI, story_figure, story_months, story_review_day
+from bot.models import Department, Kpi, Source
 from bot.reporting import save
-from handlers.alerts import scan_and_post
+from handlers.alerts import scan_and_post, sync_alerts
 from handlers.countermeasures import announce
 from handlers.deps import Deps
 from handlers.followup import after_reports
 from handlers.preview_client import PreviewClient
 from handlers.users import UserDirectory
 
-# The story the demo tells, on the example plan: MQLs fell to 64 % of target in October;
-# Marketing's head logs a countermeasure in the alert's thread; November recovers.
-STORY_KPI = "mqls"
-STORY_RECOVERY = Decimal(186)
-
 
 def alert_loop(engine: Engine, settings: Settings, *, locale: str, day: dt.date) -> PreviewClient:
+    """The hourly scan on `day`, and the story (bot.demo) on finished months, so that it is whole
+    on any date: the alert on the month before last, answered with a countermeasure at last month's
+    first review; then last month's figure, its measured effect and the alert resolving."""
     client = PreviewClient(locale=locale)
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client))
     with transaction(engine) as session:
         kpi = session.exec(select(Kpi).where(Kpi.key == STORY_KPI)).first()
         department = session.get(Department, kpi.department_id) if kpi else None
     now = dt.datetime.combine(day, dt.time(10, 0), tzinfo=ZoneInfo(settings.timezone.key))
-    scan_and_post(deps, client, now)
     if kpi is None or department is None or not department.head_user_id:
+        scan_and_post(deps, client, now)
         return client  # another plan: alerts only
-    head = department.head_user_id
-    due = (day + dt.timedelta(days=14)).isoformat()
-    text = render.message("demo.countermeasure", locale)
+    _last_months_review(deps, client, kpi, department, department.head_user_id, locale, day)
+    scan_and_post(deps, client, now)
+    _, recovery = story_months(day)
     with transaction(engine) as session:
-        draft = countermeasures.from_command(
-            session,
-            text=f"{kpi.key} {text} <@{kpi.owner_user_id or head}> {due}",
-            user_id=head,
-            is_admin=lambda: False,
-        )
-        logged = countermeasures.log(session, draft, logged_by=head, source="demo")
-    announce(deps, client, logged, draft.kpi, draft.department)
-    with transaction(engine) as session:
+        value = story_figure(session, kpi, recovery)
+        if value is None:
+            return client  # no target to recover to
         reported = save(
             session,
-            kpi=draft.kpi,
-            department=draft.department,
-            period=period_of(day, Cadence.MONTHLY),
-            value=STORY_RECOVERY,
-            user_id=kpi.owner_user_id or head,
+            kpi=kpi,
+            department=department,
+            period=recovery,
+            value=value,
+            user_id=kpi.owner_user_id or department.head_user_id,
             source=Source.DEMO,
         )
     after_reports(deps, client, [reported])
     return client
+
+
+def _last_months_review(
+    deps: Deps, client: PreviewClient, kpi: Kpi, department: Department, head: str, locale: str, day: dt.date
+) -> None:
+    """The shortfall's alert, and the countermeasure agreed in its thread, at last month's first review."""
+    review = story_review_day(day)
+    with _clock_at(dt.datetime.combine(review, dt.time(10, 0), tzinfo=ZoneInfo(department.timezone))):
+        with transaction(deps.engine) as session:
+            check_kpi(session, kpi, department, review)
+        sync_alerts(deps, client, kpi_ids=[kpi.id] if kpi.id is not None else [])
+        due = (review + dt.timedelta(days=14)).isoformat()
+        text = render.message("demo.countermeasure", locale)
+        with transaction(deps.engine) as session:
+            draft = countermeasures.from_command(
+                session,
+                text=f"{kpi.key} {text} <@{kpi.owner_user_id or head}> {due}",
+                user_id=head,
+                is_admin=lambda: False,
+            )
+            logged = countermeasures.log(session, draft, logged_by=head, source="demo")
+        announce(deps, client, logged, draft.kpi, draft.department)
+
+
+@contextmanager
+def _clock_at(moment: dt.datetime) -> Iterator[None]:
+    """Everything that asks the time (alerts, countermeasures, their due dates) asks bot.clock."""
+    # bot.clock has no getter: the caller's clock (a test's, or real time) is put back as it was.
+    previous = clock._now
+    clock.set_clock(lambda: moment)
+    try:
+        yield
+    finally:
+        clock.set_clock(previous)
