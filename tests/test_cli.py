@@ -5,8 +5,12 @@ is read, and sets every setting it depends on."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -205,7 +209,95 @@ DIGEST_HEADERS = {"ja": "📊 {} 週次 KPI ダイジェスト", "en": "📊 {} 
 DIVISION_HEADERS = {"ja": "📊 事業部 KPI サマリー", "en": "📊 Division KPI summary"}
 
 
-def _assert_digests(out: str, locale: str, preview: Path) -> None:
+@dataclass(frozen=True)
+class Calendar:
+    """What the demo must show on `day`, worked out from the date alone: the digests review the
+    last finished month and week; the story's shortfall is the month before last."""
+
+    day: dt.date
+
+    def months_back(self, count: int) -> str:
+        index = self.day.year * 12 + self.day.month - 1 - count
+        return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+    @property
+    def month(self) -> str:
+        return self.months_back(1)
+
+    @property
+    def shortfall(self) -> str:
+        return self.months_back(2)
+
+    @property
+    def week(self) -> str:
+        year, week, _ = (self.day - dt.timedelta(days=7)).isocalendar()
+        return f"{year}-W{week:02d}"
+
+    @property
+    def fiscal_year(self) -> int:
+        return self.day.year if self.day.month >= 4 else self.day.year - 1
+
+    @property
+    def fiscal_months_finished(self) -> int:
+        """Months of the fiscal year that have ended (April → 0)."""
+        return (self.day.month - 4) % 12
+
+
+STORY = {
+    "ja": {
+        "reviewing": "対象期間: {month} / {week}",
+        "reviewing_monthly": "対象期間: {month}\n",
+        "fiscal_year": "({fiscal_year}年度)",
+        "sqls": "🔴 *SQL 数* ・ {month} ・ インサイドセールス部",
+        "root": "✅ *MQL 数* ・ {shortfall} ・ マーケティング部",
+        "countermeasure": ":memo: *MQL 数の対策*(記録: <@U0MKTHEAD>)",
+        "before": "記録時: {shortfall} ",
+        "resolved": ":white_check_mark: *MQL 数* は目標水準に戻りました。アラートを解決済みにしました。",
+        "effect": r"{shortfall} (\d+)\(64 %\) → {month} \*(\d+)\*\(目標 (\d+) に対し 93 %\) 🟢 順調",
+    },
+    "en": {
+        "reviewing": "reviewing {month} / {week}",
+        "reviewing_monthly": "reviewing {month}\n",
+        "fiscal_year": "(FY{fiscal_year})",
+        "sqls": "🔴 *SQLs* · {month} · Inside Sales",
+        "root": "✅ *MQLs* · {shortfall} · Marketing",
+        "countermeasure": ":memo: *Countermeasure for MQLs*, logged by <@U0MKTHEAD>",
+        "before": "before: {shortfall} ",
+        "resolved": ":white_check_mark: *MQLs* is back on track: alert resolved.",
+        "effect": r"{shortfall} (\d+) \(64 %\) → {month} \*(\d+)\* \(93 % of target (\d+)\) 🟢 on track",
+    },
+}
+
+
+def _assert_story(out: str, locale: str, day: dt.date) -> None:
+    """The digests review the last finished month and week, and one thread tells the whole story
+    on finished months: the MQL alert on the month before last, the countermeasure logged in its
+    thread, last month's figure with its measured effect, and the alert resolved."""
+    cal = Calendar(day)
+    periods = {
+        "month": cal.month,
+        "week": cal.week,
+        "shortfall": cal.shortfall,
+        "fiscal_year": cal.fiscal_year,
+    }
+    text = {key: value.format(**periods) for key, value in STORY[locale].items()}
+    # Three departments have weekly KPIs; Customer Success only monthly ones.
+    assert out.count(text["reviewing"]) == 3, text["reviewing"]
+    assert text["reviewing_monthly"] in out
+    assert out.count(text["fiscal_year"]) == 1 + len(DEPARTMENTS[locale]), text["fiscal_year"]
+    assert text["sqls"] in out
+    effect = re.search(text["effect"], out)
+    assert effect, text["effect"]
+    story = [text["root"], text["countermeasure"], text["before"], text["resolved"], effect[0]]
+    positions = [out.find(fragment) for fragment in story]
+    assert -1 not in positions, [f for f, at in zip(story, positions, strict=True) if at == -1]
+    assert positions == sorted(positions), "the story is told out of order"
+    before, after, target = (Decimal(effect[i]) for i in (1, 2, 3))
+    assert after == (target * Decimal("0.93")).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    assert before < after
+
+
+def _assert_digests(out: str, locale: str, preview: Path, day: dt.date) -> None:
     """The demo prints the real digest messages (and writes them with charts as HTML)."""
     assert DIVISION_HEADERS[locale] in out
     html = preview.read_text(encoding="utf-8")
@@ -216,20 +308,23 @@ def _assert_digests(out: str, locale: str, preview: Path) -> None:
     assert html.count("data:image/png;base64,") == len(DEPARTMENTS[locale])
     # A plausible quarter: some KPIs on track, a few drifting off it.
     assert "🟢" in out and "🔴" in out
-    # Alerts in the channels, and one thread telling the whole story: the MQL alert, the
-    # countermeasure logged in its thread, its measured effect and the recovery.
-    story = {
-        "ja": ["🔴 *SQL 数*", "*MQL 数の対策*", "2026-10 128(64 %) → 2026-11 *186*", "目標水準に戻りました"],
-        "en": [
-            "🔴 *SQLs*",
-            "*Countermeasure for MQLs*",
-            "2026-10 128 (64 %) → 2026-11 *186*",
-            "Back on track",
-        ],
-    }[locale]
-    for fragment in story:
-        assert fragment in out, fragment
+    _assert_story(out, locale, day)
     assert "<button>" in html and "C0MARKETING" in html
+
+
+def demo_actuals(day: dt.date) -> int:
+    """Actuals the demo stores: a quarter for every reported (non-formula) KPI, 3 weekly × 13 weeks
+    and 11 monthly × 3 months (MQLs' ending the month before last), the fiscal year so far or at
+    least the quarter for revenue, which measures the KGI, and last month's MQLs the story reports."""
+    return 3 * 13 + 11 * 3 + max(3, Calendar(day).fiscal_months_finished) + 1
+
+
+def demo_database_counts(folder: Path) -> dict[str, int]:
+    engine = sa.create_engine(f"sqlite:///{folder / 'kpibot-demo.db'}")
+    try:
+        return table_counts(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("locale", ["ja", "en"])
@@ -241,9 +336,7 @@ def test_demo_needs_no_configuration(capsys: pytest.CaptureFixture[str], tmp_pat
 
     assert (code, err) == (0, "")
     assert (tmp_path / "kpibot-demo.db").is_file()
-    _assert_digests(out, locale, tmp_path / "kpibot-demo.html")
-    # 13 weekly periods back from the pinned date end with the week before it.
-    assert "2026-W48" in out and "2026-10" in out
+    _assert_digests(out, locale, tmp_path / "kpibot-demo.html", dt.date(2026, 11, 30))
     assert len([line for line in out.splitlines() if "🔴" in line]) >= 2
 
 
@@ -255,10 +348,56 @@ def test_demo_is_repeatable(capsys: pytest.CaptureFixture[str]) -> None:
     assert first == second
 
 
-def test_demo_on_todays_date(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "demo", "--locale", "en")
-    assert code == 0
-    _assert_digests(out, "en", Path("kpibot-demo.html"))
+def test_demo_tells_its_story_on_any_day(
+    any_day: dt.date, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "demo", "--locale", "en")
+
+    assert (code, err) == (0, "")
+    _assert_digests(out, "en", tmp_path / "kpibot-demo.html", any_day)
+    assert demo_database_counts(tmp_path)["actual"] == demo_actuals(any_day)
+
+
+# Each row: the day, then exactly what its story shows — the shortfall month and figure, the
+# recovery month, figure and target, the countermeasure's due date (two weeks after the
+# recovery month's first Monday, when it is logged) and the KGI's fiscal year.
+PINNED = [
+    ("2026-11-30", "2026-09 128 (64 %) → 2026-10 *186* (93 % of target 200)", "2026-10-19", "FY2026"),
+    ("2026-12-01", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
+    ("2026-12-07", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
+    ("2026-12-28", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
+    ("2027-01-04", "2026-11 128 (64 %) → 2026-12 *186* (93 % of target 200)", "2026-12-21", "FY2026"),
+    ("2027-02-28", "2026-12 128 (64 %) → 2027-01 *186* (93 % of target 200)", "2027-01-18", "FY2026"),
+    ("2027-03-31", "2027-01 128 (64 %) → 2027-02 *186* (93 % of target 200)", "2027-02-15", "FY2026"),
+    # March has its own MQL target (250, the fiscal year-end push): the recovery is 93 % of it.
+    ("2027-04-01", "2027-02 128 (64 %) → 2027-03 *233* (93 % of target 250)", "2027-03-15", "FY2027"),
+]
+
+
+@pytest.mark.parametrize(("day", "effect", "due", "fiscal_year"), PINNED, ids=[row[0] for row in PINNED])
+def test_demo_at_pinned_dates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, day: str, effect: str, due: str, fiscal_year: str
+) -> None:
+    date = dt.date.fromisoformat(day)
+    set_clock(lambda: dt.datetime.combine(date, dt.time(10, 0), tzinfo=ZoneInfo("Asia/Tokyo")))
+
+    code, out, err = run(capsys, "demo", "--locale", "en")
+
+    assert (code, err) == (0, "")
+    _assert_digests(out, "en", tmp_path / "kpibot-demo.html", date)
+    assert f"{effect} 🟢 on track · better than before" in out
+    assert f"*Owner* <@U0MKT1> · *Due* {due}" in out
+    assert ":white_check_mark: Back on track: resolved" in out
+    assert out.count(f"*🎯 Annual revenue ¥1bn* ({fiscal_year})") == 5
+    month = Calendar(date).month
+    # The KGI counts the fiscal year's finished months: none yet on 1 April, when the digest
+    # still reviews March's revenue.
+    if date.month == 4:
+        assert out.count("No Revenue reported yet this fiscal year.") == 5
+    else:
+        assert out.count("Revenue so far: *¥") == 5
+    assert re.search(rf"\*Revenue\* ¥[\d,]+ / ¥84,000,000 \(\d+ %\) \S+ `[^`]+` _{month}_", out)
+    assert demo_database_counts(tmp_path)["actual"] == demo_actuals(date)
 
 
 def test_demo_on_the_test_database(
@@ -268,11 +407,11 @@ def test_demo_on_the_test_database(
     pin_clock()
     code, out, _ = run(capsys, "--locale", "en", "demo", "--database", database_url.render_as_string(False))
     assert code == 0
-    _assert_digests(out, "en", tmp_path / "kpibot-demo.html")
-    # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months,
-    # the fiscal year so far (April–October) for revenue, which measures the KGI, and the
-    # November MQLs that show the countermeasure's effect.
-    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7 + 1
+    _assert_digests(out, "en", tmp_path / "kpibot-demo.html", dt.date(2026, 11, 30))
+    # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months
+    # (MQLs' July–September), the fiscal year so far (April–October) for revenue, which measures
+    # the KGI, and the October MQLs the story reports to show the countermeasure's effect.
+    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7 + 1 == demo_actuals(dt.date(2026, 11, 30))
     assert not (tmp_path / "kpibot-demo.db").exists()
 
 
