@@ -44,7 +44,7 @@ from bot.models import (
     Target,
     Unit,
 )
-from bot.periods import Period
+from bot.periods import Period, parse_key
 from bot.scorecard import ScoreRow
 from bot.scoring import TargetValue, score
 from tests.plans import count_kpi
@@ -504,3 +504,86 @@ def test_a_later_period_back_on_track_resolves_the_earlier_shortfall_for_good(
         assert check_department(session, department, dt.date(2026, 11, 25)) == []
     still = alert_of(engine, "close_rate", "2026-10")
     assert still is not None and still.status is AlertStatus.RESOLVED
+
+
+# -- pace at pinned dates: judged from 25 % of the period ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "today", "expected"),
+    [
+        ("2026-12", dt.date(2026, 12, 1), None),  # the 1st: nothing to project from
+        ("2026-12", dt.date(2026, 12, 7), None),  # 7 of 31 days is under a quarter
+        ("2026-12", dt.date(2026, 12, 8), Decimal(10) * 31 / 8),
+        ("2026-12", dt.date(2026, 12, 31), Decimal(10)),  # the last day: the total itself
+        ("2027-02", dt.date(2027, 2, 7), Decimal(40)),  # 7 of 28 days is exactly a quarter
+        ("2028-02", dt.date(2028, 2, 7), None),  # 7 of 29 is not
+        ("2028-02", dt.date(2028, 2, 8), Decimal(10) * 29 / 8),
+        ("2027-03", dt.date(2027, 3, 31), Decimal(10)),
+        ("2027-03", dt.date(2027, 4, 1), Decimal(10)),  # finished: the total
+        ("2027-04", dt.date(2027, 4, 1), None),
+        ("2026-W53", dt.date(2026, 12, 28), None),  # Monday: day 1 of 7
+        ("2026-W53", dt.date(2026, 12, 29), Decimal(35)),
+        ("2026-W53", dt.date(2027, 1, 1), Decimal(14)),  # the week goes on into the new year
+        ("2026-W53", dt.date(2027, 1, 3), Decimal(10)),
+    ],
+)
+def test_projection_on_pinned_days(key: str, today: dt.date, expected: Decimal | None) -> None:
+    assert projected(Decimal(10), parse_key(key), today) == expected
+
+
+def alerts_of(engine: Engine, key: str) -> list[tuple[str, AlertReason, Severity, Decimal | None]]:
+    with transaction(engine) as session:
+        rows = session.exec(
+            select(Alert)
+            .join(Kpi, col(Kpi.id) == Alert.kpi_id)
+            .where(Kpi.key == key)
+            .order_by(col(Alert.period))
+        ).all()
+        return [(a.period, a.reason, a.severity, a.value) for a in rows]
+
+
+@pytest.mark.parametrize(
+    ("day", "period", "value", "expected"),
+    [
+        (dt.date(2026, 12, 1), "2026-12", 1, []),
+        (dt.date(2026, 12, 7), "2026-12", 1, []),
+        (
+            dt.date(2026, 12, 8),
+            "2026-12",
+            10,
+            [("2026-12", AlertReason.PACE, Severity.RED, Decimal("38.75"))],
+        ),
+        (dt.date(2026, 12, 31), "2026-12", 85, [("2026-12", AlertReason.PACE, Severity.AMBER, Decimal(85))]),
+        # The next morning December is finished: the same total is its final shortfall.
+        (
+            dt.date(2027, 1, 1),
+            "2026-12",
+            85,
+            [("2026-12", AlertReason.BELOW_TARGET, Severity.AMBER, Decimal(85))],
+        ),
+        (dt.date(2027, 1, 1), "2027-01", 1, []),
+        (dt.date(2027, 2, 7), "2027-02", 10, [("2027-02", AlertReason.PACE, Severity.RED, Decimal(40))]),
+        (dt.date(2028, 2, 7), "2028-02", 10, []),
+        (dt.date(2027, 3, 31), "2027-03", 60, [("2027-03", AlertReason.PACE, Severity.RED, Decimal(60))]),
+        (
+            dt.date(2027, 4, 1),
+            "2027-03",
+            60,
+            [("2027-03", AlertReason.BELOW_TARGET, Severity.RED, Decimal(60))],
+        ),
+    ],
+)
+def test_a_reported_running_total_is_judged_from_a_quarter_of_the_period(
+    engine: Engine,
+    department: Department,
+    day: dt.date,
+    period: str,
+    value: int,
+    expected: list[tuple[str, AlertReason, Severity, Decimal | None]],
+) -> None:
+    set_clock(lambda: dt.datetime.combine(day, dt.time(10), tzinfo=TOKYO).astimezone(dt.UTC))
+    # The month before is on target, so no missing-report streak is in the way.
+    report(engine, "approaches", 100, period=parse_key(period).previous().key)
+    report(engine, "approaches", value, period=period)
+    assert alerts_of(engine, "approaches") == expected
