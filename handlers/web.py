@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -85,7 +86,8 @@ def check_slack_tokens(settings: Settings, locale: str | None = None, *, socket_
         )
     for variable, call in checks:
         try:
-            call()
+            with _silenced("slack_sdk"):
+                call()
         except SlackApiError as error:
             code = error.response.get("error") or error.response.status_code
             raise SlackRefused(
@@ -96,6 +98,18 @@ def check_slack_tokens(settings: Settings, locale: str | None = None, *, socket_
             raise SlackRefused(
                 render.message("cli.slack_unreachable", locale, url=settings.slack_api_url, error=reason)
             ) from None
+
+
+@contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    """The client logs each failed attempt; the one line that follows says it all."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def serve(
