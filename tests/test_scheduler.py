@@ -28,7 +28,7 @@ from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.models import Department, Post, PostKind, PostStatus
 from bot.scheduler import Scheduler
-from bot.slots import next_digest_slot
+from bot.slots import next_digest_slot, slot_key
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -438,3 +438,110 @@ def test_shutdown_hands_the_lead_over(engine: Engine, make_scheduler: Any) -> No
     assert _lock_holder_pid(engine, first.lock_key) is None
     assert second.try_lead()
     assert not first.is_leader
+
+
+# -- pinned dates: the New Year holidays and New York's DST changes -----------------------------------
+
+
+def tokyo(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=TOKYO).astimezone(dt.UTC)
+
+
+def test_catch_up_on_the_first_working_day_of_2027(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Down from 31 December to Monday 4 January 10:00 JST. A Friday digest that holiday_shift moved
+    # off New Year's Day is due now; one that stayed on 1 January is three days old: skipped.
+    shifted = add_department(engine, "shifted", digest_cron="0 9 * * fri", holiday_shift=True)
+    add_department(engine, "plain", digest_cron="0 9 * * fri")
+    add_department(engine, "weekly", holiday_shift=True)  # Monday 4 January is no holiday
+    scheduler = make_scheduler()
+    now = tokyo(2027, 1, 4, 10)
+    assert scheduler.catch_up(now) == [("shifted", tokyo(2027, 1, 4, 9)), ("weekly", tokyo(2027, 1, 4, 9))]
+    assert "department plain: digest of 2027-01-01T00:00:00+00:00 skipped" in caplog.text
+    assert slot_key(tokyo(2027, 1, 4, 9), TOKYO) == "2027-01-04"
+    mark_sent(engine, shifted, "2027-01-04")
+    jobs.calls.clear()
+    assert scheduler.catch_up(now + dt.timedelta(minutes=5)) == [("weekly", tokyo(2027, 1, 4, 9))]
+
+
+def test_new_year_reminders_fire_for_the_shifted_digest(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs
+) -> None:
+    add_department(engine, "shifted", digest_cron="0 9 * * fri", holiday_shift=True)
+    add_department(engine, "plain", digest_cron="0 9 * * fri")
+    scheduler = make_scheduler()
+    scheduler.sync()
+    assert scheduler.try_lead()
+    before = tokyo(2026, 12, 26)
+    # Both remind on Thursday 31 December 15:00: one for Monday 4 January, one for New Year's Day.
+    assert scheduler.next_fire_time("reminder:shifted", before) == tokyo(2026, 12, 31, 15)
+    assert scheduler.next_fire_time("reminder:plain", before) == tokyo(2026, 12, 31, 15)
+    set_clock(lambda: tokyo(2026, 12, 31, 15, 0, 1))
+    scheduler.fire("reminder", "shifted")
+    scheduler.fire("reminder", "plain")
+    assert jobs.calls == [
+        ("reminder", "shifted", tokyo(2027, 1, 4, 9)),
+        ("reminder", "plain", tokyo(2027, 1, 1, 9)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "utc_hours"),
+    [
+        (dt.date(2027, 3, 14), [14, 13, 13]),  # the day before in EST, then EDT
+        (dt.date(2026, 11, 1), [13, 14, 14]),  # the day before in EDT, then EST
+    ],
+)
+def test_new_york_daily_digest_across_dst_fires_once_a_day(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs, change: dt.date, utc_hours: list[int]
+) -> None:
+    us = add_department(engine, "us", timezone="America/New_York", digest_cron="0 9 * * *")
+    scheduler = make_scheduler()
+    scheduler.sync()
+    assert scheduler.try_lead()
+    days = [change + dt.timedelta(days=offset) for offset in (-1, 0, 1)]
+    expected = [
+        dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
+        for day, hour in zip(days, utc_hours, strict=True)
+    ]
+    for slot in expected:
+        assert slot.astimezone(NEW_YORK).time() == dt.time(9)
+        assert scheduler.next_fire_time("digest:us", slot - dt.timedelta(hours=2)) == slot
+        set_clock(lambda at=slot: at + dt.timedelta(milliseconds=300))
+        scheduler.fire("digest", "us")
+        mark_sent(engine, us, slot_key(slot, NEW_YORK))
+    assert jobs.calls == [("digest", "us", slot) for slot in expected]
+    # Each local day has its own ledger period; catch-up finds nothing left, whatever the offset did.
+    assert [slot_key(slot, NEW_YORK) for slot in expected] == [day.isoformat() for day in days]
+    assert scheduler.catch_up(expected[-1] + dt.timedelta(hours=3)) == []
+    assert len(jobs.calls) == 3
+
+
+def test_catch_up_across_the_spring_change_posts_the_latest_slot_once(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs
+) -> None:
+    add_department(engine, "us", timezone="America/New_York", digest_cron="0 9 * * *")
+    scheduler = make_scheduler()
+    # Sunday 14 March 09:30 EDT: Saturday's 09:00 EST is only 23.5 hours ago, yet only today's is posted.
+    now = dt.datetime(2027, 3, 14, 13, 30, tzinfo=dt.UTC)
+    assert scheduler.due_digests(now, now - dt.timedelta(hours=24)) == [
+        ("us", dt.datetime(2027, 3, 13, 14, tzinfo=dt.UTC)),
+        ("us", dt.datetime(2027, 3, 14, 13, tzinfo=dt.UTC)),
+    ]
+    assert scheduler.catch_up(now) == [("us", dt.datetime(2027, 3, 14, 13, tzinfo=dt.UTC))]
+    assert jobs.calls == [("digest", "us", dt.datetime(2027, 3, 14, 13, tzinfo=dt.UTC))]
+
+
+def test_new_york_reminder_before_the_spring_change_announces_mondays_slot(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs
+) -> None:
+    add_department(engine, "us", timezone="America/New_York")
+    scheduler = make_scheduler()
+    scheduler.sync()
+    assert scheduler.try_lead()
+    friday = dt.datetime(2027, 3, 12, 20, tzinfo=dt.UTC)  # 15:00 EST
+    assert scheduler.next_fire_time("reminder:us", friday - dt.timedelta(days=1)) == friday
+    set_clock(lambda: friday + dt.timedelta(seconds=1))
+    scheduler.fire("reminder", "us")
+    assert jobs.calls == [("reminder", "us", dt.datetime(2027, 3, 15, 13, tzinfo=dt.UTC))]  # 09:00 EDT
