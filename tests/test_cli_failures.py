@@ -196,7 +196,7 @@ def test_a_closed_stdout_ends_quietly(tmp_path: Path, sqlite_plan: str, command:
 
 
 def test_head_of_the_export_gets_the_header(tmp_path: Path, sqlite_plan: str) -> None:
-    shell = f'{" ".join(kpibot())} export targets | head -n 1; echo "exit ${{PIPESTATUS[0]}}" >&2'
+    shell = f'{shlex.join(kpibot())} export targets | head -n 1; echo "exit ${{PIPESTATUS[0]}}" >&2'
     result = subprocess.run(
         ["bash", "-c", shell],
         env=environment(DATABASE_URL=sqlite_plan),
