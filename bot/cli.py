@@ -334,9 +334,8 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.web import serve
 
-    serve(
-        settings, locale=args.locale
-    )  # runs gunicorn until SIGTERM/SIGINT; the arbiter exits the process itself
+    # Runs gunicorn until SIGTERM/SIGINT; the arbiter exits the process itself.
+    serve(settings, locale=args.locale)
     return 0
 
 
