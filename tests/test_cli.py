@@ -152,9 +152,13 @@ def test_bad_file_lists_every_problem_and_writes_nothing(
 
 
 def test_missing_plan_file(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "import-plan", "no-such-plan.yaml")
+    code, out, err = run(capsys, "--locale", "en", "import-plan", "no-such-plan.yaml")
     assert (code, out) == (1, "")
     assert err.splitlines() == ["kpibot: no-such-plan.yaml: no such file"]
+    # Japanese by default (KPIBOT_LOCALE=ja).
+    code, _, err = run(capsys, "import-plan", "no-such-plan.yaml")
+    assert code == 1
+    assert err.splitlines() == ["kpibot: no-such-plan.yaml: ファイルがありません"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
