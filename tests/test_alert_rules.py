@@ -6,6 +6,7 @@ through the same listener a report uses, so the alert rows change in the report'
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ from bot.models import (
     Target,
     Unit,
 )
-from bot.periods import Period, parse_key
+from bot.periods import Period, parse_key, period_of
 from bot.scorecard import ScoreRow
 from bot.scoring import TargetValue, score
 from tests.plans import count_kpi
@@ -587,3 +588,24 @@ def test_a_reported_running_total_is_judged_from_a_quarter_of_the_period(
     report(engine, "approaches", 100, period=parse_key(period).previous().key)
     report(engine, "approaches", value, period=period)
     assert alerts_of(engine, "approaches") == expected
+
+
+def test_reports_on_any_day_are_judged_for_the_month_they_belong_to(
+    any_day: dt.date, engine: Engine, department: Department
+) -> None:
+    # `department` pinned the clock to 20 November to seed; the reports happen on the day under test.
+    set_clock(lambda: dt.datetime.combine(any_day, dt.time(10), tzinfo=TOKYO).astimezone(dt.UTC))
+    month = period_of(any_day, Cadence.MONTHLY)
+    for key in ("close_rate", "approaches"):
+        report(engine, key, 100, period=month.previous().key)  # last month on target: no streak
+    report(engine, "close_rate", 60, period=month.key)
+    report(engine, "approaches", 1, period=month.key)
+    # A rate is judged at once; a running total only once a quarter of the month has passed.
+    assert [a[:3] for a in alerts_of(engine, "close_rate")] == [
+        (month.key, AlertReason.BELOW_TARGET, Severity.RED)
+    ]
+    days_in_month = calendar.monthrange(any_day.year, any_day.month)[1]
+    judged = any_day.day * 4 >= days_in_month
+    assert [a[:3] for a in alerts_of(engine, "approaches")] == (
+        [(month.key, AlertReason.PACE, Severity.RED)] if judged else []
+    )

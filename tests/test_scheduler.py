@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
-from bot.clock import set_clock
+from bot.clock import set_clock, utcnow
 from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.models import Department, Post, PostKind, PostStatus
@@ -545,3 +545,30 @@ def test_new_york_reminder_before_the_spring_change_announces_mondays_slot(
     set_clock(lambda: friday + dt.timedelta(seconds=1))
     scheduler.fire("reminder", "us")
     assert jobs.calls == [("reminder", "us", dt.datetime(2027, 3, 15, 13, tzinfo=dt.UTC))]  # 09:00 EDT
+
+
+def test_catch_up_and_next_slots_on_any_day(
+    any_day: dt.date, engine: Engine, make_scheduler: Any, jobs: RecordingJobs
+) -> None:
+    add_department(engine, "sales")
+    add_department(engine, "us", timezone="America/New_York")
+    now = utcnow()  # 10:00 in Tokyo is the evening before in New York
+    scheduler = make_scheduler()
+    # Each department's last Monday 09:00, local: posted late only if it is within 24 hours.
+    expected = []
+    for key, tz in (("sales", TOKYO), ("us", NEW_YORK)):
+        local_day = now.astimezone(tz).date()
+        monday = local_day - dt.timedelta(days=local_day.weekday())
+        slot = dt.datetime.combine(monday, dt.time(9), tzinfo=tz).astimezone(dt.UTC)
+        assert slot <= now
+        if now - slot <= dt.timedelta(hours=24):
+            expected.append((key, slot))
+    expected.sort(key=lambda item: (item[1], item[0]))
+    assert scheduler.catch_up(now) == expected
+    assert jobs.calls == [("digest", key, slot) for key, slot in expected]
+    scheduler.sync()
+    for key, tz in (("sales", TOKYO), ("us", NEW_YORK)):
+        upcoming = scheduler.next_fire_time(f"digest:{key}", now)
+        assert upcoming is not None and now < upcoming <= now + dt.timedelta(weeks=1, hours=1)
+        local = upcoming.astimezone(tz)
+        assert (local.weekday(), local.time()) == (0, dt.time(9))
