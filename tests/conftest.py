@@ -127,6 +127,7 @@ def test_date() -> dt.date:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    test_date()  # a malformed KPIBOT_TEST_DATE stops the run once, up front
     config.addinivalue_line(
         "markers", f"{ANY_DAY_MARK}: holds on any date; runs at {TEST_DATE_ENV} (default: today)"
     )
