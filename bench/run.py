@@ -298,16 +298,16 @@ def departments_of(engine: Engine) -> list[Department]:
 
 
 def build_all(engine: Engine, departments: list[Department], day: dt.date) -> None:
-    """Every department's digest blocks, no chart, no posting (handlers.digest.build, as DigestJobs)."""
-    from handlers.digest import build
+    """Every department's digest blocks, no chart, no posting (digests build, as DigestJobs)."""
+    from handlers.digests.interactive import build
 
     for department in departments:
         build(engine, department, day, with_chart=False)
 
 
 def scan_all(engine: Engine, departments: list[Department], day: dt.date) -> int:
-    """bot.alerts.scan_department for every department (all rules, the period in progress)."""
-    from bot.alerts import scan_department
+    """bot.alerts.rules.scan_department for every department (all rules, the period in progress)."""
+    from bot.alerts.rules import scan_department
 
     findings = 0
     for department in departments:
@@ -318,7 +318,7 @@ def scan_all(engine: Engine, departments: list[Department], day: dt.date) -> int
 
 def verify_digest_floor(engine: Engine, departments: list[Department], day: dt.date) -> None:
     """The floor must return the digest's numbers: each KPI's window of values and its target."""
-    from bot.digest import CHART_PERIODS, build_digest
+    from bot.digests.service import CHART_PERIODS, build_digest
 
     floor = run_floor(engine, day, CHART_PERIODS, current=False)
     with transaction(engine) as session:
@@ -328,7 +328,7 @@ def verify_digest_floor(engine: Engine, departments: list[Department], day: dt.d
 
 
 def verify_alert_floor(engine: Engine, departments: list[Department], day: dt.date) -> None:
-    from bot.alerts import MISSING_STREAK
+    from bot.alerts.rules import MISSING_STREAK
 
     floor = run_floor(engine, day, MISSING_STREAK + 1, current=True)
     with transaction(engine) as session:
@@ -364,7 +364,7 @@ def bench_digest(bench: Bench, backend: str) -> None:
                 "s",
                 ours,
                 floor,
-                note="handlers.digest.build(with_chart=False) per department vs one aggregate query",
+                note="digest build (with_chart=False) per department vs one aggregate query",
                 extra={"per_department_ms": [1000 * t / len(departments) for t in ours]},
             )
         )
@@ -405,7 +405,7 @@ def bench_digest(bench: Bench, backend: str) -> None:
                 "s",
                 ours,
                 floor,
-                note="bot.alerts.scan_department per department vs one aggregate query",
+                note="bot.alerts.rules.scan_department per department vs one aggregate query",
                 extra={
                     "findings": findings,
                     "per_department_ms": [1000 * t / len(departments) for t in ours],
@@ -446,10 +446,10 @@ def _timed(run: Callable[[], object]) -> float:
 
 
 def bench_charts(bench: Bench) -> None:
-    """handlers.digest's chart of a generated department (12 of 20 KPIs drawn, 13 periods) vs the same
+    """The digest chart of a generated department (12 of 20 KPIs drawn, 13 periods) vs the same
     grid drawn by matplotlib with defaults: the library's own floor for that many lines and pixels."""
-    from bot.digest import build_digest, goal_progress
-    from handlers.digest import _chart
+    from bot.digests.service import build_digest, goal_progress
+    from handlers.digests.interactive import _chart
 
     config = bench.config
     url = bench.plan("postgresql", config.departments, config.weeks)
@@ -476,7 +476,7 @@ def bench_charts(bench: Bench) -> None:
             ours,
             floor,
             rate=True,
-            note="handlers.digest._chart (render_trend_chart) vs a default matplotlib 4×3 grid, same size",
+            note="the digest chart (render_trend_chart) vs a default matplotlib 4×3 grid, same size",
         )
     )
 

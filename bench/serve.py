@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ("kpibot", "bare"):
         print("usage: python -m bench.serve kpibot|bare", file=sys.stderr)
         return 2
-    # As bot.cli.main does before `kpibot serve`.
+    # As handlers.cli.main does before `kpibot serve`.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(env_file=None)
     if argv[0] == "bare":

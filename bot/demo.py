@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bot.actuals import record_actual
 from bot.database import transaction
 from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
-from bot.plan import apply_plan, load_plan
+from bot.plan.service import apply_plan, load_plan
+from bot.reports.actuals import record_actual
 from bot.resources import EXAMPLE_PLAN
 from bot.scorecard import reviewed_period, targets_for
 

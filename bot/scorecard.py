@@ -12,10 +12,10 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
-from bot.actuals import live_values
 from bot.formulas import parse_formula
 from bot.models import EVERY_PERIOD, Cadence, Department, Kpi, Target
 from bot.periods import Period, period_of
+from bot.reports.actuals import live_values
 from bot.scoring import Score, TargetValue, score
 
 HISTORY_LENGTH = 6

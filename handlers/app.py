@@ -10,9 +10,18 @@ from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
 from bot.config import Settings
-from handlers import alerts, commands, countermeasures, digest, report, report_modal, review, status  # noqa: F401  (they register subcommands)
+from handlers import commands
+from handlers.alerts import interactive as alerts
 from handlers.client import make_web_client
+from handlers.countermeasures import interactive as countermeasures
 from handlers.deps import Deps
+
+# Imported for their @subcommand registrations.
+from handlers.digests import interactive as _digests  # noqa: F401
+from handlers.report import interactive as _report  # noqa: F401
+from handlers.report import modal as report_modal
+from handlers.review import interactive as _review  # noqa: F401
+from handlers.status import interactive as _status  # noqa: F401
 from handlers.users import UserDirectory
 
 

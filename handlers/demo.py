@@ -11,18 +11,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from bot import clock, countermeasures, render
-from bot.alerts import check_kpi
+from bot import clock, render
+from bot.alerts.rules import check_kpi
 from bot.config import Settings
+from bot.countermeasures import service as countermeasures
 from bot.database import transaction
 from bot.demo import STORY_KPI, story_figure, story_months, story_review_day
 from bot.models import Department, Kpi, Source
-from bot.reporting import save
-from handlers.alerts import scan_and_post, sync_alerts
-from handlers.countermeasures import announce
+from bot.reports.service import save
+from handlers.alerts.interactive import scan_and_post, sync_alerts
+from handlers.countermeasures.interactive import announce
 from handlers.deps import Deps
-from handlers.followup import after_reports
 from handlers.preview_client import PreviewClient
+from handlers.report.followup import after_reports
 from handlers.users import UserDirectory
 
 

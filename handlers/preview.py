@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import render
-from handlers.digest import Built
+from handlers.digests.interactive import Built
 from handlers.preview_client import PreviewMessage
 
 PreviewThreads = dict[str, list[tuple[PreviewMessage, list[PreviewMessage]]]]

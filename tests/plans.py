@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from bot.database import transaction
 from bot.models import Aggregation, Cadence, Direction, Kpi, KpiKind, Unit
-from bot.plan import ImportResult, apply_plan, load_plan
+from bot.plan.service import ImportResult, apply_plan, load_plan
 
 EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
 

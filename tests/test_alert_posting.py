@@ -22,10 +22,8 @@ from slack_sdk import WebClient
 from slack_sdk.models.blocks import Block
 from sqlmodel import col, select
 
-import handlers.alerts
-import handlers.report
-from bot.actuals import record_actual
-from bot.cli import main
+import handlers.alerts.interactive
+import handlers.report.interactive
 from bot.clock import set_clock
 from bot.database import transaction
 from bot.models import (
@@ -43,12 +41,14 @@ from bot.models import (
     Source,
     Target,
 )
-from bot.scheduler import Scheduler
-from handlers.alert_messages import ACTION_ACKNOWLEDGE, ACTION_COUNTERMEASURE
-from handlers.alerts import STORM, scan_and_post
+from bot.reports.actuals import record_actual
+from bot.schedule.scheduler import Scheduler
+from handlers.alerts.interactive import STORM, scan_and_post
+from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_COUNTERMEASURE
 from handlers.blocks import MAX_BLOCKS
+from handlers.cli import main
 from handlers.client import make_web_client
-from handlers.digest import DigestJobs
+from handlers.digests.interactive import DigestJobs
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
 from tests.plans import count_kpi
@@ -65,7 +65,7 @@ CS_OWNER = "U0CS1"  # owns churn_rate (Customer Success speaks English)
 def followups(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """`wait(n)`: until the n-th report's follow-up (alerts posted) has finished."""
     done = threading.Semaphore(0)
-    real = handlers.report.after_reports
+    real = handlers.report.interactive.after_reports
 
     def counted(*args: Any, **kwargs: Any) -> None:
         try:
@@ -73,7 +73,7 @@ def followups(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         finally:
             done.release()
 
-    monkeypatch.setattr(handlers.report, "after_reports", counted)
+    monkeypatch.setattr(handlers.report.interactive, "after_reports", counted)
 
     def wait(count: int = 1) -> None:
         for _ in range(count):
@@ -281,7 +281,7 @@ def test_a_department_without_channel_posts_nothing_and_logs_it(
 ) -> None:
     with transaction(slack.engine) as session:
         session.execute(sa.update(Department).where(col(Department.key) == "sales").values(channel_id=None))
-    caplog.set_level(logging.WARNING, logger="handlers.alerts")
+    caplog.set_level(logging.WARNING, logger="handlers.alerts.interactive")
     report("close_rate 10")
     settle()
     assert slack.fake.calls("chat.postMessage") == []
@@ -556,14 +556,14 @@ def test_kpibot_alerts_dry_run_then_for_real(
 def test_one_failing_department_never_stops_the_others(
     slack: SlackHarness, report: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = handlers.alerts.check_department
+    real = handlers.alerts.interactive.check_department
 
     def broken(session: Any, department: Department, *args: Any, **kwargs: Any) -> Any:
         if department.key == "marketing":
             raise RuntimeError("marketing is broken")
         return real(session, department, *args, **kwargs)
 
-    monkeypatch.setattr(handlers.alerts, "check_department", broken)
+    monkeypatch.setattr(handlers.alerts.interactive, "check_department", broken)
     at(dt.datetime(2027, 1, 5, 9, tzinfo=TOKYO))
     result = scan_and_post(slack.engine, client_of(slack))
     assert result.failed == [("marketing", "marketing is broken")]

@@ -1,4 +1,4 @@
-"""Alert rules (bot/alerts.py): below target, pace and missing streak, and the alert state they move.
+"""Alert rules (bot/alerts/rules.py): below target, pace and missing streak, and the alert state they move.
 
 The rules are plain functions over a scorecard row; the state tests run on SQLite and PostgreSQL
 through the same listener a report uses, so the alert rows change in the report's transaction.
@@ -17,9 +17,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bot import actuals, alerts
-from bot.actuals import record_actual
-from bot.alerts import (
+from bot.alerts import rules as alerts
+from bot.alerts.rules import (
     Finding,
     below_target,
     check_department,
@@ -46,6 +45,8 @@ from bot.models import (
     Unit,
 )
 from bot.periods import Period, parse_key, period_of
+from bot.reports import actuals
+from bot.reports.actuals import record_actual
 from bot.scorecard import ScoreRow
 from bot.scoring import TargetValue, score
 from tests.plans import count_kpi
@@ -444,7 +445,7 @@ def test_a_fault_in_the_rules_never_loses_the_report(
         raise ZeroDivisionError("a bug in a rule")
 
     monkeypatch.setattr(alerts, "check_kpi", broken)
-    caplog.set_level(logging.ERROR, logger="bot.alerts")
+    caplog.set_level(logging.ERROR, logger="bot.alerts.rules")
     report(engine, "close_rate", 10)
     with transaction(engine) as session:
         assert session.exec(select(Actual).where(Actual.period == "2026-11")).one().value == Decimal(10)

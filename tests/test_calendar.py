@@ -16,7 +16,7 @@ import jpholiday
 import pytest
 
 from bot import clock
-from bot.alerts import PACE_MIN_ELAPSED, projected
+from bot.alerts.rules import PACE_MIN_ELAPSED, projected
 from bot.models import Cadence
 from bot.periods import (
     PeriodError,
@@ -28,8 +28,7 @@ from bot.periods import (
     parse_period,
     period_of,
 )
-from bot.scorecard import current_period, reviewed_period
-from bot.slots import (
+from bot.schedule.slots import (
     REMINDER_TIME,
     digest_slots,
     is_working_day,
@@ -38,6 +37,7 @@ from bot.slots import (
     previous_digest_slot,
     slot_key,
 )
+from bot.scorecard import current_period, reviewed_period
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")

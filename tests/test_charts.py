@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from bot.charts import (
+from bot.digests.charts import (
     MAX_SUBPLOTS,
     METADATA_KEY,
     ChartSeries,

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlmodel import SQLModel
 
-from bot.cli import main
 from bot.clock import set_clock
 from bot.config import load_settings
+from handlers.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "b2b-plan.yaml"

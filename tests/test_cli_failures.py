@@ -1,7 +1,7 @@
 """Every way the `kpibot` command fails ends in one line on stderr and an exit code, never a
 traceback: what the user reads, the code, and what is left behind.
 
-In-process through `bot.cli.main` where the failure is in kpibot's own code; a real
+In-process through `handlers.cli.main` where the failure is in kpibot's own code; a real
 subprocess where the process is the point: gunicorn's fork, a closed pipe, ctrl-C.
 """
 

@@ -3,7 +3,7 @@
 Every way to log one (button → form, message shortcut, `/kpi countermeasure`, `@kpibot 対策:`),
 Done/Dropped, the effect when the next actual arrives, the due-date reminder, `/kpi countermeasures`
 and `/kpi review`. The clock is Monday 2026-11-30 10:00 JST; alerts are rows inserted here with a
-root message posted through the fake (the alert poster is handlers/alerts.py's business).
+root message posted through the fake (the alert poster is handlers/alerts/interactive.py's business).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from bot import countermeasures as service
-from bot.actuals import record_actual
+from bot.countermeasures import service
 from bot.database import transaction
 from bot.models import (
     Alert,
@@ -35,9 +34,10 @@ from bot.models import (
     Severity,
     Source,
 )
+from bot.reports.actuals import record_actual
 from handlers.client import make_web_client
-from handlers.countermeasures import remind_due
-from handlers.digest import DigestJobs
+from handlers.countermeasures.interactive import remind_due
+from handlers.digests.interactive import DigestJobs
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import NOW, SlackHarness
 from tests.fakeslack.server import BOT_USER_ID, Call
@@ -64,13 +64,13 @@ def seed(slack: SlackHarness, key: str, period: str, value: int | str) -> None:
 
 
 def make_alert(slack: SlackHarness, key: str = "new_approaches", period: str = "2026-10") -> Alert:
-    """An alert as handlers/alerts.py leaves it: a root message in the channel, its row marked posted."""
+    """An alert as the alert sync leaves it: a root message in the channel, its row marked posted."""
     root = make_web_client(slack.settings).chat_postMessage(
         channel=CHANNEL, text=f":red_circle: {key} {period}"
     )
     with transaction(slack.engine) as session:
         kpi = session.exec(select(Kpi).where(Kpi.key == key)).one()
-        # Seeding a low actual may have raised it already (bot.alerts listens to every actual).
+        # Seeding a low actual may have raised it already (bot.alerts.rules listens to every actual).
         alert = session.exec(select(Alert).where(Alert.kpi_id == kpi.id, Alert.period == period)).first()
         alert = alert or Alert(kpi_id=kpi.id, period=period, reason=AlertReason.BELOW_TARGET)
         alert.severity = alert.posted_severity = Severity.RED
@@ -592,8 +592,13 @@ def test_a_corrected_baseline_period_shows_the_effect_and_a_dropped_countermeasu
     effects = wait_for_posts(slack, alert.thread_ts, ":bar_chart:")
     assert len(effects) == 1 and "2026-10 60" in effects[0].args["text"]  # corrected → shown once
 
-    click(slack, "countermeasure_dropped", row, alert, SALES1, _ts_of(slack, confirmation))
-    slack.fake.wait_for("chat.update")
+    confirmation_ts = _ts_of(slack, confirmation)
+    click(slack, "countermeasure_dropped", row, alert, SALES1, confirmation_ts)
+    # The confirmation's own update (the correction may also have updated the alert message).
+    deadline = time.monotonic() + 5
+    while not any(c.args.get("ts") == confirmation_ts for c in slack.fake.calls("chat.update")):
+        assert time.monotonic() < deadline, "the confirmation was not updated"
+        time.sleep(0.01)
     slack.command("report new_approaches 85", user_id=SALES1)
     time.sleep(0.5)
     assert len(in_thread(slack, alert.thread_ts, ":bar_chart:")) == 1

@@ -22,10 +22,9 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot.actuals import record_actual
 from bot.config import load_settings
 from bot.database import transaction
-from bot.digest import (
+from bot.digests.service import (
     CHART_PERIODS,
     Digest,
     build_digest,
@@ -45,9 +44,10 @@ from bot.models import (
     SuccessFactor,
     Target,
 )
+from bot.reports.actuals import record_actual
 from bot.scoring import Status, ratio_pct
-from handlers.digest import DigestJobs, build
-from handlers.digest_messages import SlackMessage, as_text, digest_messages, division_messages
+from handlers.digests.interactive import DigestJobs, build
+from handlers.digests.messages import SlackMessage, as_text, digest_messages, division_messages
 from tests.fakeslack import FakeSlack
 from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
 

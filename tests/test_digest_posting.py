@@ -31,18 +31,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
-import handlers.digest
+import handlers.digests.interactive
 from bot import outbox
-from bot.actuals import record_actual
-from bot.cli import main
 from bot.clock import set_clock
 from bot.config import load_settings
 from bot.database import make_engine, transaction
 from bot.models import Department, Kpi, Post, PostKind, PostStatus, Source
-from bot.scheduler import Scheduler
+from bot.reports.actuals import record_actual
+from bot.schedule.scheduler import Scheduler
 from bot.scorecard import reviewed_period
+from handlers.cli import main
 from handlers.client import make_web_client
-from handlers.digest import DigestJobs
+from handlers.digests.interactive import DigestJobs
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
 from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
@@ -367,7 +367,7 @@ def test_after_three_hours_down_the_digest_is_posted_late_once(
     make_scheduler: Callable[..., Scheduler],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.scheduler")
+    caplog.set_level(logging.WARNING, logger="bot.schedule.scheduler")
     ran = make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(hours=3)))
     assert sorted(ran) == sorted((key, SLOT) for key in CHANNELS)
     assert root_channels(fake) == Counter(CHANNELS.values())
@@ -383,7 +383,7 @@ def test_after_thirty_hours_down_the_digest_is_skipped_and_logged(
     make_scheduler: Callable[..., Scheduler],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.scheduler")
+    caplog.set_level(logging.WARNING, logger="bot.schedule.scheduler")
     assert make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(hours=30))) == []
     assert fake.calls() == []
     for key in CHANNELS:
@@ -499,7 +499,7 @@ def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real_build = handlers.digest.build
+    real_build = handlers.digests.interactive.build
     failures = [_db_error()]
 
     def flaky_build(*args: Any, **kwargs: Any) -> Any:
@@ -507,7 +507,7 @@ def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
             raise failures.pop()
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(handlers.digest, "build", flaky_build)
+    monkeypatch.setattr(handlers.digests.interactive, "build", flaky_build)
     at(SLOT + dt.timedelta(seconds=30))
     assert make_scheduler(jobs).run("digest", "sales", SLOT) is True
     assert failures == []
@@ -577,7 +577,9 @@ def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
     post = digest_post(engine, first)
     assert (post.status, post.error, post.ts, post.attempts) == (PostStatus.FAILED, error, None, 1)
     assert all(digest_post(engine, key).status is PostStatus.SENT for key in CHANNELS if key != first)
-    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "handlers.digest"]
+    logged = [
+        r for r in caplog.records if r.levelno == logging.ERROR and r.name == "handlers.digests.interactive"
+    ]
     assert [r.getMessage() for r in logged] == [f"digest for {first} to C0CS failed: {error}"]
     [notice] = dms(fake)
     assert notice.args["channel"] == ADMIN

@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 
 from bench.common import counting_statements
 from bench.generate import generate_division
-from bot.digest import build_digest, goal_progress
+from bot.digests.service import build_digest, goal_progress
 from bot.models import Department
-from handlers.digest_messages import digest_messages
+from handlers.digests.messages import digest_messages
 
 DAY = dt.date(2026, 11, 30)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot.actuals import record_actual
 from bot.database import transaction
 from bot.export import ACTUAL_COLUMNS, export_actuals, export_targets
 from bot.models import Kpi, Source
+from bot.reports.actuals import record_actual
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

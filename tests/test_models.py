@@ -10,7 +10,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bot.actuals import history, live_actual, record_actual
 from bot.database import transaction
 from bot.models import (
     Actual,
@@ -23,6 +22,7 @@ from bot.models import (
     Source,
     Target,
 )
+from bot.reports.actuals import history, live_actual, record_actual
 from tests.plans import count_kpi
 
 

@@ -118,7 +118,7 @@ RESOLVE = """
 import json, sys
 from alembic.script import ScriptDirectory
 from bot import database, render, resources
-from bot.cli import main
+from handlers.cli import main
 
 status = main(["--locale", "en", "migrate"])
 engine = database.make_engine(sys.argv[1])

@@ -19,12 +19,12 @@ from sqlmodel import Session, SQLModel, select
 
 import bot.formulas
 import bot.models
-import bot.plan
-import bot.plan_file
+import bot.plan.file
+import bot.plan.service
 import bot.scoring
 from bot import render
 from bot.models import Aggregation, Cadence, Department, Direction, Goal, Kpi, SuccessFactor, Target, Unit
-from bot.plan import PlanInvalid, Problem
+from bot.plan.service import PlanInvalid, Problem
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -733,9 +733,9 @@ def test_unreadable_files(
 
 
 def _problem_codes() -> set[str]:
-    """Every problem code bot/plan.py and bot/plan_file.py can produce, read from their source."""
-    plan_source = Path(bot.plan.__file__).read_text(encoding="utf-8")
-    file_source = Path(bot.plan_file.__file__).read_text(encoding="utf-8")
+    """Every problem code bot/plan/service.py and bot/plan/file.py can produce, read from their source."""
+    plan_source = Path(bot.plan.service.__file__).read_text(encoding="utf-8")
+    file_source = Path(bot.plan.file.__file__).read_text(encoding="utf-8")
     codes: set[str] = set()
     # reader.problem(record, name, "code"), Problem(where, "field", "code"), slack_id(..., "code")
     codes.update(re.findall(r"\.problem\(\s*[\w.]+,\s*[\w\"]+,\s*\"(\w+)\"", plan_source))

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from bot import actuals
-from bot.actuals import Recorded
 from bot.database import make_engine
 from bot.models import Actual, AuditEvent, Kpi, ProcessedRequest
+from bot.reports import actuals
+from bot.reports.actuals import Recorded
 from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
 
 OWNER = "U0SALES1"  # owns new_approaches and close_rate in the example plan

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from bot import actuals
-from bot.actuals import Recorded
 from bot.clock import set_clock
 from bot.models import Actual, Cadence, Department, Kpi, Source
+from bot.reports import actuals
+from bot.reports.actuals import Recorded
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import SlackHarness
 from tests.plans import count_kpi

@@ -27,8 +27,8 @@ from bot.clock import set_clock, utcnow
 from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.models import Department, Post, PostKind, PostStatus
-from bot.scheduler import Scheduler
-from bot.slots import next_digest_slot, slot_key
+from bot.schedule.scheduler import Scheduler
+from bot.schedule.slots import next_digest_slot, slot_key
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -151,7 +151,7 @@ def test_sync_follows_edits_and_deletions(
     scheduler.sync()
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
 
-    caplog.set_level(logging.INFO, logger="bot.scheduler")
+    caplog.set_level(logging.INFO, logger="bot.schedule.scheduler")
     scheduler.sync()
     assert "scheduled" not in caplog.text  # nothing changed: no job touched
 

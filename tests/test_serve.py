@@ -35,9 +35,9 @@ STARTUP_SECONDS = 20
 
 
 def kpibot() -> list[str]:
-    """The installed `kpibot` script next to this Python; `python -m bot.cli` if there is none."""
+    """The installed `kpibot` script next to this Python; `python -m handlers.cli` if there is none."""
     script = Path(sys.executable).with_name("kpibot")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "bot.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "handlers.cli"]
 
 
 def environment(**values: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import jpholiday
 import pytest
 
-from bot.slots import (
+from bot.schedule.slots import (
     SlotTrigger,
     digest_slots,
     digest_trigger,

@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.actuals import record_actual
 from bot.database import transaction
 from bot.models import Department, Kpi, Source
+from bot.reports.actuals import record_actual
 from handlers.blocks import MAX_BLOCKS, pack, split_text
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call

@@ -20,7 +20,7 @@ from bot.models import Alert, AlertStatus, Department, Kpi, Severity
 from bot.periods import Period, parse_key
 from bot.scoring import TargetValue
 from handlers.blocks import MAX_BLOCKS, context, section, sections
-from handlers.digest_messages import MAX_MESSAGE_CHARS, SlackMessage
+from handlers.digests.messages import MAX_MESSAGE_CHARS, SlackMessage
 
 ACTION_COUNTERMEASURE = "alert_log_countermeasure"
 ACTION_ACKNOWLEDGE = "alert_acknowledge"

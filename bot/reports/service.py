@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, or_, select
 
-import bot.alerts  # noqa: F401  (its listener moves alerts in the same transaction as every report)
-from bot.actuals import Recorded, live_actual, live_values, record_actual
+import bot.alerts.rules  # noqa: F401  (its listener moves alerts in the same transaction as every report)
 from bot.clock import today
 from bot.models import Actual, Department, Kpi, Source, Unit
 from bot.numbers import NumberFormatError, parse_number
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
+from bot.reports.actuals import Recorded, live_actual, live_values, record_actual
 from bot.scorecard import current_period, targets_for
 from bot.scoring import Score, TargetValue, score
 

@@ -40,7 +40,7 @@ from bot.models import (
 )
 from bot.numbers import NumberFormatError, parse_number
 from bot.periods import PeriodError, parse_key
-from bot.plan_file import PlanDocument, Record, read_plan
+from bot.plan.file import PlanDocument, Record, read_plan
 from bot.scoring import TargetValue, default_thresholds, threshold_problem
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -22,7 +22,7 @@ from bot.database import make_engine, migrate, require_current_schema, schema_re
 from bot.errors import KpibotError
 from bot.models import Department
 from bot.periods import PeriodError, parse_key
-from bot.plan import Plan, PlanInvalid, apply_plan, load_plan
+from bot.plan.service import Plan, PlanInvalid, apply_plan, load_plan
 from bot.scorecard import all_departments
 
 log = logging.getLogger("kpibot")
@@ -126,8 +126,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import prepare_demo
     from handlers.demo import alert_loop
-    from handlers.digest import build
-    from handlers.digest_messages import SlackMessage, as_text
+    from handlers.digests.interactive import build
+    from handlers.digests.messages import SlackMessage, as_text
     from handlers.preview import write_preview
 
     url = parse_database_url(args.database, "--database")
@@ -165,7 +165,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from handlers.client import make_web_client
-    from handlers.digest import DigestJobs, build
+    from handlers.digests.interactive import DigestJobs, build
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
@@ -262,9 +262,9 @@ def _digest_day(period: str | None, default: dt.date, locale: str) -> dt.date:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.scheduler import Scheduler
+    from bot.schedule.scheduler import Scheduler
     from handlers.client import make_web_client
-    from handlers.digest import DigestJobs
+    from handlers.digests.interactive import DigestJobs
     from handlers.web import check_slack_tokens
 
     if not settings.slack_bot_token:
@@ -278,8 +278,8 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.alert_messages import severity_word
-    from handlers.alerts import scan_and_post
+    from handlers.alerts.interactive import scan_and_post
+    from handlers.alerts.messages import severity_word
     from handlers.client import make_web_client
 
     engine = make_engine(settings.database_url)

@@ -1,6 +1,6 @@
 """Posting digests and reminders to Slack, once each, through the Post ledger.
 
-`DigestJobs` is what the scheduler calls (bot.scheduler.Jobs); `/kpi digest` and
+`DigestJobs` is what the scheduler calls (bot.schedule.scheduler.Jobs); `/kpi digest` and
 `kpibot digest` use the same code. A Slack error for one channel is recorded on its Post
 row, logged and told to the admins once; it never stops the other departments.
 """
@@ -17,11 +17,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from bot import outbox, render
-from bot.charts import render_trend_chart
 from bot.clock import today
 from bot.config import Settings
 from bot.database import transaction
-from bot.digest import (
+from bot.digests.charts import render_trend_chart
+from bot.digests.service import (
     CHART_PERIODS,
     Digest,
     build_digest,
@@ -31,14 +31,14 @@ from bot.digest import (
 )
 from bot.models import Department, PostKind
 from bot.outbox import Message, Outbox, PostFailed, Upload
+from bot.schedule.slots import slot_key
 from bot.scorecard import all_departments
-from bot.slots import slot_key
-from handlers.alerts import scan_and_post
+from handlers.alerts.interactive import scan_and_post
 from handlers.commands import CommandRequest, subcommand
-from handlers.countermeasures import remind_due
-from handlers.digest_messages import digest_messages, division_messages
+from handlers.countermeasures.interactive import remind_due
+from handlers.digests.messages import digest_messages, division_messages
 from handlers.poster import SlackPoster
-from handlers.status import find_department
+from handlers.status.interactive import find_department
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class DigestJobs:
         with transaction(self.engine) as session:
             return session.exec(select(Department).where(Department.key == key)).first()
 
-    # bot.scheduler.Jobs
+    # bot.schedule.scheduler.Jobs
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         department = self.department(department_key)
         if department is None:
@@ -113,18 +113,18 @@ class DigestJobs:
         self.post(department, slot.astimezone(tz).date(), period=slot_key(slot, tz))
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
-        """`slot` is the digest the reminder announces (bot.scheduler passes it so)."""
+        """`slot` is the digest the reminder announces (bot.schedule.scheduler passes it so)."""
         department = self.department(department_key)
         if department is None or department.is_division:
             return
         self.remind(department, slot)
 
     def followups(self, now: dt.datetime) -> None:
-        """Periodic (bot.scheduler): countermeasures due today are reminded in their threads, once each."""
+        """Periodic: countermeasures due today are reminded in their threads, once each."""
         remind_due(self.engine, self.client, now)
 
     def scan(self, now: dt.datetime) -> None:
-        """bot.scheduler.Jobs: the hourly alert scan (handlers/alerts.py)."""
+        """bot.schedule.scheduler.Jobs: the hourly alert scan (handlers/alerts/interactive.py)."""
         scan_and_post(self.engine, self.client, now)
 
     def post(

@@ -10,7 +10,7 @@ Four ways to log one, each confirmed in the alert's thread with its owner and du
 
 The confirmation carries Done / Dropped buttons; follow-ups (the effect when the KPI's next actual
 arrives, the reminder on the due date) are posted in the same thread, once each, through the ledger.
-The rules live in bot/countermeasures.py; every word in templates/<locale>/messages/countermeasures.yaml.
+The rules live in bot/countermeasures/; every word in templates/<locale>/messages/countermeasures.yaml.
 """
 
 from __future__ import annotations
@@ -43,28 +43,28 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from bot import countermeasures as service
 from bot import outbox, render
 from bot.clock import utcnow
-from bot.countermeasures import CountermeasureError, Draft, Item
+from bot.countermeasures import service
+from bot.countermeasures.service import CountermeasureError, Draft, Item
 from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.idempotency import first_time
 from bot.models import Alert, Countermeasure, CountermeasureStatus, Department, Kpi, PostKind
 from bot.outbox import Message, Outbox
-from bot.reporting import Reported
+from bot.reports.service import Reported
 from bot.scorecard import all_departments
 from handlers.blocks import context, fit_blocks, section, sections
 from handlers.commands import CommandRequest, subcommand
 from handlers.deps import Deps
 from handlers.poster import SlackPoster
-from handlers.status import find_department, own_department
+from handlers.status.interactive import find_department, own_department
 
 log = logging.getLogger(__name__)
 
 CALLBACK_ID = "countermeasure_modal"
 SHORTCUT_ID = "log_countermeasure"
-LOG_ACTION = "alert_log_countermeasure"  # the button on an alert (posted by handlers/alerts.py)
+LOG_ACTION = "alert_log_countermeasure"  # the button on an alert (posted by handlers/alerts/interactive.py)
 DONE_ACTION = "countermeasure_done"
 DROPPED_ACTION = "countermeasure_dropped"
 TEXT_BLOCK, OWNER_BLOCK, DUE_BLOCK, EFFECT_BLOCK = "text", "owner", "due", "effect"

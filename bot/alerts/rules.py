@@ -1,4 +1,4 @@
-"""Alert rules and alert state, as plain functions. Posting them is handlers/alerts.py's job.
+"""Alert rules and alert state, as plain functions. Posting them is handlers/alerts/interactive.py's job.
 
 Rules (direction- and range-aware through bot.scoring):
 - **below target**: a period's value under the KPI's amber/red threshold. For a finished
@@ -11,7 +11,7 @@ Rules (direction- and range-aware through bot.scoring):
 
 An Alert row is the desired state (severity, status); `posted_severity`/`posted_status`
 record what Slack shows, so the poster knows what to send and nothing is sent twice. Rows
-move in the report's own transaction (`check_after_report`, a bot.actuals listener) and in
+move in the report's own transaction (`check_after_report`, a bot.reports.actuals listener) and in
 the hourly scan (`check_department`, a constant number of queries per department).
 """
 
@@ -28,11 +28,11 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, or_, select
 
 from bot import clock
-from bot.actuals import Recorded, on_actual_recorded
 from bot.clock import utcnow
 from bot.formulas import parse_formula
 from bot.models import Aggregation, Alert, AlertReason, AlertStatus, Department, Kpi, Severity
 from bot.periods import Period
+from bot.reports.actuals import Recorded, on_actual_recorded
 from bot.scorecard import ScoreRow, build_scorecard
 from bot.scoring import Status, TargetValue, achievement_pct, status
 
@@ -317,7 +317,7 @@ def _formula_names(kpi: Kpi) -> frozenset[str]:
 
 @on_actual_recorded
 def check_after_report(session: Session, kpi: Kpi, recorded: Recorded) -> None:
-    """bot.actuals listener: a report moves its KPI's alerts (and its derived KPIs') in the
+    """bot.reports.actuals listener: a report moves its KPI's alerts (and its derived KPIs') in the
     report's own transaction. A fault in the rules never loses the report: it is logged, the
     alert rows are left as they were, and the hourly scan evaluates the KPI again."""
     if not recorded.changed:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from slack_sdk import WebClient
 
-from bot.reporting import Reported
+from bot.reports.service import Reported
 from handlers.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def after_reports(deps: Deps, client: WebClient, reported: Sequence[Reported]) -> None:
     """Never raises: the actuals are stored whatever Slack or a follow-up does."""
-    from handlers import alerts, countermeasures
+    from handlers.alerts import interactive as alerts
+    from handlers.countermeasures import interactive as countermeasures
 
     for item in reported:
         for step in (alerts.on_reported, countermeasures.on_reported):

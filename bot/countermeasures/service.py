@@ -38,7 +38,7 @@ from bot.models import (
 )
 from bot.periods import Period
 from bot.permissions import is_member
-from bot.reporting import ReportError, all_kpis, find_kpi, normalize_name
+from bot.reports.service import ReportError, all_kpis, find_kpi, normalize_name
 from bot.scorecard import build_scorecard, current_period, targets_for
 from bot.scoring import Score, Status, TargetValue, achievement_pct
 

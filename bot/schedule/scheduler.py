@@ -1,7 +1,7 @@
 """`kpibot scheduler`: each department's digest and reminder on its own schedule, once.
 
 An APScheduler 3 BackgroundScheduler (in-memory job store) holds two jobs per department,
-``digest:<key>`` and ``reminder:<key>``, fired by `bot.slots` triggers in the department's
+``digest:<key>`` and ``reminder:<key>``, fired by `bot.schedule.slots` triggers in the department's
 time zone. What makes a post happen once:
 
 - **Leader.** On PostgreSQL only the process holding a session advisory lock runs jobs;
@@ -36,11 +36,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlmodel import col, select
 
-from bot import slots
 from bot.clock import utcnow
 from bot.database import make_engine, transaction
 from bot.errors import DatabaseUnavailable
 from bot.models import Department, Post, PostKind, PostStatus
+from bot.schedule import slots
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
 
 from bot import render
-from bot.digest import Digest, DivisionSummary, sparkline, trend
+from bot.digests.service import Digest, DivisionSummary, sparkline, trend
 from bot.models import CountermeasureStatus
 from bot.outbox import Message
 from bot.scorecard import ScoreRow

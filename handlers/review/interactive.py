@@ -5,19 +5,19 @@ owner's missing reports), so each item is its own thread to discuss in. Every po
 the Post ledger (kind REVIEW, period = the day, subject = the item's key): running it twice the same
 day posts nothing twice, and a run cut short is completed by the next one. Posts are sequential
 (Slack allows about one message a second per channel; slack_sdk waits out a 429). The agenda is
-bot/review.py; the words are templates/<locale>/messages/review.yaml.
+bot/review/service.py; the words are templates/<locale>/messages/review.yaml.
 """
 
 from __future__ import annotations
 
-from bot import countermeasures as service
 from bot import outbox, render
+from bot.countermeasures import service
 from bot.database import transaction
 from bot.models import PostKind
 from bot.outbox import Message, Outbox
-from bot.review import Agenda, build_agenda, due_key
+from bot.review.service import Agenda, build_agenda, due_key
 from handlers.commands import CommandRequest, subcommand
-from handlers.countermeasures import ask_which_department, department_for, permalink
+from handlers.countermeasures.interactive import ask_which_department, department_for, permalink
 from handlers.poster import SlackPoster
 
 # Items beyond this are counted in the header, not posted: a meeting discusses a few dozen at most.

@@ -1,6 +1,6 @@
 """Alert messages in department channels, and their "Acknowledge" button.
 
-The Alert rows are the desired state (bot/alerts.py moves them, in the same transaction as a
+The Alert rows are the desired state (bot/alerts/rules.py moves them, in the same transaction as a
 report or in the hourly scan); `sync_alerts` makes Slack show it:
 
 - a new alert → a root message in the department channel (Post ledger subject `<kpi key>`),
@@ -33,15 +33,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, and_, col, or_, select
 
 from bot import outbox, render
-from bot.actuals import live_values
-from bot.alerts import Change, affected_kpis, check_department
+from bot.alerts.rules import Change, affected_kpis, check_department
 from bot.clock import utcnow
 from bot.database import transaction
 from bot.models import Alert, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
 from bot.outbox import Message, Outbox, Poster, PostFailed
-from bot.reporting import Reported
+from bot.reports.actuals import live_values
+from bot.reports.service import Reported
 from bot.scorecard import all_departments, targets_for
-from handlers.alert_messages import (
+from handlers.alerts.messages import (
     ACTION_ACKNOWLEDGE,
     AlertView,
     alert_message,
@@ -50,7 +50,7 @@ from handlers.alert_messages import (
     note,
 )
 from handlers.deps import Deps
-from handlers.digest_messages import SlackMessage
+from handlers.digests.messages import SlackMessage
 from handlers.poster import SlackPoster
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def subject(kpi: Kpi, event: str | None = None) -> str:
 
 def on_reported(deps: Deps, client: WebClient, reported: Reported) -> None:
     """Show in Slack what the report did to the KPI's alerts (and its derived KPIs'): the rows
-    were moved in the report's transaction by bot.alerts' listener."""
+    were moved in the report's transaction by bot.alerts.rules' listener."""
     with transaction(deps.engine) as session:
         kpi_ids = [kpi.id for kpi, _ in affected_kpis(session, reported.kpi) if kpi.id is not None]
     sync_alerts(deps, client, kpi_ids=kpi_ids)
@@ -568,7 +568,7 @@ def acknowledge(engine: Engine, alert_id: int, user_id: str) -> Acknowledged:
 
 
 def register(app: App, deps: Deps) -> None:
-    """The "Acknowledge" button. ("Log countermeasure" belongs to handlers/countermeasures.py.)"""
+    """The "Acknowledge" button. ("Log countermeasure" belongs to handlers/countermeasures/interactive.py.)"""
 
     @app.action(ACTION_ACKNOWLEDGE)
     def acknowledge_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:

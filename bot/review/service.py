@@ -2,7 +2,7 @@
 
 Three kinds of item, each discussed in its own thread: KPIs in red or amber, countermeasures due
 or overdue, and reports missing. Every item has a stable key, so posting the agenda twice on the
-same day posts each item once (handlers/review.py, through the Post ledger).
+same day posts each item once (handlers/review/interactive.py, through the Post ledger).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from bot.alerts import is_running_total
-from bot.countermeasures import Item, due_or_overdue, open_counts
+from bot.alerts.rules import is_running_total
+from bot.countermeasures.service import Item, due_or_overdue, open_counts
 from bot.models import Department, Kpi
 from bot.periods import Period
 from bot.scorecard import build_scorecard

@@ -1,6 +1,6 @@
 """Reading plan files (YAML or CSV) into plain records that remember where they came from.
 
-Nothing here validates meaning; `bot.plan` does. Each record is a dict of raw field
+Nothing here validates meaning; `bot.plan.service` does. Each record is a dict of raw field
 values plus the line or row it was read from, so every problem can point at its place.
 """
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from bot import render
 from bot.database import transaction
 from bot.idempotency import first_time
-from bot.reporting import Reported, ReportError, report
+from bot.reports.service import Reported, ReportError, report
 from handlers.commands import CommandRequest, subcommand
-from handlers.followup import after_reports
-from handlers.report_modal import open_report_modal
+from handlers.report.followup import after_reports
+from handlers.report.modal import open_report_modal
 
 
 @subcommand("report", "報告", "r")

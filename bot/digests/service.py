@@ -14,8 +14,7 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
-from bot.actuals import live_values
-from bot.charts import ChartSeries
+from bot.digests.charts import ChartSeries
 from bot.models import (
     Countermeasure,
     CountermeasureStatus,
@@ -26,6 +25,7 @@ from bot.models import (
     SuccessFactor,
 )
 from bot.periods import fiscal_year, fiscal_year_bounds, fiscal_year_periods
+from bot.reports.actuals import live_values
 from bot.scorecard import Scorecard, ScoreRow, all_departments, build_scorecard
 from bot.scoring import HUNDRED, Status
 

@@ -22,7 +22,7 @@ from bot import render
 from bot.clock import today
 from bot.database import transaction
 from bot.models import Department, Kpi
-from bot.reporting import normalize_name, reportable_kpis
+from bot.reports.service import normalize_name, reportable_kpis
 from bot.scorecard import Scorecard, all_departments, build_scorecard
 from handlers.blocks import MAX_BLOCKS, context, fit_blocks, pack, section, sections
 from handlers.commands import CommandRequest, subcommand

@@ -25,7 +25,7 @@ from bot.database import transaction
 from bot.errors import DatabaseUnavailable
 from bot.idempotency import first_time
 from bot.models import Department, Source
-from bot.reporting import (
+from bot.reports.service import (
     NOTE_MAX_LENGTH,
     ReportableKpi,
     ReportError,
@@ -39,7 +39,7 @@ from bot.reporting import (
 from handlers.blocks import MODAL_MAX_BLOCKS, context, section
 from handlers.commands import CommandRequest
 from handlers.deps import Deps, department_of_channel
-from handlers.followup import after_reports
+from handlers.report.followup import after_reports
 
 log = logging.getLogger(__name__)
 
