@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -128,6 +129,8 @@ def test_date() -> dt.date:
 
 def pytest_configure(config: pytest.Config) -> None:
     test_date()  # a malformed KPIBOT_TEST_DATE stops the run once, up front
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_WorkerCounts())
     config.addinivalue_line(
         "markers", f"{ANY_DAY_MARK}: holds on any date; runs at {TEST_DATE_ENV} (default: today)"
     )
@@ -156,6 +159,22 @@ def any_day() -> dt.date:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"PostgreSQL-backed tests run: {_postgres_tests_run}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker counts its own; the controller adds them up (_WorkerCounts).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["postgres_tests_run"] = _postgres_tests_run
+
+
+class _WorkerCounts:
+    """Registered only when pytest-xdist is loaded: its hook is unknown to pytest otherwise."""
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        global _postgres_tests_run
+        _postgres_tests_run += int(getattr(node, "workeroutput", {}).get("postgres_tests_run", 0))
 
 
 @pytest.fixture
