@@ -9,11 +9,9 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
-from sqlalchemy.exc import OperationalError
 
 from bot import render
 from bot.database import transaction
-from bot.errors import DatabaseUnavailable
 from bot.models import Department
 from handlers.deps import Deps, department_of_channel
 
@@ -79,20 +77,14 @@ def register(app: App, deps: Deps) -> None:
 
 
 def dispatch(request: CommandRequest, name: str) -> None:
-    try:
-        with transaction(request.deps.engine) as session:
-            request.channel_department = department_of_channel(session, request.channel_id)
-        handler = SUBCOMMANDS.get(name)
-        if handler is None:
-            request.reply(render.message("command.unknown", request.locale(), name=name))
-            return
-        handler(request)
-    except (DatabaseUnavailable, OperationalError):
-        log.exception("database unavailable for /kpi %s", name)
-        request.reply(render.message("error.database", request.locale()))
-    except Exception:
-        log.exception("/kpi %s failed", name)
-        request.reply(render.message("error.unexpected", request.locale()))
+    """What escapes a subcommand is told to the user by the app's error handler (handlers/work.py)."""
+    with transaction(request.deps.engine) as session:
+        request.channel_department = department_of_channel(session, request.channel_id)
+    handler = SUBCOMMANDS.get(name)
+    if handler is None:
+        request.reply(render.message("command.unknown", request.locale(), name=name))
+        return
+    handler(request)
 
 
 @subcommand("help", "ヘルプ", "?")

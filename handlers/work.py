@@ -1,0 +1,132 @@
+"""One way to handle a request after `ack()`: a unit of work, and one place for what escapes it.
+
+A listener reads as parse → authorize → call `bot/` → render. What every listener needs besides
+is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error`):
+
+- `unit_of_work(engine, key)`: one transaction for one action; with an idempotency key, a request
+  Slack delivers again raises `AlreadyHandled` before anything is done, and the key is committed
+  with the work it guards (a request that failed half-way leaves no key, so its retry runs).
+- `on_error`, installed as the app's `app.error`: a retry already handled is dropped quietly; an
+  unreachable database is told to the user (the listener's own wording when it set one with the
+  `database_error` listener middleware, else `error.database`); anything else is logged with the
+  request's kind and told as `error.unexpected`. Nothing a listener raises reaches Slack as a 500.
+- `tell(...)`: an answer only the user sees, wherever the request came from; a failure to deliver
+  it is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from slack_bolt import BoltContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from bot import render
+from bot.database import transaction
+from bot.errors import DatabaseUnavailable
+from bot.idempotency import first_time
+
+log = logging.getLogger(__name__)
+
+DATABASE_ERROR = "database_error"  # the context key a listener's middleware sets
+
+
+class AlreadyHandled(Exception):
+    """The request was handled before (Slack delivered it again): there is nothing to do."""
+
+
+@contextmanager
+def unit_of_work(engine: Engine, key: str | None = None) -> Iterator[Session]:
+    with transaction(engine) as session:
+        if key is not None and not first_time(session, key):
+            raise AlreadyHandled(key)
+        yield session
+
+
+def database_error(message_key: str) -> Callable[..., None]:
+    """Listener middleware: the words this surface uses when the database is down."""
+
+    def middleware(context: BoltContext, next: Callable[[], None]) -> None:  # noqa: A002 (Bolt's name)
+        context[DATABASE_ERROR] = message_key
+        next()
+
+    return middleware
+
+
+def is_database_down(error: BaseException) -> bool:
+    return isinstance(error, DatabaseUnavailable | OperationalError)
+
+
+def where(body: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(user, channel, thread ts) of any request body: command, action, shortcut, view or event."""
+    event = body.get("event") or {}
+    user = body.get("user_id") or (body.get("user") or {}).get("id") or event.get("user")
+    channel = (
+        body.get("channel_id")
+        or (body.get("channel") or {}).get("id")
+        or (body.get("container") or {}).get("channel_id")
+        or event.get("channel")
+    )
+    message = body.get("message") or {}
+    thread = message.get("thread_ts") or event.get("thread_ts") or event.get("ts")
+    return user, channel, thread
+
+
+def tell(
+    client: WebClient,
+    body: dict[str, Any],
+    text: str,
+    *,
+    thread_ts: str | None = None,
+) -> None:
+    """An ephemeral answer: through the request's response_url when it has one (it works where
+    kpibot is not a member), else chat.postEphemeral in its channel."""
+    user, channel, thread = where(body)
+    response_url = body.get("response_url") or next(
+        (u.get("response_url") for u in body.get("response_urls") or [] if u.get("response_url")), None
+    )
+    if response_url:
+        try:
+            answer = WebhookClient(response_url, timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+            if answer.status_code == 200:
+                return
+            log.warning("response_url answer to %s failed: HTTP %s", user, answer.status_code)
+        except Exception:
+            log.exception("response_url answer to %s failed", user)
+    if not user or not channel:
+        log.warning("no way to tell %s: %s", user, text[:80])
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts or thread)
+    except SlackApiError as error:
+        log.error("ephemeral answer to %s in %s failed: %s", user, channel, error.response.get("error"))
+
+
+def on_error(locale_for: Callable[[str | None], str]) -> Callable[..., None]:
+    """The app's error handler (`app.error`); `locale_for(user)` is the language to answer in."""
+
+    def handle(error: Exception, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        if isinstance(error, AlreadyHandled):
+            log.info("request %s already handled; nothing done again", error)
+            return
+        user, _, _ = where(body)
+        kind = body.get("command") or body.get("type") or "request"
+        if is_database_down(error):
+            log.error("database unavailable for %s from %s: %s", kind, user, error)
+            key = context.get(DATABASE_ERROR) or "error.database"
+        else:
+            log.error("%s from %s failed", kind, user, exc_info=error)
+            key = "error.unexpected"
+        tell(client, body, render.message(key, locale_for(user)))
+
+    return handle
