@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.database import check_connection, make_engine, require_current_schema
 from bot.errors import DatabaseUnavailable, SlackRefused
 from handlers.client import make_web_client
+from handlers.gate import verified
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,17 @@ EVENTS_PATH = "/slack/events"
 
 
 def make_wsgi_app(app: App, engine: Engine) -> Any:
-    slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    bolt = SlackRequestHandler(app, path=EVENTS_PATH)
+    # Verified on the raw body before Bolt parses anything (handlers/gate.py).
+    events = verified(bolt, app._signing_secret)  # noqa: SLF001 (the secret the app was built with)
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        path = environ.get("PATH_INFO")
+        if path == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return _healthz(engine, start_response)
-        return slack(environ, start_response)
+        if path == EVENTS_PATH:
+            return events(environ, start_response)
+        return bolt(environ, start_response)
 
     return wsgi
 
