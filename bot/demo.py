@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from bot.alerts import service as alerts
 from bot.database import transaction
 from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
@@ -121,7 +122,7 @@ def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
             progress = index / max(1, len(window) - 1)
             factor = drift.start + (drift.end - drift.start) * progress + rng.gauss(0, drift.noise)
             value = _rounded(target.reference(kpi.direction) * Decimal(str(factor)), kpi.unit)
-            record_actual(
+            recorded = record_actual(
                 session,
                 kpi=kpi,
                 period=period.key,
@@ -129,6 +130,8 @@ def simulate_quarter(session: Session, today: dt.date, seed: int = 2026) -> int:
                 reported_by=kpi.owner_user_id or "demo",
                 source=Source.DEMO,
             )
+            # As a report does: the demo's alerts are the ones its story's figures raise.
+            alerts.check_after_report(session, kpi, recorded)
             stored += 1
     return stored
 

@@ -1,7 +1,8 @@
 """Alert rules (bot/alerts/rules.py): below target, pace and missing streak, and the alert state they move.
 
-The rules are plain functions over a scorecard row; the state tests run on SQLite and PostgreSQL
-through the same listener a report uses, so the alert rows change in the report's transaction.
+The rules are plain functions over a scorecard row; the state tests (bot/alerts/service.py) run on
+SQLite and PostgreSQL through the call a report makes (bot.reports.service.save), so the alert rows
+change in the report's transaction.
 """
 
 from __future__ import annotations
@@ -17,16 +18,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bot.alerts import rules as alerts
-from bot.alerts.rules import (
-    Finding,
-    below_target,
-    check_department,
-    check_kpi,
-    evaluate,
-    projected,
-    scan_department,
-)
+from bot.alerts import service as alerts
+from bot.alerts.rules import Finding, below_target, evaluate, projected
+from bot.alerts.service import check_department, check_kpi, scan_department
 from bot.clock import set_clock
 from bot.database import transaction
 from bot.models import (
@@ -45,8 +39,7 @@ from bot.models import (
     Unit,
 )
 from bot.periods import Period, parse_key, period_of
-from bot.reports import actuals
-from bot.reports.actuals import record_actual
+from bot.reports.service import save
 from bot.scorecard import ScoreRow
 from bot.scoring import TargetValue, score
 from tests.plans import count_kpi
@@ -322,14 +315,16 @@ def department(engine: Engine) -> Iterator[Department]:
 
 
 def report(engine: Engine, key: str, value: int | str, period: str = "2026-11") -> None:
+    """As a report stores a value: bot.reports.service.save, which checks the alerts."""
     with transaction(engine) as session:
         item = session.exec(select(Kpi).where(Kpi.key == key)).one()
-        record_actual(
+        save(
             session,
             kpi=item,
-            period=period,
+            department=session.get_one(Department, item.department_id),
+            period=parse_key(period),
             value=Decimal(value),
-            reported_by="U0OWNER",
+            user_id="U0OWNER",
             source=Source.COMMAND,
         )
 
@@ -375,7 +370,8 @@ def test_a_report_raises_moves_resolves_and_reopens_its_alert(engine: Engine, de
 def test_check_kpi_says_what_changed(
     engine: Engine, department: Department, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actuals, "_listeners", [])  # the changes are read from check_kpi itself here
+    # The changes are read from check_kpi itself here, not by the check a report makes.
+    monkeypatch.setattr(alerts, "check_after_report", lambda *args: None)
     today = dt.date(2026, 11, 20)
 
     def after(value: int) -> list[tuple[str, Severity | None, Severity]]:
@@ -430,8 +426,14 @@ def test_a_report_checks_the_derived_kpis_that_use_it(engine: Engine, department
 def test_alert_rows_change_in_the_reports_transaction(engine: Engine, department: Department) -> None:
     with pytest.raises(RuntimeError), transaction(engine) as session:
         item = session.exec(select(Kpi).where(Kpi.key == "close_rate")).one()
-        record_actual(
-            session, kpi=item, period="2026-11", value=Decimal(10), reported_by="U0", source=Source.COMMAND
+        save(
+            session,
+            kpi=item,
+            department=department,
+            period=NOVEMBER,
+            value=Decimal(10),
+            user_id="U0",
+            source=Source.COMMAND,
         )
         assert session.exec(select(Alert)).first() is not None  # raised inside the transaction
         raise RuntimeError("the report fails after the alert was raised")
@@ -445,7 +447,7 @@ def test_a_fault_in_the_rules_never_loses_the_report(
         raise ZeroDivisionError("a bug in a rule")
 
     monkeypatch.setattr(alerts, "check_kpi", broken)
-    caplog.set_level(logging.ERROR, logger="bot.alerts.rules")
+    caplog.set_level(logging.ERROR, logger="bot.alerts.service")
     report(engine, "close_rate", 10)
     with transaction(engine) as session:
         assert session.exec(select(Actual).where(Actual.period == "2026-11")).one().value == Decimal(10)

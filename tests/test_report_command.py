@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
+from bot.alerts import service as alerts
 from bot.database import make_engine
 from bot.models import Actual, AuditEvent, Kpi, ProcessedRequest
-from bot.reports import actuals
 from bot.reports.actuals import Recorded
 from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
 
@@ -282,7 +282,7 @@ def test_failure_mid_transaction_writes_nothing(slack: SlackHarness, monkeypatch
     def broken_listener(session: Session, kpi: Kpi, recorded: Recorded) -> None:
         raise OperationalError("INSERT INTO alert ...", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(actuals, "_listeners", [broken_listener])
+    monkeypatch.setattr(alerts, "check_after_report", broken_listener)
     answer = slack.command("report new_approaches 85", user_id=OWNER)
     assert "データベース" in answer.args["text"]
     with slack.session() as session:
@@ -325,7 +325,7 @@ def test_the_alert_hook_sees_every_saved_actual(slack: SlackHarness, monkeypatch
     def listener(session: Session, kpi: Kpi, recorded: Recorded) -> None:
         seen.append((kpi.key, recorded.actual.period, Decimal(recorded.actual.value), recorded.is_correction))
 
-    monkeypatch.setattr(actuals, "_listeners", [listener])
+    monkeypatch.setattr(alerts, "check_after_report", listener)
     slack.command("report new_approaches 85", user_id=OWNER)
     slack.command("report new_approaches 90", user_id=OWNER)
     assert seen == [

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
+from bot.alerts import service as alerts
 from bot.clock import set_clock
 from bot.models import Actual, Cadence, Department, Kpi, Source
-from bot.reports import actuals
 from bot.reports.actuals import Recorded
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import SlackHarness
@@ -384,7 +384,7 @@ def test_a_failure_while_saving_writes_nothing(slack: SlackHarness, monkeypatch:
         if len(seen) == 2:
             raise OperationalError("INSERT INTO alert ...", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(actuals, "_listeners", [breaks_on_the_second])
+    monkeypatch.setattr(alerts, "check_after_report", breaks_on_the_second)
     submit(slack, open_modal(slack, SALES1), SALES1, {"new_approaches": "85", "close_rate": "15"})
     assert "データベースに接続できない" in confirmation(slack)["text"]
     assert seen == ["new_approaches", "close_rate"]

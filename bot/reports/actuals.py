@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -24,16 +24,6 @@ class Recorded:
     @property
     def changed(self) -> bool:
         return self.previous is None or Decimal(self.previous.value) != Decimal(self.actual.value)
-
-
-# Called after an actual is stored, inside the same transaction (alerts subscribe here).
-ActualListener = Callable[[Session, Kpi, Recorded], None]
-_listeners: list[ActualListener] = []
-
-
-def on_actual_recorded(listener: ActualListener) -> ActualListener:
-    _listeners.append(listener)
-    return listener
 
 
 def live_actual(session: Session, kpi_id: int, period: str) -> Actual | None:
@@ -93,10 +83,7 @@ def record_actual(
             },
         )
     )
-    recorded = Recorded(actual, previous)
-    for listener in _listeners:
-        listener(session, kpi, recorded)
-    return recorded
+    return Recorded(actual, previous)
 
 
 def live_values(

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, or_, select
 
-import bot.alerts.rules  # noqa: F401  (its listener moves alerts in the same transaction as every report)
+from bot.alerts import service as alerts
 from bot.clock import today
 from bot.models import Actual, Department, Kpi, Source, Unit
 from bot.numbers import NumberFormatError, parse_number
@@ -268,6 +268,8 @@ def save(
     recorded = record_actual(
         session, kpi=kpi, period=period.key, value=value, reported_by=user_id, source=source, note=note
     )
+    # In the report's transaction: the alert rows move with the value, or neither does.
+    alerts.check_after_report(session, kpi, recorded)
     target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
     kpi_score = score(value, target, kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct))
     return Reported(kpi, department, period, recorded, kpi_score)

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, and_, col, or_, select
 
 from bot import outbox, render
-from bot.alerts.rules import Change, affected_kpis, check_department
+from bot.alerts.service import Change, affected_kpis, check_department
 from bot.clock import utcnow
 from bot.database import transaction
 from bot.models import Alert, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
