@@ -30,6 +30,12 @@ class Settings:
     locale: str
     fiscal_year_start_month: int
     admins: frozenset[str] = frozenset()
+    # Sizing of `kpibot serve` and `kpibot socket`.
+    web_concurrency: int = 2  # gunicorn worker processes
+    web_threads: int = 8  # request threads per gunicorn worker
+    # Bolt's default pool has 5 threads and every listener, ack included, waits for one:
+    # under 16 concurrent commands acks queued past Slack's 3 s (bench/README.md).
+    listener_threads: int = 32
 
     @property
     def safe_database_url(self) -> str:
@@ -74,6 +80,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             "KPIBOT_FISCAL_YEAR_START", get("KPIBOT_FISCAL_YEAR_START") or "4", 1, 12
         ),
         admins=_user_ids("KPIBOT_ADMINS", get("KPIBOT_ADMINS") or ""),
+        web_concurrency=_int_in_range("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or "2", 1, 256),
+        web_threads=_int_in_range("KPIBOT_THREADS", get("KPIBOT_THREADS") or "8", 1, 1024),
+        listener_threads=_int_in_range(
+            "KPIBOT_LISTENER_THREADS", get("KPIBOT_LISTENER_THREADS") or "32", 1, 1024
+        ),
     )
 
 

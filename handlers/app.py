@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App
@@ -35,11 +34,9 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
         # Signature verification stays on (Bolt's default); Socket Mode has no HTTP to sign.
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not socket_mode,
-        # Bolt's default pool has 5 threads and every listener, ack included, waits for one:
-        # under 16 concurrent commands acks queued past Slack's 3 s (bench/README.md).
+        # Bolt's default pool (5 threads) is too small; see Settings.listener_threads.
         listener_executor=ThreadPoolExecutor(
-            max_workers=int(os.environ.get("KPIBOT_LISTENER_THREADS", "32")),
-            thread_name_prefix="kpibot-listener",
+            max_workers=settings.listener_threads, thread_name_prefix="kpibot-listener"
         ),
     )
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))

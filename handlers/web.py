@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -127,10 +126,10 @@ def serve(
     check_slack_tokens(settings, locale)
     options = {
         "bind": f"{host}:{settings.port}",
-        "workers": workers or int(os.environ.get("WEB_CONCURRENCY", "2")),
+        "workers": workers or settings.web_concurrency,
         # Threads, not async workers: Bolt's App is synchronous and acks from its own thread pool.
         "worker_class": "gthread",
-        "threads": int(os.environ.get("KPIBOT_THREADS", "8")),
+        "threads": settings.web_threads,
         "timeout": 30,
         "graceful_timeout": 10,
         "accesslog": None,

@@ -31,6 +31,9 @@ SETTINGS = (
     "KPIBOT_LOCALE",
     "KPIBOT_FISCAL_YEAR_START",
     "SLACK_API_URL",
+    "WEB_CONCURRENCY",
+    "KPIBOT_THREADS",
+    "KPIBOT_LISTENER_THREADS",
 )
 UNREACHABLE = "postgresql+psycopg://kpi:s3cret@127.0.0.1:1/nope"
 DEPARTMENTS = {
@@ -460,6 +463,8 @@ def test_unreachable_demo_database(capsys: pytest.CaptureFixture[str]) -> None:
         ("DATABASE_URL", "not a url"),
         ("SLACK_API_URL", "slack.example"),
         ("DATABASE_URL", "postgresql://kpi:s3cret@db:port/kpi"),
+        ("WEB_CONCURRENCY", "0"),
+        ("KPIBOT_LISTENER_THREADS", "lots"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(

@@ -17,6 +17,7 @@ def test_defaults_with_nothing_configured(tmp_path: Path) -> None:
     assert (settings.port, settings.locale, str(settings.timezone)) == (3000, "ja", "Asia/Tokyo")
     assert settings.fiscal_year_start_month == 4
     assert settings.slack_bot_token is None
+    assert (settings.web_concurrency, settings.web_threads, settings.listener_threads) == (2, 8, 32)
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
@@ -24,6 +25,13 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     env_file.write_text("PORT=8080\nKPIBOT_LOCALE=en\nSLACK_BOT_TOKEN=xoxb-from-file\n")
     settings = load_settings({"PORT": "9000"}, env_file=env_file)
     assert (settings.port, settings.locale, settings.slack_bot_token) == (9000, "en", "xoxb-from-file")
+
+
+def test_sizing_comes_from_env_file_too(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("WEB_CONCURRENCY=4\nKPIBOT_THREADS=16\nKPIBOT_LISTENER_THREADS=64\n")
+    settings = load_settings({"KPIBOT_THREADS": "12"}, env_file=env_file)
+    assert (settings.web_concurrency, settings.web_threads, settings.listener_threads) == (4, 12, 64)
 
 
 def test_heroku_style_postgres_url_uses_psycopg() -> None:
@@ -49,6 +57,10 @@ def test_slack_api_url_gets_a_trailing_slash() -> None:
         ("KPIBOT_LOCALE", "fr"),
         ("KPIBOT_FISCAL_YEAR_START", "13"),
         ("SLACK_API_URL", "slack.com/api"),
+        ("WEB_CONCURRENCY", "two"),
+        ("WEB_CONCURRENCY", "0"),
+        ("KPIBOT_THREADS", "-1"),
+        ("KPIBOT_LISTENER_THREADS", "many"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
