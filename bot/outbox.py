@@ -68,11 +68,28 @@ class PostFailed(Exception):
         self.code = code
 
 
+class PostUncertain(PostFailed):
+    """The call may have been carried out (a dropped connection, a timeout, a 5xx): look before
+    sending again."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"{UNCERTAIN}{code}")
+
+
+UNCERTAIN = "uncertain: "  # the prefix of a post's error when Slack may have it after all
+
+
 class Poster(Protocol):
     """What the core needs of Slack. Each call raises PostFailed when Slack refuses it."""
 
-    def post(self, channel: str, message: Message, *, thread_ts: str | None = None) -> str:
-        """Post a message (a reply when `thread_ts`); returns its ts."""
+    def post(
+        self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
+    ) -> str:
+        """Post a message (a reply when `thread_ts`), tagged with `key`; returns its ts.
+        PostUncertain when Slack may have it although the call failed."""
+
+    def find(self, channel: str, key: str, *, thread_ts: str | None = None) -> str | None:
+        """The ts of a message tagged with `key` in `channel` (or the thread), if Slack has it."""
 
     def update(self, channel: str, ts: str, message: Message) -> None:
         """Replace a message's text and blocks."""
@@ -99,6 +116,10 @@ class Key:
     period: str
     subject: str = ""
 
+    def token(self) -> str:
+        """The key as the tag a posted message carries."""
+        return f"{self.department_id}:{self.kind.value}:{self.period}:{self.subject}"
+
     def where(self) -> list[Any]:
         return [
             col(Post.department_id) == self.department_id,
@@ -112,6 +133,9 @@ class Key:
 class Claim:
     post_id: int
     attempt: int
+    # Taking over a claim whose holder may have posted (it died, or its send was ambiguous):
+    # look for the message before sending it again.
+    look_first: bool = False
 
 
 def claim(
@@ -176,7 +200,8 @@ def claim(
             key.department_id,
             existing.attempts + 1,
         )
-        return Claim(existing.id, existing.attempts + 1)
+        maybe_posted = existing.status is PostStatus.CLAIMED or (existing.error or "").startswith(UNCERTAIN)
+        return Claim(existing.id, existing.attempts + 1, look_first=maybe_posted)
 
 
 def complete(engine: Engine, claim_: Claim, ts: str) -> None:
@@ -269,7 +294,7 @@ class Outbox:
             return Sent("busy")
         root, *rest = built
         try:
-            ts = self.poster.post(channel, root, thread_ts=thread_ts)
+            ts, earlier = self._post_root(key, channel, root, thread_ts, taken)
         except PostFailed as error:
             fail(self.engine, taken, error.code)
             log.error(
@@ -281,6 +306,9 @@ class Outbox:
                 error.code,
             )
             return Sent("failed", error=error.code)
+        if earlier:  # the holder before us had posted it: recorded now, not sent again
+            complete(self.engine, taken, ts)
+            return Sent("already", ts)
         with self._mutex:
             self._unrecorded[key] = (taken, ts)
         # From here on the post is in the channel: later failures are logged, never re-sent.
@@ -289,6 +317,30 @@ class Outbox:
         with self._mutex:
             self._unrecorded.pop(key, None)
         return Sent("posted", ts)
+
+    def _post_root(
+        self, key: Key, channel: str, root: Message, thread_ts: str | None, taken: Claim
+    ) -> tuple[str, bool]:
+        """Post the first message, tagged with the key, never twice: (its ts, whether it was found
+        posted by an earlier holder of the claim instead). After an ambiguous send, Slack is asked
+        whether it has the message before it is sent once more."""
+        token = key.token()
+        if taken.look_first:
+            found = self.poster.find(channel, token, thread_ts=thread_ts)
+            if found is not None:
+                log.warning("%s was posted before (ts %s): recorded, not sent again", token, found)
+                return found, True
+        for attempt in (1, 2):
+            try:
+                return self.poster.post(channel, root, thread_ts=thread_ts, key=token), False
+            except PostUncertain as error:
+                found = self.poster.find(channel, token, thread_ts=thread_ts)
+                if found is not None:
+                    return found, False
+                if attempt == 2:
+                    raise
+                log.warning("%s is not in Slack after %s: sending it once more", token, error.code)
+        raise AssertionError("unreachable")
 
     def _continue(
         self, channel: str, thread_ts: str, rest: Sequence[Message], files: Sequence[Upload], key: Key

@@ -55,6 +55,9 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+_DROPPED = _Reply(0, {})  # no answer at all: the connection is closed
+
+
 def _maybe_json(value: str) -> Any:
     # slack_sdk form-encodes structured args (blocks, view, files) as JSON strings; tests want objects.
     if value[:1] in "[{":
@@ -97,6 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         reply = self.server.fake._dispatch(self.path, raw, self.headers)
+        if reply is _DROPPED:
+            self.close_connection = True
+            return
         body = json.dumps(reply.body).encode()
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -123,6 +129,8 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._calls: list[Call] = []
+        # Messages posted, as Slack keeps them (channel history, threads, metadata).
+        self._messages: list[JsonDict] = []
         self._failures: dict[str, deque[_Failure]] = {}
         self._users: dict[str, JsonDict] = {}
         self._filenames: dict[str, str] = {}
@@ -141,6 +149,9 @@ class FakeSlack:
             "views.publish": self._view,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "conversations.open": self._conversations_open,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
         }
@@ -212,19 +223,25 @@ class FakeSlack:
             self._failures.clear()
 
     def reset(self) -> None:
-        """Forget calls, uploads, failures and users, keeping the server running."""
+        """Forget calls, messages, uploads, failures and users, keeping the server running."""
         with self._lock:
             self._calls.clear()
             self._failures.clear()
             self._users.clear()
             self._filenames.clear()
             self.uploads.clear()
+            self._messages.clear()
 
     # -- inspection --------------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
         with self._lock:
             return [c for c in self._calls if method is None or c.method == method]
+
+    def messages(self, channel: str | None = None) -> list[JsonDict]:
+        """What Slack holds: every message posted (also those whose answer was lost), oldest first."""
+        with self._lock:
+            return [dict(m) for m in self._messages if channel is None or m["channel"] == channel]
 
     def last(self, method: str) -> Call:
         matching = self.calls(method)
@@ -283,7 +300,7 @@ class FakeSlack:
                     failed=failure is not None,
                 )
             )
-            if failure is not None:
+            if failure is not None and failure.error != DROP_AFTER_SEND:
                 return _failure_reply(failure)
             if method == "upload":
                 self.uploads[rest] = raw
@@ -293,7 +310,9 @@ class FakeSlack:
             handler = self._handlers.get(method)
             if handler is None:
                 return _Reply(200, {"ok": False, "error": "unknown_method"})
-            return _Reply(200, {"ok": True, **handler(args)})
+            answer = _Reply(200, {"ok": True, **handler(args)})
+            # Carried out, then the connection drops before the answer: the caller cannot know.
+            return _DROPPED if failure is not None else answer
 
     def _take_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
@@ -360,7 +379,42 @@ class FakeSlack:
 
     def _chat_post_message(self, args: JsonDict) -> JsonDict:
         ts = self._new_ts()
-        return {"channel": args.get("channel"), "ts": ts, "message": self._bot_message(args, ts)}
+        channel = _im_of(str(args.get("channel", "")))
+        message = self._bot_message(args, ts)
+        kept = {**message, "channel": channel, "thread_ts": args.get("thread_ts")}
+        if isinstance(args.get("metadata"), dict):
+            kept["metadata"] = args["metadata"]
+        self._messages.append(kept)
+        return {"channel": args.get("channel"), "ts": ts, "message": message}
+
+    def _conversations_open(self, args: JsonDict) -> JsonDict:
+        return {"channel": {"id": _im_of(str(args.get("users", "")))}}
+
+    def _listed(self, messages: list[JsonDict], args: JsonDict) -> JsonDict:
+        oldest = float(args.get("oldest") or 0)
+        shown = [m for m in messages if float(m["ts"]) > oldest]
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        return {
+            "messages": [
+                {k: v for k, v in m.items() if k != "channel" and (with_metadata or k != "metadata")}
+                for m in sorted(shown, key=lambda m: float(m["ts"]), reverse=True)
+            ],
+            "has_more": False,
+        }
+
+    def _conversations_history(self, args: JsonDict) -> JsonDict:
+        channel = args.get("channel")
+        roots = [
+            m for m in self._messages if m["channel"] == channel and m.get("thread_ts") in (None, m["ts"])
+        ]
+        return self._listed(roots, args)
+
+    def _conversations_replies(self, args: JsonDict) -> JsonDict:
+        channel, thread = args.get("channel"), str(args.get("ts", ""))
+        thread_messages = [
+            m for m in self._messages if m["channel"] == channel and thread in (m["ts"], m.get("thread_ts"))
+        ]
+        return self._listed(thread_messages, args)
 
     def _chat_update(self, args: JsonDict) -> JsonDict:
         ts = args.get("ts", "")
@@ -418,6 +472,16 @@ class FakeSlack:
         }
 
 
+# fail(method, DROP_AFTER_SEND): the call is carried out (a message is posted) and the connection
+# is closed before the answer, as when a network drops between Slack and us.
+DROP_AFTER_SEND = "drop_after_send"
+
+
+def _im_of(channel: str) -> str:
+    """Posting to a user id posts in the IM with them (D…), as Slack does."""
+    return f"D{channel[1:]}" if channel[:1] in ("U", "W") else channel
+
+
 def _failure_reply(failure: _Failure) -> _Reply:
     if failure.error == "ratelimited":
         return _Reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(failure.retry_after)})
@@ -427,9 +491,10 @@ def _failure_reply(failure: _Failure) -> _Reply:
 
 
 def _serving_thread(server: socketserver.BaseServer, name: str) -> threading.Thread:
-    # A short poll interval makes shutdown() return quickly; the default 0.5s adds up over a test suite.
+    # shutdown() waits for the loop to wake up and see it: with two servers per test the default
+    # 0.5s (or even 0.05s) adds up over a suite, while an idle wake-up costs microseconds.
     return threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.005}, name=name, daemon=True
     )
 
 
