@@ -27,6 +27,7 @@ from bot.models import (
     AuditEvent,
     Countermeasure,
     CountermeasureStatus,
+    Department,
     Kpi,
     Post,
     PostKind,
@@ -805,3 +806,31 @@ def test_typed_text_is_escaped_for_mrkdwn_but_slack_markup_is_kept() -> None:
     assert mrkdwn_text(typed) == (
         "CPL &lt; 8000 &amp; &gt; 5000: ask <@U0A|a> in <#C0B|sales>, see <https://x.example|doc> &lt;"
     )
+
+
+def test_one_check_tells_a_form_every_field_and_a_command_the_first_problem() -> None:
+    """bot.countermeasures.service.check serves the form, the mention and the command alike."""
+    from bot.clock import set_clock
+
+    set_clock(lambda: dt.datetime(2026, 11, 30, 1, tzinfo=dt.UTC))  # 10:00 in Tokyo
+    sales = Department(key="sales", name_ja="営業部", name_en="Sales", head_user_id=SALES_HEAD)
+    target = service.Target(None, Kpi(key="new_approaches"), sales)
+
+    def codes(problems: dict[str, service.CountermeasureError]) -> dict[str, str]:
+        return {field: problem.code for field, problem in problems.items()}
+
+    refused = service.check(target, user_id=OUTSIDER, allowed=False, text=" ", owner=None, due="2026-11-29")
+    assert codes(refused.problems) == {"text": "text_required", "due": "due_past"}  # text's own first
+    assert refused.refusal is not None and refused.refusal.code == "not_allowed"
+    assert refused.refusal.params == {"department": sales, "head": SALES_HEAD}
+
+    unread = service.check(target, user_id=SALES1, allowed=True, text=" ", owner=None, due="12/15")
+    assert unread.refusal is not None and unread.refusal.code == "text_required"
+    picked = service.check(
+        target, user_id=SALES1, allowed=True, text="x", owner=None, due="12/15", read_due=service.iso_due
+    )
+    assert codes(picked.problems) == {"due": "due_malformed"} and picked.refusal is picked.problems["due"]
+
+    ok = service.check(target, user_id=SALES1, allowed=True, text="架電", owner=None, due="明日")
+    assert ok.refusal is None and ok.problems == {}
+    assert (ok.draft.owner_user_id, ok.draft.due_date) == (SALES1, dt.date(2026, 12, 1))

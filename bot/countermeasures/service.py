@@ -239,6 +239,10 @@ def latest_open_alert(session: Session, kpi_id: int) -> Alert | None:
 # -- checking and logging ----------------------------------------------------------------------------
 
 
+def not_allowed(department: Department) -> CountermeasureError:
+    return CountermeasureError("not_allowed", department=department, head=department.head_user_id)
+
+
 def check_fields(
     *, text: str, due: dt.date | None, expected_effect: str | None, today: dt.date
 ) -> dict[str, CountermeasureError]:
@@ -258,6 +262,30 @@ def check_fields(
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a countermeasure is logged against: an alert (and its thread) when there is one, and its KPI."""
+
+    alert: Alert | None
+    kpi: Kpi
+    department: Department
+
+
+def target_of_alert(session: Session, alert: Alert | None) -> Target | None:
+    if alert is None:
+        return None
+    found = kpi_and_department(session, alert.kpi_id)
+    return None if found is None else Target(alert, *found)
+
+
+def target_of_form(session: Session, alert_id: int | None, kpi_id: int | None) -> Target | None:
+    """The alert decides the KPI (the form's KPI only stands in when the alert is gone)."""
+    alert = session.get(Alert, alert_id) if alert_id else None
+    kpi_id = alert.kpi_id if alert is not None else kpi_id
+    found = kpi_and_department(session, kpi_id) if kpi_id else None
+    return None if found is None else Target(alert, *found)
+
+
+@dataclass(frozen=True)
 class Draft:
     """A checked countermeasure, ready to log."""
 
@@ -268,6 +296,70 @@ class Draft:
     owner_user_id: str | None
     due_date: dt.date | None
     expected_effect: str | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A countermeasure as entered, checked: log `draft` only when there is no refusal."""
+
+    draft: Draft
+    allowed: bool
+    malformed_due: CountermeasureError | None
+    fields: dict[str, CountermeasureError]
+
+    @property
+    def problems(self) -> dict[str, CountermeasureError]:
+        """By field, all at once (a form shows each by its input); not being allowed is told on the text."""
+        problems = dict(self.fields)
+        if self.malformed_due is not None:
+            problems["due"] = self.malformed_due
+        if not self.allowed:
+            problems.setdefault("text", not_allowed(self.draft.department))
+        return problems
+
+    @property
+    def refusal(self) -> CountermeasureError | None:
+        """The one problem to tell where there is no form: not being allowed, then a due date that
+        could not be read, then the fields in order."""
+        if not self.allowed:
+            return not_allowed(self.draft.department)
+        return self.malformed_due or next(iter(self.fields.values()), None)
+
+
+def iso_due(text: str, today: dt.date) -> dt.date:
+    """The date picker's ISO date (anything else was not picked in it)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise CountermeasureError("due_malformed", text=text) from None
+
+
+def check(
+    target: Target,
+    *,
+    user_id: str,
+    allowed: bool,
+    text: str,
+    owner: str | None,
+    due: str | None,
+    expected_effect: str | None = None,
+    read_due: Callable[[str, dt.date], dt.date] = parse_due,
+) -> Checked:
+    """The one check of what is entered, whichever way (form, mention, command). The owner defaults
+    to the author; `allowed` is may_log's answer for the author."""
+    today = today_for(target.department)
+    malformed: CountermeasureError | None = None
+    due_date: dt.date | None = None
+    if due:
+        try:
+            due_date = read_due(due, today)
+        except CountermeasureError as error:
+            malformed = error
+    fields = check_fields(text=text, due=due_date, expected_effect=expected_effect, today=today)
+    draft = Draft(
+        target.kpi, target.department, target.alert, text, owner or user_id, due_date, expected_effect
+    )
+    return Checked(draft, allowed, malformed, fields)
 
 
 def from_command(session: Session, *, text: str, user_id: str, is_admin: Callable[[], bool]) -> Draft:
@@ -281,22 +373,18 @@ def from_command(session: Session, *, text: str, user_id: str, is_admin: Callabl
         kpi, department = find_kpi(everything, parts.kpi, suggest_from=everything)
     except ReportError as error:
         raise CountermeasureError("unknown_kpi", **error.params) from None
-    if not may_log(session, department, user_id, is_admin):
-        raise CountermeasureError("not_allowed", department=department, head=department.head_user_id)
-    today = today_for(department)
-    due = parse_due(parts.typed.due, today) if parts.typed.due else None
-    errors = check_fields(text=parts.typed.text, due=due, expected_effect=None, today=today)
-    if errors:
-        raise next(iter(errors.values()))
     assert kpi.id is not None
-    return Draft(
-        kpi,
-        department,
-        latest_open_alert(session, kpi.id),
-        parts.typed.text,
-        parts.typed.owner or user_id,
-        due,
+    checked = check(
+        Target(latest_open_alert(session, kpi.id), kpi, department),
+        user_id=user_id,
+        allowed=may_log(session, department, user_id, is_admin),
+        text=parts.typed.text,
+        owner=parts.typed.owner,
+        due=parts.typed.due,
     )
+    if checked.refusal is not None:
+        raise checked.refusal
+    return checked.draft
 
 
 def baseline(
@@ -459,6 +547,11 @@ def _items(session: Session, *conditions: Any) -> list[Item]:
         )
     ).all()
     return [Item(cm, kpi, department) for cm, kpi, department in rows]
+
+
+def item_of(session: Session, countermeasure_id: int) -> Item | None:
+    """A countermeasure with its KPI and department; None when any of them is gone."""
+    return next(iter(_items(session, col(Countermeasure.id) == countermeasure_id)), None)
 
 
 def reminders_due(session: Session, now: dt.datetime) -> list[Item]:
