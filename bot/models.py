@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import JSON, Column, Field, SQLModel
 
 from bot.clock import utcnow
-from bot.dbtypes import TZDateTime
+from bot.dbtypes import ExactDecimal, TZDateTime
 
 # Names every constraint so Alembic can address them on both SQLite and PostgreSQL.
 SQLModel.metadata.naming_convention = {
@@ -130,8 +130,8 @@ def _timestamp(*, nullable: bool = False, default_now: bool = True) -> Any:
 
 
 def _amount(*, nullable: bool = True) -> Any:
-    # Numeric, not float: users compare these numbers with targets they typed.
-    return Field(default=None, sa_column=Column(sa.Numeric(20, 6), nullable=nullable))
+    # Exact, not float, on both databases: users compare these numbers with targets they typed.
+    return Field(default=None, sa_column=Column(ExactDecimal(), nullable=nullable))
 
 
 class Department(SQLModel, table=True):
@@ -199,7 +199,12 @@ class SuccessFactor(SQLModel, table=True):
 
 
 class Kpi(SQLModel, table=True):
-    __table_args__ = (sa.CheckConstraint("amber_pct > 0 AND red_pct > 0", name="positive_thresholds"),)
+    __table_args__ = (
+        # Compared as numbers: on SQLite the amounts are text (see bot/dbtypes.py ExactDecimal).
+        sa.CheckConstraint(
+            "CAST(amber_pct AS NUMERIC) > 0 AND CAST(red_pct AS NUMERIC) > 0", name="positive_thresholds"
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=64, unique=True)
@@ -236,7 +241,8 @@ class Target(SQLModel, table=True):
         sa.CheckConstraint(
             "(value IS NOT NULL AND min_value IS NULL AND max_value IS NULL)"
             " OR (value IS NULL AND min_value IS NOT NULL AND max_value IS NOT NULL"
-            " AND min_value <= max_value)",
+            # Compared as numbers: on SQLite the amounts are text (see bot/dbtypes.py ExactDecimal).
+            " AND CAST(min_value AS NUMERIC) <= CAST(max_value AS NUMERIC))",
             name="value_or_range",
         ),
     )

@@ -22,7 +22,21 @@ PERCENT = "percent"
 JPY = "jpy"
 USD = "usd"
 
+# A sanity bound for the parser alone; what can be stored is the narrower STORABLE_LIMIT below.
 MAX_ABS_VALUE = Decimal(10) ** 18
+
+# What every amount column holds (NUMERIC(20, 6), bot/dbtypes.py `ExactDecimal`), on both databases:
+# |value| < 10^14 with at most 6 decimals. PostgreSQL refuses more integer digits and rounds extra
+# decimals away silently, so a typed value outside this must be refused before it is confirmed.
+STORABLE_DECIMALS = 6
+STORABLE_INTEGER_DIGITS = 14
+STORABLE_LIMIT = Decimal(10) ** STORABLE_INTEGER_DIGITS
+STORABLE_QUANTUM = Decimal(1).scaleb(-STORABLE_DECIMALS)
+_STORABLE_CONTEXT = Context(
+    prec=STORABLE_INTEGER_DIGITS + STORABLE_DECIMALS + 2,
+    rounding=ROUND_HALF_UP,
+    traps=[InvalidOperation, Overflow],
+)
 
 # NFKC folds full-width digits, ，．－％＄￥ and ideographic spaces, but not U+2212 MINUS SIGN.
 _EXTRA_MINUS = str.maketrans({"\u2212": "-"})
@@ -92,6 +106,54 @@ def parse_number(text: str) -> ParsedNumber:
             raise NumberFormatError("too_large", text, "larger than 10^18")
         value = -magnitude if (lead_sign or inner_sign) == "-" else magnitude
         return ParsedNumber(_canonical(value), unit)
+
+
+def check_storable(value: Decimal | int, text: str | None = None) -> Decimal:
+    """`value` as a Decimal if an amount column holds it exactly, else `NumberFormatError`.
+
+    The one place the storable range is decided; every way a number comes in (Slack text, the
+    report form, plan files) calls this, directly or through `parse_amount`. Codes: ``too_large``
+    (|value| >= STORABLE_LIMIT), ``too_precise`` (more than STORABLE_DECIMALS decimals, trailing
+    zeros not counted) and ``not_a_number`` (NaN, infinities, a float or a bool).
+    """
+    shown = str(value) if text is None else text
+    # bool is an int, and a float has already lost what was typed: neither is an amount.
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise NumberFormatError("not_a_number", shown, f"{type(value).__name__} is not an exact number")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise NumberFormatError("not_a_number", shown, "not a finite number")
+    if number.copy_abs() >= STORABLE_LIMIT:
+        raise NumberFormatError("too_large", shown, f"at least 10^{STORABLE_INTEGER_DIGITS}")
+    # Below the limit the quantized value has at most 20 digits: this context holds it exactly.
+    with localcontext(_STORABLE_CONTEXT):
+        if number != number.quantize(STORABLE_QUANTUM):
+            raise NumberFormatError("too_precise", shown, f"more than {STORABLE_DECIMALS} decimals")
+        return _canonical(number)
+
+
+def storable_round(value: Decimal | int) -> Decimal:
+    """`value` rounded as an amount column stores it: half away from zero to STORABLE_DECIMALS.
+
+    For computed values (a percentage, a projection); typed ones go through `check_storable`,
+    which refuses instead of rounding. ValueError when the rounded value does not fit at all.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise TypeError(f"an amount must be a Decimal or an int, not {type(value).__name__}")
+    number = Decimal(value)
+    if not number.is_finite() or number.copy_abs() >= STORABLE_LIMIT:
+        raise ValueError(f"{value} does not fit an amount column (|value| < 10^{STORABLE_INTEGER_DIGITS})")
+    with localcontext(_STORABLE_CONTEXT):
+        rounded = number.quantize(STORABLE_QUANTUM)
+    if rounded.copy_abs() >= STORABLE_LIMIT:  # 99999999999999.9999995 rounds up to 10^14
+        raise ValueError(f"{value} does not fit an amount column (|value| < 10^{STORABLE_INTEGER_DIGITS})")
+    return rounded if rounded != 0 else abs(rounded)  # no "-0.000000"
+
+
+def parse_amount(text: str) -> ParsedNumber:
+    """`parse_number`, then `check_storable`: a typed number that can be stored exactly as typed."""
+    parsed = parse_number(text)
+    return ParsedNumber(check_storable(parsed.value, text), parsed.unit)
 
 
 def _parse_body(body: str, text: str) -> tuple[Decimal, bool]:
