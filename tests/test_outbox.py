@@ -6,6 +6,10 @@ ledger says."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,9 +22,11 @@ from bot.config import load_settings
 from bot.database import transaction
 from bot.models import Department, Post, PostKind, PostStatus
 from bot.outbox import Key, Message, Outbox
+from handlers.cli import main
 from handlers.client import make_web_client
 from handlers.poster import SlackPoster, metadata
-from tests.fakeslack.server import DROP_AFTER_SEND, FakeSlack
+from tests.fakeslack.server import DROP_AFTER_SEND, HANG_AFTER_SEND, FakeSlack
+from tests.plans import EXAMPLE_PLAN, import_plan
 
 NOW = dt.datetime(2026, 11, 30, 0, 0, 30, tzinfo=dt.UTC)
 CHANNEL = "C0SALES"
@@ -156,3 +162,49 @@ def test_a_dropped_thread_note_and_a_dropped_dm_post_once(
     assert [m["text"] for m in fake.messages("D0OWNER")] == ["please report"]
     assert attempts(fake) == 3
     assert len(fake.calls("conversations.replies")) == 1 and len(fake.calls("conversations.open")) == 1
+
+
+def test_a_process_killed_between_the_send_and_its_record_is_not_posted_again(
+    engine: Engine, fake: FakeSlack
+) -> None:
+    """`kpibot digest` killed -9 while Slack has its message and the ledger has only the claim; once
+    the lease has passed, the next run finds the message in Slack and records it instead."""
+    import_plan(engine, EXAMPLE_PLAN)
+    env = {
+        **os.environ,
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_API_URL": fake.url,
+        "KPIBOT_LOCALE": "en",
+    }
+    argv = ["digest", "--department", "sales", "--period", "2026-W48"]
+    fake.fail("chat.postMessage", HANG_AFTER_SEND)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        fake.wait_for("chat.postMessage", timeout=60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    [held] = fake.messages(CHANNEL)
+    with transaction(engine) as session:
+        [claimed] = session.exec(select(Post).where(Post.kind == PostKind.DIGEST)).all()
+    assert (claimed.status, claimed.ts) == (PostStatus.CLAIMED, None)
+
+    later = claimed.claimed_at + outbox.LEASE + dt.timedelta(minutes=1)
+    set_clock(lambda: later)
+    monkeypatch_env = {k: env[k] for k in ("DATABASE_URL", "SLACK_BOT_TOKEN", "SLACK_API_URL")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in monkeypatch_env.items():
+            patch.setenv(name, value)
+        assert main(["--locale", "en", *argv]) == 0
+
+    assert [m["ts"] for m in fake.messages(CHANNEL)] == [held["ts"]]  # Slack holds one digest
+    assert len(fake.calls("chat.postMessage")) == 1  # the killed process's, and nothing since
+    with transaction(engine) as session:
+        [post] = session.exec(select(Post).where(Post.kind == PostKind.DIGEST)).all()
+    assert (post.status, post.ts, post.attempts) == (PostStatus.SENT, held["ts"], 2)

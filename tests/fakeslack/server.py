@@ -131,6 +131,7 @@ class FakeSlack:
         self._calls: list[Call] = []
         # Messages posted, as Slack keeps them (channel history, threads, metadata).
         self._messages: list[JsonDict] = []
+        self._stopping = threading.Event()  # ends a HANG_AFTER_SEND early
         self._failures: dict[str, deque[_Failure]] = {}
         self._users: dict[str, JsonDict] = {}
         self._filenames: dict[str, str] = {}
@@ -159,12 +160,14 @@ class FakeSlack:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> FakeSlack:
+        self._stopping.clear()
         self._server = _FakeHTTPServer(self)
         self._thread = _serving_thread(self._server, "fakeslack")
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -300,7 +303,7 @@ class FakeSlack:
                     failed=failure is not None,
                 )
             )
-            if failure is not None and failure.error != DROP_AFTER_SEND:
+            if failure is not None and failure.error not in (DROP_AFTER_SEND, HANG_AFTER_SEND):
                 return _failure_reply(failure)
             if method == "upload":
                 self.uploads[rest] = raw
@@ -311,8 +314,12 @@ class FakeSlack:
             if handler is None:
                 return _Reply(200, {"ok": False, "error": "unknown_method"})
             answer = _Reply(200, {"ok": True, **handler(args)})
-            # Carried out, then the connection drops before the answer: the caller cannot know.
-            return _DROPPED if failure is not None else answer
+            if failure is None:
+                return answer
+        if failure.error == HANG_AFTER_SEND:
+            self._stopping.wait(HANG_SECONDS)
+        # Carried out, then the connection drops before the answer: the caller cannot know.
+        return _DROPPED
 
     def _take_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
@@ -475,6 +482,10 @@ class FakeSlack:
 # fail(method, DROP_AFTER_SEND): the call is carried out (a message is posted) and the connection
 # is closed before the answer, as when a network drops between Slack and us.
 DROP_AFTER_SEND = "drop_after_send"
+# fail(method, HANG_AFTER_SEND): carried out, then no answer for HANG_SECONDS (then dropped): time
+# for a test to kill the caller between Slack having the message and the caller knowing it.
+HANG_AFTER_SEND = "hang_after_send"
+HANG_SECONDS = 30.0
 
 
 def _im_of(channel: str) -> str:
