@@ -17,8 +17,7 @@ from handlers.deps import Deps
 
 # Imported for their @subcommand registrations.
 from handlers.digests import interactive as _digests  # noqa: F401
-from handlers.report import interactive as _report  # noqa: F401
-from handlers.report import modal as report_modal
+from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
 from handlers.users import UserDirectory
@@ -42,7 +41,7 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))
     app.error(on_error(lambda user: deps.locale_for(user) if user else settings.locale))
     commands.register(app, deps)
-    report_modal.register(app, deps)
+    report.register(app, deps)
     alerts.register(app, deps)
     countermeasures.register(app, deps)
     return app

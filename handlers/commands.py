@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot import render
-from bot.database import transaction
 from bot.models import Department
 from handlers.deps import Deps, department_of_channel
+from handlers.work import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class CommandRequest:
     trigger_id: str
     respond: Respond
     client: WebClient
+    context: BoltContext  # what app.error needs to answer well (handlers.work.answer_in)
     channel_department: Department | None = None
 
     def locale(self, department: Department | None = None) -> str:
@@ -59,7 +60,9 @@ def subcommand(*names: str) -> Callable[[Subcommand], Subcommand]:
 
 def register(app: App, deps: Deps) -> None:
     @app.command("/kpi")
-    def kpi_command(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+    def kpi_command(
+        ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient, context: BoltContext
+    ) -> None:
         # Ack first and empty: every answer goes through response_url, so the 3 s budget
         # is never spent on the database or the Web API.
         ack()
@@ -72,13 +75,14 @@ def register(app: App, deps: Deps) -> None:
             trigger_id=command.get("trigger_id", ""),
             respond=respond,
             client=client,
+            context=context,
         )
         dispatch(request, name.lower() or "report")
 
 
 def dispatch(request: CommandRequest, name: str) -> None:
     """What escapes a subcommand is told to the user by the app's error handler (handlers/work.py)."""
-    with transaction(request.deps.engine) as session:
+    with unit_of_work(request.deps.engine) as session:
         request.channel_department = department_of_channel(session, request.channel_id)
     handler = SUBCOMMANDS.get(name)
     if handler is None:

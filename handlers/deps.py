@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -29,6 +31,11 @@ class Deps:
 
     def is_admin(self, user_id: str) -> bool:
         return self.users.profile(user_id).is_admin
+
+    def admin_check(self, user_id: str) -> Callable[[], bool]:
+        """`is_admin` for the rules in bot/ (bot.permissions), asked only when a rule needs it
+        (it may cost a users.info call) and at most once per request."""
+        return functools.cache(functools.partial(self.is_admin, user_id))
 
 
 def department_of_channel(session: Session, channel_id: str | None) -> Department | None:

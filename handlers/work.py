@@ -10,6 +10,8 @@ is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error
   unreachable database is told to the user (the listener's own wording when it set one with the
   `database_error` listener middleware, else `error.database`); anything else is logged with the
   request's kind and told as `error.unexpected`. Nothing a listener raises reaches Slack as a 500.
+- `answer_in(context, ...)`: what a listener knows better than the request body, for that answer:
+  the channel a view was opened from, the department's language, the words for a refusal by Slack.
 - `tell(...)`: an answer only the user sees, wherever the request came from; a failure to deliver
   it is logged, never raised.
 """
@@ -36,7 +38,11 @@ from bot.idempotency import first_time
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERROR = "database_error"  # the context key a listener's middleware sets
+# Context keys: set by a listener's middleware (database_error) or by the listener (answer_in).
+DATABASE_ERROR = "database_error"
+SLACK_ERROR = "slack_error"
+ANSWER_CHANNEL = "answer_channel"
+ANSWER_LOCALE = "answer_locale"
 
 
 class AlreadyHandled(Exception):
@@ -59,6 +65,21 @@ def database_error(message_key: str) -> Callable[..., None]:
         next()
 
     return middleware
+
+
+def answer_in(
+    context: BoltContext,
+    *,
+    channel: str | None = None,
+    locale: str | None = None,
+    slack_error: str | None = None,
+) -> None:
+    """For app.error's answer to this request: the channel when the body has none (a view
+    submission), the language once the department is known, and the message key (given the
+    Slack error code as `error`) when Slack refuses a call the listener makes from here on."""
+    for key, value in ((ANSWER_CHANNEL, channel), (ANSWER_LOCALE, locale), (SLACK_ERROR, slack_error)):
+        if value is not None:
+            context[key] = value
 
 
 def is_database_down(error: BaseException) -> bool:
@@ -86,10 +107,13 @@ def tell(
     text: str,
     *,
     thread_ts: str | None = None,
+    channel: str | None = None,
 ) -> None:
     """An ephemeral answer: through the request's response_url when it has one (it works where
-    kpibot is not a member), else chat.postEphemeral in its channel."""
-    user, channel, thread = where(body)
+    kpibot is not a member), else chat.postEphemeral in its channel (or `channel`, for a body
+    that names none)."""
+    user, in_channel, thread = where(body)
+    channel = channel or in_channel
     response_url = body.get("response_url") or next(
         (u.get("response_url") for u in body.get("response_urls") or [] if u.get("response_url")), None
     )
@@ -121,12 +145,18 @@ def on_error(locale_for: Callable[[str | None], str]) -> Callable[..., None]:
             return
         user, _, _ = where(body)
         kind = body.get("command") or body.get("type") or "request"
+        params: dict[str, Any] = {}
         if is_database_down(error):
             log.error("database unavailable for %s from %s: %s", kind, user, error)
             key = context.get(DATABASE_ERROR) or "error.database"
+        elif isinstance(error, SlackApiError) and context.get(SLACK_ERROR):
+            params["error"] = error.response.get("error", "unknown")
+            log.warning("Slack refused %s from %s: %s", kind, user, params["error"])
+            key = context[SLACK_ERROR]
         else:
             log.error("%s from %s failed", kind, user, exc_info=error)
             key = "error.unexpected"
-        tell(client, body, render.message(key, locale_for(user)))
+        locale = context.get(ANSWER_LOCALE) or locale_for(user)
+        tell(client, body, render.message(key, locale, **params), channel=context.get(ANSWER_CHANNEL))
 
     return handle

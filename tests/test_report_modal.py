@@ -402,5 +402,5 @@ def test_a_failed_confirmation_keeps_the_saved_values(
         deadline = time.monotonic() + 5
         while "channel_not_found" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert "confirming the report modal to U0SALES1 failed: channel_not_found" in caplog.text
+    assert "ephemeral answer to U0SALES1 in C0SALES failed: channel_not_found" in caplog.text
     assert slack.live_values("new_approaches") == {"2026-11": Decimal(85)}

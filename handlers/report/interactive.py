@@ -1,14 +1,37 @@
-"""`/kpi report <kpi> <value> [period] [note…]`; with no arguments it opens the report modal."""
+"""Reporting in Slack: `/kpi report <kpi> <value> [period] [note…]`, and with no arguments the
+report modal (opened here, submitted to `submit_report`).
+
+Submitting the modal: every field is checked first (per-field errors, nothing saved); only then
+is the modal closed and everything saved in one transaction, and the user gets an ephemeral
+confirmation in the channel the command ran in.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+from sqlalchemy.exc import OperationalError
+
 from bot import render
-from bot.database import transaction
-from bot.idempotency import first_time
-from bot.reports.service import Reported, ReportError, report
+from bot.errors import DatabaseUnavailable
+from bot.models import Department, Source
+from bot.reports.service import ReportError, check_note, check_reports, report, reportable_kpis, save_reports
 from handlers.commands import CommandRequest, subcommand
+from handlers.deps import Deps, department_of_channel
+from handlers.report import messages
 from handlers.report.followup import after_reports
-from handlers.report.modal import open_report_modal
+from handlers.report.messages import KPI_BLOCK_PREFIX, NOTE_ACTION, NOTE_BLOCK, VALUE_ACTION
+from handlers.work import answer_in, tell, unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+# -- /kpi report -----------------------------------------------------------------------------------
 
 
 @subcommand("report", "報告", "r")
@@ -16,36 +39,133 @@ def report_command(request: CommandRequest) -> None:
     if not request.text:
         open_report_modal(request)
         return
-    with transaction(request.deps.engine) as session:
-        # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
-        if not first_time(session, f"command:{request.trigger_id}"):
-            return
+    # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
+    with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
         try:
             reported = report(
                 session,
                 text=request.text,
                 user_id=request.user_id,
-                is_admin=lambda: request.deps.is_admin(request.user_id),
+                is_admin=request.deps.admin_check(request.user_id),
             )
         except ReportError as error:
             # Rendered before the rollback: the error may name KPIs loaded in this session.
-            answer = render.message(f"report.error.{error.code}", request.locale(), **error.params)
+            answer = messages.error_text(error, request.locale())
             session.rollback()
             request.reply(answer)
             return
-    request.reply(confirmation(reported, request.locale(reported.department)))
+    request.reply(messages.report_confirmation(reported, request.locale(reported.department)))
     after_reports(request.deps, request.client, [reported])
 
 
-def confirmation(reported: Reported, locale: str) -> str:
-    previous = reported.recorded.previous
-    return render.template(
-        "report_confirmation.md",
-        locale,
-        kpi=reported.kpi,
-        period=reported.period,
-        value=reported.recorded.actual.value,
-        previous=None if previous is None else previous.value,
-        score=reported.score,
-        note=reported.recorded.actual.note,
+def open_report_modal(request: CommandRequest) -> None:
+    """Open the form; the trigger_id dies ~3 s after the command, so nothing slow comes before views.open."""
+    locale = request.locale()
+    with unit_of_work(request.deps.engine) as session:
+        reportable = reportable_kpis(
+            session, user_id=request.user_id, is_admin=request.deps.admin_check(request.user_id)
+        )
+    kpis = [item for item in reportable if not item.derived]  # calculated, never typed in
+    if not kpis:
+        request.reply(render.message("modal.nothing_to_report", locale))
+        return
+    # An expired trigger_id (or any refusal) is told as modal.open_failed by app.error.
+    answer_in(request.context, locale=locale, slack_error="modal.open_failed")
+    request.client.views_open(
+        trigger_id=request.trigger_id, view=messages.report_view(kpis, request.channel_id, locale)
     )
+
+
+# -- the modal submitted ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    view_id: str
+    user_id: str
+    channel_id: str
+    values: dict[str, str]  # KPI key → text typed (empty when left blank)
+    periods: dict[int, str]  # KPI id → period key shown
+    note: str | None
+    first_block: str  # where an error about the whole form is shown
+
+
+def read_submission(body: dict[str, Any]) -> Submission:
+    view = body["view"]
+    state: dict[str, Any] = view.get("state", {}).get("values", {})
+    values = {
+        block_id.removeprefix(KPI_BLOCK_PREFIX): (actions.get(VALUE_ACTION) or {}).get("value") or ""
+        for block_id, actions in state.items()
+        if block_id.startswith(KPI_BLOCK_PREFIX)
+    }
+    note = (state.get(NOTE_BLOCK, {}).get(NOTE_ACTION) or {}).get("value")
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        metadata = {}
+    periods = {int(kpi_id): key for key, ids in metadata.get("periods", {}).items() for kpi_id in ids}
+    input_blocks = [block["block_id"] for block in view.get("blocks", []) if block.get("type") == "input"]
+    first_block = next(iter(input_blocks or list(state) or [NOTE_BLOCK]))
+    return Submission(
+        view_id=view["id"],
+        user_id=body["user"]["id"],
+        channel_id=metadata.get("channel") or "",
+        values=values,
+        periods=periods,
+        note=note,
+        first_block=first_block,
+    )
+
+
+def register(app: App, deps: Deps) -> None:
+    @app.view(messages.CALLBACK_ID)
+    def submit_report(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        submit(deps, ack, body, client, context)
+
+
+def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    form = read_submission(body)
+    is_admin = deps.admin_check(form.user_id)  # asked only for KPIs the user neither owns nor heads
+    department: Department | None = None
+    note: str | None = None
+    try:
+        # Checking reads the database while the modal is still open: the answer is the ack, so a
+        # database that is down shows as an error in the form, with everything typed still there.
+        with unit_of_work(deps.engine) as session:
+            department = department_of_channel(session, form.channel_id)
+            checked, problems = check_reports(
+                session, values=form.values, periods=form.periods, user_id=form.user_id, is_admin=is_admin
+            )
+        errors = {f"{KPI_BLOCK_PREFIX}{key}": problem for key, problem in problems.items()}
+        try:
+            note = check_note(form.note)
+        except ReportError as problem:
+            errors[NOTE_BLOCK] = problem
+    except (DatabaseUnavailable, OperationalError):
+        log.exception("database unavailable for the report modal of %s", form.user_id)
+        _refuse(ack, {form.first_block: render.message("error.database", deps.locale_for(form.user_id))})
+        return
+    except Exception:
+        log.exception("checking the report modal of %s failed", form.user_id)
+        _refuse(ack, {form.first_block: render.message("error.unexpected", deps.locale_for(form.user_id))})
+        return
+
+    if department is None and checked:
+        department = checked[0].department
+    locale = deps.locale_for(form.user_id, department)
+    if errors:
+        _refuse(ack, {block: messages.error_text(problem, locale) for block, problem in errors.items()})
+        return
+
+    ack()  # closes the modal; saving and confirming happen after, outside Slack's 3 s
+    # What escapes from here is told by app.error, in the form's channel.
+    answer_in(context, channel=form.channel_id, locale=locale)
+    # A retried submission carries the same view id: save once, confirm once.
+    with unit_of_work(deps.engine, f"view:{form.view_id}") as session:
+        outcome = save_reports(session, checked, user_id=form.user_id, source=Source.MODAL, note=note)
+    tell(client, body, messages.modal_confirmation(outcome, note, locale), channel=form.channel_id)
+    after_reports(deps, client, outcome.saved)
+
+
+def _refuse(ack: Ack, errors: dict[str, str]) -> None:
+    ack(response_action="errors", errors=errors)

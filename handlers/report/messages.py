@@ -1,0 +1,118 @@
+"""What reporting says in Slack: the report modal's view, refusals and confirmations.
+
+The modal has one input per KPI for its current period, prefilled with the live value, and a note;
+its private metadata keeps the channel and the period each KPI was shown for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import Block, InputBlock, PlainTextInputElement, PlainTextObject
+from slack_sdk.models.views import View
+
+from bot import render
+from bot.reports.service import (
+    NOTE_MAX_LENGTH,
+    ReportableKpi,
+    Reported,
+    ReportError,
+    SavedReports,
+    plain_number,
+)
+from handlers.blocks import MODAL_MAX_BLOCKS, context, section
+
+CALLBACK_ID = "report_modal"
+KPI_BLOCK_PREFIX = "kpi:"
+VALUE_ACTION = "value"
+NOTE_BLOCK = NOTE_ACTION = "note"
+# The intro and the note always take a block; the "N more" notice one more when needed.
+_FIXED_BLOCKS = 2
+
+
+def report_view(kpis: Sequence[ReportableKpi], channel_id: str, locale: str) -> View:
+    """The form. slack_sdk's View validates Slack's limits (title, blocks, metadata) when serialized."""
+    room = MODAL_MAX_BLOCKS - _FIXED_BLOCKS
+    shown = list(kpis) if len(kpis) <= room else list(kpis[: room - 1])
+    blocks: list[Block] = [section(render.message("modal.intro", locale))]
+    blocks += [_kpi_input(item, locale) for item in shown]
+    if len(shown) < len(kpis):
+        blocks.append(context(render.message("modal.more_kpis", locale, count=len(kpis) - len(shown))))
+    blocks.append(
+        InputBlock(
+            block_id=NOTE_BLOCK,
+            optional=True,
+            label=PlainTextObject(text=render.message("modal.note_label", locale)),
+            hint=PlainTextObject(text=render.message("modal.note_hint", locale)),
+            element=PlainTextInputElement(action_id=NOTE_ACTION, multiline=True, max_length=NOTE_MAX_LENGTH),
+        )
+    )
+    view = View(
+        type="modal",
+        callback_id=CALLBACK_ID,
+        title=PlainTextObject(text=render.message("modal.title", locale)),
+        submit=PlainTextObject(text=render.message("modal.submit", locale)),
+        close=PlainTextObject(text=render.message("modal.close", locale)),
+        private_metadata=_metadata(channel_id, shown),
+        blocks=blocks,
+    )
+    view.validate_json()
+    return view
+
+
+def _kpi_input(item: ReportableKpi, locale: str) -> InputBlock:
+    kpi = item.kpi
+    hint = render.message(
+        "modal.hint",
+        locale,
+        period=item.period.key,
+        target=render.target_text(item.target, kpi.unit.value, locale),
+        unit=kpi.unit.value,
+    )
+    return InputBlock(
+        block_id=f"{KPI_BLOCK_PREFIX}{kpi.key}",
+        optional=True,
+        label=PlainTextObject(text=kpi.name(locale)),
+        hint=PlainTextObject(text=hint),
+        element=PlainTextInputElement(
+            action_id=VALUE_ACTION,
+            initial_value=None if item.value is None else plain_number(item.value),
+            placeholder=PlainTextObject(text=render.message("modal.placeholder", locale)),
+        ),
+    )
+
+
+def _metadata(channel_id: str, shown: Sequence[ReportableKpi]) -> str:
+    # KPI ids grouped by the period shown, so a submission just after midnight (or a month end)
+    # saves into the period the user saw. Ids, not keys: 97 keys of up to 64 characters would
+    # not fit in Slack's 3,000 characters; ids under a handful of period keys always do.
+    periods: dict[str, list[int]] = {}
+    for item in shown:
+        assert item.kpi.id is not None
+        periods.setdefault(item.period.key, []).append(item.kpi.id)
+    return json.dumps({"channel": channel_id, "periods": periods}, separators=(",", ":"))
+
+
+def error_text(error: ReportError, locale: str) -> str:
+    """A report refused, as the command's answer or a form field's error."""
+    return render.message(f"report.error.{error.code}", locale, **error.params)
+
+
+def report_confirmation(reported: Reported, locale: str) -> str:
+    """The answer to `/kpi report <kpi> <value>`."""
+    previous = reported.recorded.previous
+    return render.template(
+        "report_confirmation.md",
+        locale,
+        kpi=reported.kpi,
+        period=reported.period,
+        value=reported.recorded.actual.value,
+        previous=None if previous is None else previous.value,
+        score=reported.score,
+        note=reported.recorded.actual.note,
+    )
+
+
+def modal_confirmation(outcome: SavedReports, note: str | None, locale: str) -> str:
+    return render.message("modal.saved", locale, saved=outcome.saved, unchanged=outcome.unchanged, note=note)
