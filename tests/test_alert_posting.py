@@ -22,8 +22,9 @@ from slack_sdk import WebClient
 from slack_sdk.models.blocks import Block
 from sqlmodel import col, select
 
-import handlers.alerts.interactive
+import bot.alerts.flows
 import handlers.report.interactive
+from bot.alerts.flows import STORM
 from bot.clock import set_clock
 from bot.database import transaction
 from bot.models import (
@@ -43,7 +44,7 @@ from bot.models import (
 )
 from bot.reports.actuals import record_actual
 from bot.schedule.scheduler import Scheduler
-from handlers.alerts.interactive import STORM, scan_and_post
+from handlers.alerts.interactive import scan_and_post
 from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_COUNTERMEASURE
 from handlers.blocks import MAX_BLOCKS
 from handlers.cli import main
@@ -281,7 +282,7 @@ def test_a_department_without_channel_posts_nothing_and_logs_it(
 ) -> None:
     with transaction(slack.engine) as session:
         session.execute(sa.update(Department).where(col(Department.key) == "sales").values(channel_id=None))
-    caplog.set_level(logging.WARNING, logger="handlers.alerts.interactive")
+    caplog.set_level(logging.WARNING, logger="bot.alerts.flows")
     report("close_rate 10")
     settle()
     assert slack.fake.calls("chat.postMessage") == []
@@ -556,14 +557,14 @@ def test_kpibot_alerts_dry_run_then_for_real(
 def test_one_failing_department_never_stops_the_others(
     slack: SlackHarness, report: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = handlers.alerts.interactive.check_department
+    real = bot.alerts.flows.check_department
 
     def broken(session: Any, department: Department, *args: Any, **kwargs: Any) -> Any:
         if department.key == "marketing":
             raise RuntimeError("marketing is broken")
         return real(session, department, *args, **kwargs)
 
-    monkeypatch.setattr(handlers.alerts.interactive, "check_department", broken)
+    monkeypatch.setattr(bot.alerts.flows, "check_department", broken)
     at(dt.datetime(2027, 1, 5, 9, tzinfo=TOKYO))
     result = scan_and_post(slack.engine, client_of(slack))
     assert result.failed == [("marketing", "marketing is broken")]

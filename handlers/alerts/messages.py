@@ -1,5 +1,6 @@
 """Alerts as Block Kit messages: the words from templates/<locale>/alerts/ and
-templates/<locale>/messages/alerts.yaml, the layout here.
+templates/<locale>/messages/alerts.yaml, the layout here. This module is the
+`bot.alerts.flows.AlertMessages` the edge passes to the flows.
 
 One alert is one message (what, how far off, why, who should act; buttons). Many alerts raised
 at once in one channel are one grouped message listing them, each with its buttons, continued in
@@ -9,54 +10,28 @@ thread replies when they do not fit; nothing is truncated.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, PlainTextObject
 
 from bot import render
-from bot.models import Alert, AlertStatus, Department, Kpi, Severity
-from bot.periods import Period, parse_key
-from bot.scoring import TargetValue
+from bot.alerts.service import AlertView
+from bot.models import AlertStatus, Severity
+from bot.outbox import Message
 from handlers.blocks import MAX_BLOCKS, context, section, sections
-from handlers.digests.messages import MAX_MESSAGE_CHARS, SlackMessage
+from handlers.digests.messages import MAX_MESSAGE_CHARS
 
 ACTION_COUNTERMEASURE = "alert_log_countermeasure"
 ACTION_ACKNOWLEDGE = "alert_acknowledge"
 SEVERITY_EMOJI = {Severity.RED: "🔴", Severity.AMBER: "🟡", Severity.MISSING: "⚠️"}
 RESOLVED_EMOJI = "✅"
-_ORDER = {Severity.RED: 0, Severity.MISSING: 1, Severity.AMBER: 2}
 
 
-@dataclass(frozen=True)
-class AlertView:
-    """An alert with what its message shows."""
-
-    alert: Alert
-    kpi: Kpi
-    department: Department
-    target: TargetValue | None
-    so_far: Decimal | None  # the period's value so far (a pace alert shows it beside the projection)
-    message_ts: str | None = None  # the message listing it: its root, or a reply of a grouped message
-
-    @property
-    def period(self) -> Period:
-        return parse_key(self.alert.period)
-
-    @property
-    def locale(self) -> str:
-        return self.department.locale
-
-    @property
-    def emoji(self) -> str:
-        if self.alert.status is AlertStatus.RESOLVED:
-            return RESOLVED_EMOJI
-        return SEVERITY_EMOJI[self.alert.severity]
-
-    @property
-    def sort_key(self) -> tuple[int, int, int, int]:
-        return (_ORDER[self.alert.severity], self.department.id or 0, self.kpi.position, self.kpi.id or 0)
+def emoji(view: AlertView) -> str:
+    if view.resolved:
+        return RESOLVED_EMOJI
+    return SEVERITY_EMOJI[view.alert.severity]
 
 
 def severity_word(severity: Severity, locale: str) -> str:
@@ -64,7 +39,7 @@ def severity_word(severity: Severity, locale: str) -> str:
 
 
 def _context(view: AlertView, locale: str) -> dict[str, Any]:
-    return {"v": view, "emoji": view.emoji, "previous": view.period.previous().key}
+    return {"v": view, "emoji": emoji(view), "previous": view.period.previous().key}
 
 
 def line(view: AlertView, locale: str) -> str:
@@ -104,7 +79,7 @@ def _buttons(view: AlertView, locale: str) -> list[Block]:
     return [ActionsBlock(block_id=f"alert-{alert.id}", elements=elements)]
 
 
-def alert_message(view: AlertView) -> SlackMessage:
+def alert_message(view: AlertView) -> Message:
     """A single alert: the root of its discussion thread."""
     locale = view.locale
     blocks: list[Block] = [
@@ -112,7 +87,7 @@ def alert_message(view: AlertView) -> SlackMessage:
         context(_state(view, locale)),
         *_buttons(view, locale),
     ]
-    return SlackMessage(line(view, locale), [block.to_dict() for block in blocks])
+    return Message(line(view, locale), [block.to_dict() for block in blocks])
 
 
 # -- many alerts at once ---------------------------------------------------------------------------
@@ -162,7 +137,7 @@ def _group_fallback(group: Sequence[AlertView], locale: str) -> str:
 
 def group_part(
     shown: Sequence[AlertView], group: Sequence[AlertView], part: int, parts: int, locale: str
-) -> SlackMessage:
+) -> Message:
     """Message `part` (1 = the root) of a grouped alert message listing `shown` out of `group`."""
     fallback = _group_fallback(group, locale)
     if part == 1:
@@ -172,10 +147,10 @@ def group_part(
         head = [context(note)]
         fallback = f"{fallback} {note}"
     blocks = [*head, *(block for view in shown for block in _entry(view, locale))]
-    return SlackMessage(fallback, [block.to_dict() for block in blocks])
+    return Message(fallback, [block.to_dict() for block in blocks])
 
 
-def group_messages(views: Sequence[AlertView], locale: str) -> list[tuple[SlackMessage, list[AlertView]]]:
+def group_messages(views: Sequence[AlertView], locale: str) -> list[tuple[Message, list[AlertView]]]:
     """Alerts raised together in one channel: one root listing them, continued in thread replies
     (at most MAX_BLOCKS blocks and MAX_MESSAGE_CHARS characters each). Each message comes with
     the alerts it lists, so each alert knows which message to update later."""
