@@ -298,11 +298,12 @@ def departments_of(engine: Engine) -> list[Department]:
 
 
 def build_all(engine: Engine, departments: list[Department], day: dt.date) -> None:
-    """Every department's digest blocks, no chart, no posting (digests build, as DigestJobs)."""
-    from handlers.digests.interactive import build
+    """Every department's digest blocks, no chart, no posting (bot.digests.flows.build, as a post does)."""
+    from bot.digests.flows import build
+    from handlers.digests import messages
 
     for department in departments:
-        build(engine, department, day, with_chart=False)
+        build(engine, department, day, messages, with_chart=False)
 
 
 def scan_all(engine: Engine, departments: list[Department], day: dt.date) -> int:
@@ -448,8 +449,8 @@ def _timed(run: Callable[[], object]) -> float:
 def bench_charts(bench: Bench) -> None:
     """The digest chart of a generated department (12 of 20 KPIs drawn, 13 periods) vs the same
     grid drawn by matplotlib with defaults: the library's own floor for that many lines and pixels."""
+    from bot.digests.flows import chart
     from bot.digests.service import build_digest, goal_progress
-    from handlers.digests.interactive import _chart
 
     config = bench.config
     url = bench.plan("postgresql", config.departments, config.weeks)
@@ -461,10 +462,10 @@ def bench_charts(bench: Bench) -> None:
             digests = [build_digest(session, department, bench.day, goal) for department in departments]
     finally:
         engine.dispose()
-    _chart(digests[0], digests[0].department.locale)  # fonts loaded once per process (both use DejaVu)
+    chart(digests[0], digests[0].department.locale)  # fonts loaded once per process (both use DejaVu)
     ours, floor = [], []
     for _ in range(1 if config.quick else config.big_reps):
-        elapsed = _timed(lambda: [_chart(digest, digest.department.locale) for digest in digests])
+        elapsed = _timed(lambda: [chart(digest, digest.department.locale) for digest in digests])
         ours.append(len(digests) / elapsed)
         elapsed = _timed(lambda: [_floor_chart() for _ in digests])
         floor.append(len(digests) / elapsed)

@@ -1,6 +1,6 @@
 """`python -m bench.scheduler_run MODE…`: scheduler runs over a plan, in a process of their own.
 
-The `kpibot scheduler` objects as handlers.cli builds them — Scheduler(engine, DigestJobs(
+The `kpibot scheduler` objects as handlers.cli builds them — Scheduler(engine, make_jobs(
 make_web_client(settings), engine, settings)) — with the clock half a minute after every
 generated department's Monday 09:00 digest slot and Slack at SLACK_API_URL (the parent's fake).
 Each MODE is one run, on a fresh Scheduler, after the `post` ledger is emptied (the hourly alert
@@ -49,7 +49,7 @@ from bot.models import Post, PostKind, PostStatus
 from bot.schedule import scheduler as scheduler_module
 from bot.schedule.scheduler import Scheduler
 from handlers.client import make_web_client
-from handlers.digests.interactive import DigestJobs
+from handlers.digests.interactive import make_jobs
 
 MODES = ("catch-up", "cron")
 # A 1×1 transparent PNG.
@@ -69,9 +69,9 @@ def main(argv: list[str]) -> int:
     timeout = float(os.environ.get("BENCH_TIMEOUT", "600"))
     if os.environ.get("BENCH_STUB_CHARTS") == "1":
         # Diagnostic only (never a benchmark row): how much of the peak is the charts'.
-        import handlers.digests.interactive
+        import bot.digests.flows
 
-        handlers.digests.interactive.render_trend_chart = lambda title, series, locale: _TINY_PNG  # type: ignore[assignment]
+        bot.digests.flows.render_trend_chart = lambda title, series, locale: _TINY_PNG  # type: ignore[assignment]
     # The hourly alert scan (first run a minute after start) posts alerts, not digests: it is kept
     # out of these runs so that every run measures the same thing (bench/README.md).
     if hasattr(scheduler_module, "SCAN_FIRST_DELAY"):
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
 def run(mode: str, engine: Engine, settings: Settings, timeout: float) -> dict[str, Any]:
     scheduler = Scheduler(
         engine,
-        DigestJobs(make_web_client(settings), engine, settings),
+        make_jobs(make_web_client(settings), engine, settings),
         # Its own advisory lock: a test run's scheduler on this PostgreSQL must not make it stand by.
         lock_key=int(os.environ["BENCH_LOCK_KEY"]),
     )

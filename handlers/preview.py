@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import render
-from handlers.digests.interactive import Built
+from bot.digests.flows import Built
 from handlers.preview_client import PreviewMessage
 
 PreviewThreads = dict[str, list[tuple[PreviewMessage, list[PreviewMessage]]]]

@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from bot.config import load_settings
 from bot.database import transaction
+from bot.digests.flows import build, post
 from bot.digests.service import (
     CHART_PERIODS,
     Digest,
@@ -44,10 +45,12 @@ from bot.models import (
     SuccessFactor,
     Target,
 )
+from bot.outbox import Outbox
 from bot.reports.actuals import record_actual
 from bot.scoring import Status, ratio_pct
-from handlers.digests.interactive import DigestJobs, build
+from handlers.digests import messages as slack_messages
 from handlers.digests.messages import SlackMessage, as_text, digest_messages, division_messages
+from handlers.poster import SlackPoster
 from tests.fakeslack import FakeSlack
 from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
 
@@ -599,7 +602,7 @@ def test_division_summary_one_line_per_department(plan: Engine) -> None:
 
 
 def test_build_of_the_division_is_the_summary_without_a_chart(plan: Engine) -> None:
-    built = build(plan, department(plan, "division"), DAY)
+    built = build(plan, department(plan, "division"), DAY, slack_messages)
     assert built.chart is None
     assert built.locale == "ja"
     assert lines(built.messages)[0] == "📊 事業部 KPI サマリー(2026年11月30日)"
@@ -710,7 +713,7 @@ def chart_data(png: bytes) -> dict[str, Any]:
 
 
 def test_the_chart_carries_the_departments_kpis_and_values(plan: Engine) -> None:
-    built = build(plan, department(plan, "sales"), DAY)
+    built = build(plan, department(plan, "sales"), DAY, slack_messages)
     assert built.chart is not None and built.locale == "ja"
     data = chart_data(built.chart)
 
@@ -741,8 +744,8 @@ def test_the_chart_carries_the_departments_kpis_and_values(plan: Engine) -> None
 
 
 def test_two_departments_get_different_charts(plan: Engine) -> None:
-    sales = chart_data(build(plan, department(plan, "sales"), DAY).chart or b"")
-    marketing = chart_data(build(plan, department(plan, "marketing"), DAY).chart or b"")
+    sales = chart_data(build(plan, department(plan, "sales"), DAY, slack_messages).chart or b"")
+    marketing = chart_data(build(plan, department(plan, "marketing"), DAY, slack_messages).chart or b"")
 
     assert {item["name"] for item in marketing["series"]} == {
         "MQL 数",
@@ -757,7 +760,7 @@ def test_two_departments_get_different_charts(plan: Engine) -> None:
 
 
 def test_the_chart_follows_the_locale_asked_for(plan: Engine) -> None:
-    built = build(plan, department(plan, "sales"), DAY, locale="en")
+    built = build(plan, department(plan, "sales"), DAY, slack_messages, locale="en")
     assert built.chart is not None
     assert {item["name"] for item in chart_data(built.chart)["series"]} == {
         "Revenue",
@@ -779,14 +782,16 @@ def test_a_department_without_a_channel_builds_but_is_not_posted(plan: Engine) -
         session.add(sales)
     sales = department(plan, "sales")
 
-    built = build(plan, sales, DAY)  # the dry run still shows it
+    built = build(plan, sales, DAY, slack_messages)  # the dry run still shows it
     assert built.chart is not None
     assert "🟡 *成約率* 12 % / 15–20 %(80 %) ↘ `···█▅▁` _2026-10_" in as_text(built.messages)
 
     with FakeSlack() as fake:
         client = WebClient(token="xoxb-test", base_url=fake.url)
-        jobs = DigestJobs(client, plan, load_settings({}, env_file=None))
-        outcome = jobs.post(sales, DAY, period="2026-W49")
+        settings = load_settings({}, env_file=None)
+        outcome = post(
+            Outbox(plan, SlackPoster(client)), slack_messages, settings, sales, DAY, period="2026-W49"
+        )
         assert outcome.status == "no_channel"
         assert outcome.department.key == "sales"
         assert fake.calls() == []

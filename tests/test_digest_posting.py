@@ -1,4 +1,4 @@
-"""Posting digests and reminders for real: DigestJobs, the scheduler, `/kpi digest` and `kpibot digest`.
+"""Posting digests and reminders for real: the scheduler and its jobs, `/kpi digest` and `kpibot digest`.
 
 Every part is the real one except Slack: the app's WebClient talks HTTP to tests.fakeslack, the
 ledger lives in SQLite or PostgreSQL, and time is whatever bot.clock is set to. Nothing waits for a
@@ -31,18 +31,20 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
-import handlers.digests.interactive
+import bot.digests.flows
 from bot import outbox
 from bot.clock import set_clock
 from bot.config import load_settings
 from bot.database import make_engine, transaction
 from bot.models import Department, Kpi, Post, PostKind, PostStatus, Source
 from bot.reports.actuals import record_actual
+from bot.schedule import jobs as scheduled
+from bot.schedule.jobs import ScheduledJobs
 from bot.schedule.scheduler import Scheduler
 from bot.scorecard import reviewed_period
 from handlers.cli import main
 from handlers.client import make_web_client
-from handlers.digests.interactive import DigestJobs
+from handlers.digests import interactive as digests_surface
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
 from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
@@ -73,7 +75,7 @@ def at(when: dt.datetime) -> dt.datetime:
     return now
 
 
-def make_jobs(engine: Engine, fake: FakeSlack, **environ: str) -> DigestJobs:
+def make_jobs(engine: Engine, fake: FakeSlack, **environ: str) -> ScheduledJobs:
     settings = load_settings(
         {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
@@ -84,7 +86,7 @@ def make_jobs(engine: Engine, fake: FakeSlack, **environ: str) -> DigestJobs:
         },
         env_file=None,
     )
-    return DigestJobs(make_web_client(settings), engine, settings)
+    return digests_surface.make_jobs(make_web_client(settings), engine, settings)
 
 
 def roots(fake: FakeSlack, channel: str | None = None, *, failed: bool = False) -> list[Call]:
@@ -190,7 +192,7 @@ def plan(engine: Engine) -> Engine:
 
 
 @pytest.fixture
-def jobs(plan: Engine, fake: FakeSlack) -> DigestJobs:
+def jobs(plan: Engine, fake: FakeSlack) -> ScheduledJobs:
     return make_jobs(plan, fake)
 
 
@@ -200,7 +202,7 @@ def make_scheduler(plan: Engine) -> Iterator[Callable[..., Scheduler]]:
     lock_key = random.randrange(1, 2**31)
     made: list[Scheduler] = []
 
-    def make(jobs: DigestJobs, engine: Engine | None = None) -> Scheduler:
+    def make(jobs: ScheduledJobs, engine: Engine | None = None) -> Scheduler:
         scheduler = Scheduler(engine or plan, jobs, retry_delays=(0, 0, 0), lock_key=lock_key)
         made.append(scheduler)
         return scheduler
@@ -220,7 +222,7 @@ def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_digest_goes_to_its_channel_with_the_chart_in_its_thread(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
     at(SLOT + dt.timedelta(seconds=30))
     jobs.digest("sales", SLOT)
@@ -262,7 +264,7 @@ def test_digest_goes_to_its_channel_with_the_chart_in_its_thread(
 
 
 def test_a_digest_too_big_for_one_message_continues_in_its_thread(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
     sales = department_id(engine, "sales")
     with transaction(engine) as session:
@@ -296,7 +298,7 @@ def test_a_digest_too_big_for_one_message_continues_in_its_thread(
 
 
 def test_a_thread_failure_after_the_root_is_logged_and_never_resent(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine, caplog: pytest.LogCaptureFixture
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.fail("files.completeUploadExternal", "internal_error", times=1)
     at(SLOT + dt.timedelta(seconds=30))
@@ -313,7 +315,7 @@ def test_a_thread_failure_after_the_root_is_logged_and_never_resent(
 
 
 def test_each_department_gets_its_digest_at_nine_local_time(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
 ) -> None:
     scheduler = make_scheduler(jobs)
     # A minute early: nothing is due (last Monday's slots are too old and only logged).
@@ -339,7 +341,7 @@ def test_each_department_gets_its_digest_at_nine_local_time(
 
 
 def test_a_department_in_new_york_gets_its_digest_at_nine_in_new_york(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
 ) -> None:
     update_department(engine, "customer_success", timezone="America/New_York")
     scheduler = make_scheduler(jobs)
@@ -362,7 +364,7 @@ def test_a_department_in_new_york_gets_its_digest_at_nine_in_new_york(
 
 
 def test_after_three_hours_down_the_digest_is_posted_late_once(
-    jobs: DigestJobs,
+    jobs: ScheduledJobs,
     fake: FakeSlack,
     make_scheduler: Callable[..., Scheduler],
     caplog: pytest.LogCaptureFixture,
@@ -378,7 +380,7 @@ def test_after_three_hours_down_the_digest_is_posted_late_once(
 
 
 def test_after_thirty_hours_down_the_digest_is_skipped_and_logged(
-    jobs: DigestJobs,
+    jobs: ScheduledJobs,
     fake: FakeSlack,
     make_scheduler: Callable[..., Scheduler],
     caplog: pytest.LogCaptureFixture,
@@ -391,7 +393,7 @@ def test_after_thirty_hours_down_the_digest_is_skipped_and_logged(
 
 
 def test_holiday_shift_moves_sales_to_tuesday_and_only_sales(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
 ) -> None:
     holiday = dt.datetime(2027, 1, 11, 9, 0, tzinfo=TOKYO)  # 成人の日, a Monday
     assert holiday.weekday() == 0 and jpholiday.is_holiday(holiday.date())
@@ -451,7 +453,7 @@ def test_two_schedulers_post_each_digest_once(
 
 
 def test_a_claim_left_by_a_crash_is_taken_over_after_the_lease(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, make_scheduler: Callable[..., Scheduler]
 ) -> None:
     now = SLOT + dt.timedelta(minutes=15)
     at(now - outbox.LEASE - dt.timedelta(minutes=1))
@@ -470,7 +472,7 @@ def test_a_claim_left_by_a_crash_is_taken_over_after_the_lease(
 
 
 def test_a_fresh_claim_of_another_process_is_left_alone(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
     sales = department_id(engine, "sales")
     now = SLOT + dt.timedelta(minutes=15)
@@ -479,9 +481,13 @@ def test_a_fresh_claim_of_another_process_is_left_alone(
 
     at(now)
     jobs.digest("sales", SLOT)
-    department = jobs.department("sales")
+    department = scheduled.department(engine, "sales")
     assert department is not None
-    assert jobs.post(department, SLOT.astimezone(TOKYO).date(), period=PERIOD).status == "busy"
+    day = SLOT.astimezone(TOKYO).date()
+    outcome = bot.digests.flows.post(
+        jobs.outbox, jobs.messages, jobs.settings, department, day, period=PERIOD
+    )
+    assert outcome.status == "busy"
     assert fake.calls() == []
     post = digest_post(engine, "sales")
     assert (post.status, post.attempts, post.ts) == (PostStatus.CLAIMED, 1, None)
@@ -492,14 +498,14 @@ def _db_error() -> OperationalError:
 
 
 def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
-    jobs: DigestJobs,
+    jobs: ScheduledJobs,
     fake: FakeSlack,
     engine: Engine,
     make_scheduler: Callable[..., Scheduler],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real_build = handlers.digests.interactive.build
+    real_build = bot.digests.flows.build
     failures = [_db_error()]
 
     def flaky_build(*args: Any, **kwargs: Any) -> Any:
@@ -507,7 +513,7 @@ def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
             raise failures.pop()
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(handlers.digests.interactive, "build", flaky_build)
+    monkeypatch.setattr(bot.digests.flows, "build", flaky_build)
     at(SLOT + dt.timedelta(seconds=30))
     assert make_scheduler(jobs).run("digest", "sales", SLOT) is True
     assert failures == []
@@ -518,7 +524,7 @@ def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
 
 
 def test_database_unavailable_right_after_the_send_records_it_on_retry(
-    jobs: DigestJobs,
+    jobs: ScheduledJobs,
     fake: FakeSlack,
     engine: Engine,
     make_scheduler: Callable[..., Scheduler],
@@ -550,7 +556,7 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
 @pytest.mark.parametrize("error", ["channel_not_found", "not_in_channel", "ratelimited"])
 def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
     error: str,
-    jobs: DigestJobs,
+    jobs: ScheduledJobs,
     fake: FakeSlack,
     engine: Engine,
     make_scheduler: Callable[..., Scheduler],
@@ -560,7 +566,9 @@ def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
     attempts = 1
     if error == "ratelimited":
         # Rate limited through every retry slack_sdk makes (then Slack recovers).
-        [handler] = [h for h in jobs.client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)]
+        [handler] = [
+            h for h in jobs.outbox.poster.client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)
+        ]
         attempts = handler.max_retry_count + 1
         fake.fail("chat.postMessage", error, times=attempts, retry_after=0)
     else:
@@ -577,9 +585,7 @@ def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
     post = digest_post(engine, first)
     assert (post.status, post.error, post.ts, post.attempts) == (PostStatus.FAILED, error, None, 1)
     assert all(digest_post(engine, key).status is PostStatus.SENT for key in CHANNELS if key != first)
-    logged = [
-        r for r in caplog.records if r.levelno == logging.ERROR and r.name == "handlers.digests.interactive"
-    ]
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "bot.digests.flows"]
     assert [r.getMessage() for r in logged] == [f"digest for {first} to C0CS failed: {error}"]
     [notice] = dms(fake)
     assert notice.args["channel"] == ADMIN
@@ -598,7 +604,7 @@ def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
 
 
 def test_reminders_dm_each_owner_with_missing_kpis_once(
-    jobs: DigestJobs, fake: FakeSlack, engine: Engine
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
     at(dt.datetime(2026, 11, 27, 15, 0, tzinfo=TOKYO))  # the Friday before
     jobs.reminder("marketing", SLOT)

@@ -43,12 +43,24 @@ class RecordingJobs:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dt.datetime]] = []
         self.failures: dict[str, list[Exception]] = {}
+        self.hourly: list[tuple[str, dt.datetime]] = []
+        self.scan_failures: list[Exception] = []
 
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         self._call("digest", department_key, slot)
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         self._call("reminder", department_key, slot)
+
+    # The hourly jobs are not what these tests are about (tests/test_alert_posting.py and
+    # tests/test_countermeasures.py drive them); recorded all the same.
+    def followups(self, now: dt.datetime) -> None:
+        self.hourly.append(("followups", now))
+
+    def scan(self, now: dt.datetime) -> None:
+        self.hourly.append(("scan", now))
+        if self.scan_failures:
+            raise self.scan_failures.pop(0)
 
     def _call(self, kind: str, key: str, slot: dt.datetime) -> None:
         self.calls.append((kind, key, slot))
@@ -325,6 +337,23 @@ def test_due_digests_lists_slots_and_never_after_a_clock_jump_back(
     later = SLOT + dt.timedelta(minutes=30)
     assert scheduler.due_digests(SLOT - dt.timedelta(minutes=30), later) == []
     assert scheduler.due_digests(SLOT, later) == []
+
+
+def test_the_hourly_scan_then_the_follow_ups_on_the_leader_even_when_the_scan_fails(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = dt.datetime(2026, 11, 25, 3, tzinfo=dt.UTC)
+    set_clock(lambda: now)
+    scheduler = make_scheduler()
+    assert scheduler.try_lead()
+    scheduler.scan_alerts()
+    assert jobs.hourly == [("scan", now), ("followups", now)]
+
+    jobs.scan_failures.append(RuntimeError("boom"))
+    scheduler.scan_alerts()  # never raises: the next hour retries
+    assert jobs.hourly[2:] == [("scan", now), ("followups", now)]
+    assert "the alert scan failed" in caplog.text
+    assert jobs.calls == []
 
 
 def test_start_and_shutdown(engine: Engine, make_scheduler: Any, jobs: RecordingJobs) -> None:

@@ -8,7 +8,7 @@ time zone. What makes a post happen once:
   the others retry every 15 s and take over when the leader's connection goes. (APScheduler
   job stores cannot be shared between processes, so the lock is ours.) SQLite: one process,
   always leader.
-- **Ledger.** The job callables claim each post in `bot.outbox` before sending: two leaders
+- **Ledger.** The jobs (bot.schedule.jobs) claim each post in `bot.outbox` before sending: two leaders
   for a moment, a retry, or a catch-up overlapping a live fire still post once.
 - **Catch-up.** Jobs live in memory, so slots missed while down are found at start (and on
   becoming leader) from the ledger: within 24 h posted late, older ones skipped and logged.
@@ -69,6 +69,9 @@ class Jobs(Protocol):
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         """Remind owners before the digest at `slot` — the digest's slot, not the reminder's."""
+
+    def followups(self, now: dt.datetime) -> None:
+        """Remind the countermeasures due today in their threads (hourly, after the scan)."""
 
     def scan(self, now: dt.datetime) -> None:
         """Evaluate every department's KPIs for alerts and post what changed (hourly)."""
@@ -454,14 +457,12 @@ class Scheduler:
         return False
 
     def followups(self) -> None:
-        """`jobs.followups(now)` (countermeasures due today), run by the hourly scan, on the leader only.
-
-        Optional in `Jobs`: a jobs object without it has no follow-ups. Never raises."""
-        run = getattr(self.jobs, "followups", None)
-        if run is None or not self.is_leader:
+        """`jobs.followups(now)` (countermeasures due today), run by the hourly scan, on the leader
+        only. Never raises."""
+        if not self.is_leader:
             return
         try:
-            run(utcnow())
+            self.jobs.followups(utcnow())
         except Exception:
             log.exception("countermeasure follow-ups failed")
 

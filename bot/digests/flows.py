@@ -1,0 +1,223 @@
+"""A department's digest built and posted once, its owners reminded, its admins told of a failure.
+
+Everything goes through `bot.outbox`: the ledger makes a repeat (a retry, a catch-up, two
+leaders for a moment) harmless. A Slack error for one channel is recorded on its Post row,
+logged and told to the admins once; it never stops the other departments.
+
+The Block Kit is the edge's (handlers/digests/messages.py): it is passed in as `DigestMessages`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from bot import render
+from bot.config import Settings
+from bot.database import transaction
+from bot.digests.charts import render_trend_chart
+from bot.digests.service import (
+    CHART_PERIODS,
+    Digest,
+    DivisionSummary,
+    build_digest,
+    build_division_summary,
+    chart_series,
+    goal_progress,
+)
+from bot.models import Department, PostKind
+from bot.outbox import Key, Message, Outbox, PostFailed, Upload
+from bot.schedule.slots import slot_key
+
+log = logging.getLogger(__name__)
+
+
+class DigestMessages(Protocol):
+    """How a digest reads in Slack (handlers/digests/messages.py): the root message first, then
+    thread replies for whatever did not fit."""
+
+    def digest_messages(self, digest: Digest, locale: str) -> list[Message]: ...
+
+    def division_messages(self, summary: DivisionSummary, locale: str) -> list[Message]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one post: "posted", "already", "no_channel", "busy" or "failed"."""
+
+    status: str
+    department: Department
+    ts: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Built:
+    department: Department
+    day: dt.date
+    messages: list[Message]
+    chart: bytes | None
+    locale: str
+
+
+def build(
+    engine: Engine,
+    department: Department,
+    day: dt.date,
+    messages: DigestMessages,
+    *,
+    with_chart: bool = True,
+    locale: str | None = None,
+) -> Built:
+    """Everything a department's digest says, read in one transaction (in its own language,
+    unless `locale` says otherwise: the demo shows every department in one)."""
+    locale = locale or department.locale
+    with transaction(engine) as session:
+        if department.is_division:
+            summary = build_division_summary(session, department, day)
+            return Built(department, day, messages.division_messages(summary, locale), None, locale)
+        goal = goal_progress(session, day, department.fiscal_year_start_month)
+        digest = build_digest(session, department, day, goal)
+    drawn = chart(digest, locale) if with_chart and digest.rows else None
+    return Built(department, day, messages.digest_messages(digest, locale), drawn, locale)
+
+
+def chart(digest: Digest, locale: str) -> bytes:
+    """The digest's trend chart (a PNG), posted in its thread."""
+    title = render.message(
+        "digest.chart_title", locale, department=digest.department.name(locale), day=digest.day
+    )
+    return render_trend_chart(title, chart_series(digest, locale), locale)
+
+
+def post(
+    outbox: Outbox,
+    messages: DigestMessages,
+    settings: Settings,
+    department: Department,
+    day: dt.date,
+    *,
+    period: str,
+    subject: str = "",
+    retry_failed: bool = False,
+) -> Outcome:
+    """Build and post one digest, exactly once for (department, period, subject)."""
+    assert department.id is not None
+    if not department.channel_id:
+        log.warning("digest for %s skipped: the department has no channel", department.key)
+        return Outcome("no_channel", department)
+    built: list[Built] = []
+
+    # Built only when the post is not sent already (the outbox calls these after its check).
+    def root_and_replies() -> list[Message]:
+        built.append(build(outbox.engine, department, day, messages))
+        return built[0].messages
+
+    def uploads() -> list[Upload]:
+        drawn = built[0].chart
+        if drawn is None:
+            return []
+        locale = built[0].locale
+        return [
+            Upload(
+                content=drawn,
+                filename=f"kpibot-{department.key}.png",
+                title=render.template("digest/header.txt", locale, department=department, day=day).strip(),
+                comment=render.message("digest.chart_comment", locale, periods=CHART_PERIODS),
+            )
+        ]
+
+    sent = outbox.send(
+        Key(department.id, PostKind.DIGEST, period, subject),
+        department.channel_id,
+        root_and_replies,
+        uploads=uploads,
+        retry_failed=retry_failed,
+    )
+    if sent.status == "failed":
+        assert sent.error is not None
+        log.error("digest for %s to %s failed: %s", department.key, department.channel_id, sent.error)
+        tell_admins(outbox, settings, department, "digest", sent.error)
+        return Outcome("failed", department, error=sent.error)
+    if sent.status == "posted":
+        log.info("digest for %s posted to %s (ts %s)", department.key, department.channel_id, sent.ts)
+    return Outcome(sent.status, department, ts=sent.ts)
+
+
+def post_on_request(
+    outbox: Outbox, messages: DigestMessages, settings: Settings, department: Department, day: dt.date
+) -> Outcome:
+    """A person asked for the digest (`/kpi digest`, `kpibot digest`): at most once a day, and
+    again after Slack refused it (they asked again)."""
+    return post(
+        outbox,
+        messages,
+        settings,
+        department,
+        day,
+        period=day.isoformat(),
+        subject="manual",
+        retry_failed=True,
+    )
+
+
+def remind_owners(outbox: Outbox, department: Department, digest_slot: dt.datetime) -> int:
+    """DM each owner whose KPIs are still unreported for the coming digest; returns how many."""
+    assert department.id is not None
+    tz = ZoneInfo(department.timezone)
+    day = digest_slot.astimezone(tz).date()
+    with transaction(outbox.engine) as session:
+        digest = build_digest(session, department, day, goal=None)
+    sent = 0
+    for item in digest.missing:
+        if item.owner_user_id is None:
+            continue
+        locale = department.locale
+        text = render.message(
+            "reminder.text",
+            locale,
+            department=department.name(locale),
+            when=digest_slot.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+            kpis=", ".join(f"`{kpi.key}` {kpi.name(locale)}" for kpi in item.kpis),
+        )
+        key = Key(department.id, PostKind.REMINDER, slot_key(digest_slot, tz), item.owner_user_id)
+        posted = outbox.send(key, item.owner_user_id, [Message(text)])
+        sent += posted.status == "posted"
+    return sent
+
+
+def tell_admins(outbox: Outbox, settings: Settings, department: Department, kind: str, error: str) -> None:
+    """Once per failed post (a failed post is not retried by itself, so this runs once): the
+    admins (KPIBOT_ADMINS), else the division's channel unless that is where the post failed."""
+    with transaction(outbox.engine) as session:
+        division = session.exec(select(Department).where(Department.is_division)).first()
+    recipients = sorted(settings.admins) or (
+        [division.channel_id]
+        if division and division.channel_id and division.channel_id != department.channel_id
+        else []
+    )
+    if not recipients:
+        log.error("no admin to tell about the failed %s for %s (set KPIBOT_ADMINS)", kind, department.key)
+        return
+    locale = settings.locale
+    text = render.message(
+        "digest.failed_notice",
+        locale,
+        kind=kind,
+        department=department.name(locale),
+        department_key=department.key,
+        channel=department.channel_id,
+        error=error,
+    )
+    for recipient in recipients:
+        # A notice is not a ledger post: it is sent once because its failed post is final.
+        try:
+            outbox.poster.post(recipient, Message(text))
+        except PostFailed as notice_error:
+            log.error("could not tell %s about the failed %s: %s", recipient, kind, notice_error.code)

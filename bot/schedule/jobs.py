@@ -1,0 +1,75 @@
+"""The jobs `kpibot scheduler` runs (bot.schedule.scheduler.Jobs), one per concept.
+
+Each job only finds what it is about and hands it to its concept's flow; they post through
+`bot.outbox`, so a repeat is harmless. The edge composes them (handlers/digests/interactive.py
+`make_jobs`): the Slack poster, the Block Kit, and the alert scan as a callable (until
+bot/alerts/flows.py takes its place).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from bot.config import Settings
+from bot.countermeasures import flows as countermeasures
+from bot.database import transaction
+from bot.digests import flows as digests
+from bot.models import Department
+from bot.outbox import Outbox
+from bot.schedule.slots import slot_key
+
+log = logging.getLogger(__name__)
+
+
+def department(engine: Engine, key: str) -> Department | None:
+    """The department a job names, or None when it was removed since it was scheduled."""
+    with transaction(engine) as session:
+        return session.exec(select(Department).where(Department.key == key)).first()
+
+
+@dataclass(frozen=True)
+class ScheduledJobs:
+    """bot.schedule.scheduler.Jobs: the digest and the owners' reminder of a department's slot,
+    the countermeasure follow-ups and the alert scan (both hourly)."""
+
+    outbox: Outbox
+    messages: digests.DigestMessages
+    settings: Settings
+    scan_alerts: Callable[[dt.datetime], object]
+
+    def digest(self, department_key: str, slot: dt.datetime) -> None:
+        found = department(self.outbox.engine, department_key)
+        if found is None:
+            log.warning("digest for %s skipped: the department no longer exists", department_key)
+            return
+        tz = ZoneInfo(found.timezone)
+        digests.post(
+            self.outbox,
+            self.messages,
+            self.settings,
+            found,
+            slot.astimezone(tz).date(),
+            period=slot_key(slot, tz),
+        )
+
+    def reminder(self, department_key: str, slot: dt.datetime) -> None:
+        """`slot` is the digest the reminder announces (bot.schedule.scheduler passes it so)."""
+        found = department(self.outbox.engine, department_key)
+        if found is None or found.is_division:
+            return
+        digests.remind_owners(self.outbox, found, slot)
+
+    def followups(self, now: dt.datetime) -> None:
+        """Countermeasures due today are reminded in their threads, once each."""
+        countermeasures.remind_due(self.outbox, now)
+
+    def scan(self, now: dt.datetime) -> None:
+        """Every department's KPIs evaluated for alerts, and what changed posted."""
+        self.scan_alerts(now)
