@@ -11,8 +11,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bot import render
@@ -25,9 +27,28 @@ from bot.periods import PeriodError, parse_key
 from bot.plan.service import Plan, PlanInvalid, apply_plan, load_plan
 from bot.scorecard import all_departments
 
+if TYPE_CHECKING:  # slack_sdk is imported only by the commands that talk to Slack
+    from slack_sdk import WebClient
+
 log = logging.getLogger("kpibot")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _database(settings: Settings) -> Engine:
+    """The configured database, refused with one line unless its schema is current."""
+    engine = make_engine(settings.database_url)
+    require_current_schema(engine)
+    return engine
+
+
+def _slack_client(settings: Settings, locale: str) -> WebClient:
+    """The Web API client of a command that posts; refused with one line without a token."""
+    from handlers.client import make_web_client
+
+    if not settings.slack_bot_token:
+        raise KpibotError(render.message("cli.needs_token", locale))
+    return make_web_client(settings)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -45,8 +66,7 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
     if not path.exists():
         raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    engine = _database(settings)
     try:
         with transaction(engine) as session:
             result = apply_plan(session, _read_plan(path, session, args.locale))
@@ -98,8 +118,7 @@ def _reason(error: OSError) -> str:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from bot.export import export_actuals, export_targets
 
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    engine = _database(settings)
     if args.output == "-":
         out = sys.stdout
     else:
@@ -164,11 +183,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from handlers.client import make_web_client
     from handlers.digests.interactive import DigestJobs, build
 
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    engine = _database(settings)
 
     def day_of(department: Department) -> dt.date:
         # The department's own today, as `/kpi digest` and the scheduler use: one manual post a day.
@@ -209,9 +226,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
                 render.message("cli.charts_written", args.locale, count=written, path=charts), file=sys.stderr
             )
         return 0
-    if not settings.slack_bot_token:
-        raise KpibotError(render.message("cli.needs_token", args.locale))
-    jobs = DigestJobs(make_web_client(settings), engine, settings)
+    jobs = DigestJobs(_slack_client(settings, args.locale), engine, settings)
     failed = 0
     for department in departments:
         day = day_of(department)
@@ -263,38 +278,29 @@ def _digest_day(period: str | None, default: dt.date, locale: str) -> dt.date:
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from bot.schedule.scheduler import Scheduler
-    from handlers.client import make_web_client
     from handlers.digests.interactive import DigestJobs
     from handlers.web import check_slack_tokens
 
-    if not settings.slack_bot_token:
-        raise KpibotError(render.message("cli.needs_token", args.locale))
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    client = _slack_client(settings, args.locale)
+    engine = _database(settings)
     # A refused token would otherwise fail every post, one log line each, for as long as it runs.
     check_slack_tokens(settings, args.locale)
-    Scheduler(engine, DigestJobs(make_web_client(settings), engine, settings)).run_forever()
+    Scheduler(engine, DigestJobs(client, engine, settings)).run_forever()
     return 0
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.alerts.interactive import scan_and_post
     from handlers.alerts.messages import severity_word
-    from handlers.client import make_web_client
 
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    engine = _database(settings)
     if args.department is not None:
         with transaction(engine) as session:
             if not any(d.key == args.department for d in all_departments(session)):
                 raise KpibotError(
                     render.message("cli.no_department", args.locale, department=args.department)
                 )
-    client = None
-    if not args.dry_run:
-        if not settings.slack_bot_token:
-            raise KpibotError(render.message("cli.needs_token", args.locale))
-        client = make_web_client(settings)
+    client = None if args.dry_run else _slack_client(settings, args.locale)
     result = scan_and_post(engine, client, dry_run=args.dry_run, department_key=args.department)
     for change in result.changes:
         print(

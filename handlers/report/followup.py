@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from slack_sdk import WebClient
 
 from bot.reports.service import Reported
+from handlers.alerts import interactive as alerts
+from handlers.countermeasures import interactive as countermeasures
 from handlers.deps import Deps
 
 log = logging.getLogger(__name__)
 
 
 def after_reports(deps: Deps, client: WebClient, reported: Sequence[Reported]) -> None:
-    """Never raises: the actuals are stored whatever Slack or a follow-up does."""
-    from handlers.alerts import interactive as alerts
-    from handlers.countermeasures import interactive as countermeasures
-
+    """Never raises: the actuals are stored whatever Slack or a follow-up does, and the user
+    has had the confirmation; each step is tried on its own, as a job's items are."""
     for item in reported:
         for step in (alerts.on_reported, countermeasures.on_reported):
             try:
