@@ -16,7 +16,7 @@ from slack_bolt import Ack, App
 from bot.config import Settings
 from bot.database import make_engine, require_current_schema
 from handlers.client import make_web_client
-from handlers.report.modal import CALLBACK_ID
+from handlers.report.messages import CALLBACK_ID
 from handlers.web import make_wsgi_app
 
 

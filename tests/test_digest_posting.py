@@ -485,7 +485,7 @@ def test_a_fresh_claim_of_another_process_is_left_alone(
     assert department is not None
     day = SLOT.astimezone(TOKYO).date()
     outcome = bot.digests.flows.post(
-        jobs.outbox, jobs.messages, jobs.settings, department, day, period=PERIOD
+        jobs.outbox, jobs.digest_messages, jobs.settings, department, day, period=PERIOD
     )
     assert outcome.status == "busy"
     assert fake.calls() == []

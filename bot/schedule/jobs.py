@@ -2,21 +2,20 @@
 
 Each job only finds what it is about and hands it to its concept's flow; they post through
 `bot.outbox`, so a repeat is harmless. The edge composes them (handlers/digests/interactive.py
-`make_jobs`): the Slack poster, the Block Kit, and the alert scan as a callable (until
-bot/alerts/flows.py takes its place).
+`make_jobs`): the Slack poster and the Block Kit of digests and alerts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from bot.alerts import flows as alerts
 from bot.config import Settings
 from bot.countermeasures import flows as countermeasures
 from bot.database import transaction
@@ -40,9 +39,9 @@ class ScheduledJobs:
     the countermeasure follow-ups and the alert scan (both hourly)."""
 
     outbox: Outbox
-    messages: digests.DigestMessages
+    digest_messages: digests.DigestMessages
+    alert_messages: alerts.AlertMessages
     settings: Settings
-    scan_alerts: Callable[[dt.datetime], object]
 
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         found = department(self.outbox.engine, department_key)
@@ -52,7 +51,7 @@ class ScheduledJobs:
         tz = ZoneInfo(found.timezone)
         digests.post(
             self.outbox,
-            self.messages,
+            self.digest_messages,
             self.settings,
             found,
             slot.astimezone(tz).date(),
@@ -72,4 +71,4 @@ class ScheduledJobs:
 
     def scan(self, now: dt.datetime) -> None:
         """Every department's KPIs evaluated for alerts, and what changed posted."""
-        self.scan_alerts(now)
+        alerts.scan_and_post(self.outbox.engine, self.outbox.poster, self.alert_messages, now)

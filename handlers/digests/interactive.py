@@ -1,7 +1,8 @@
 """`/kpi digest`, and the scheduler's jobs composed for Slack (`make_jobs`).
 
 What a digest says and how it is posted once is bot.digests.flows; the jobs are
-bot.schedule.jobs. Here they get the Slack poster and the Block Kit of handlers/digests/messages.py.
+bot.schedule.jobs. Here they get the Slack poster and the Block Kit (handlers/digests/messages.py,
+handlers/alerts/messages.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bot.models import Department
 from bot.outbox import Outbox
 from bot.schedule.jobs import ScheduledJobs
 from bot.scorecard import all_departments
-from handlers.alerts.interactive import scan_and_post
+from handlers.alerts import messages as alert_messages
 from handlers.commands import CommandRequest, subcommand
 from handlers.digests import messages
 from handlers.poster import SlackPoster
@@ -34,9 +35,9 @@ def make_jobs(client: WebClient, engine: Engine, settings: Settings) -> Schedule
     """What `kpibot scheduler` runs, posting to Slack through `client`."""
     return ScheduledJobs(
         outbox=Outbox(engine, SlackPoster(client)),
-        messages=messages,
+        digest_messages=messages,
+        alert_messages=alert_messages,
         settings=settings,
-        scan_alerts=lambda now: scan_and_post(engine, client, now),
     )
 
 
