@@ -68,7 +68,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
     finally:
         with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            # With it go the copies of imported plans kept beside it (tests/plans.py).
+            copies = connection.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :prefix)"),
+                {"prefix": f"{schema}_plan"},
+            ).scalars()
+            for name in [schema, *copies]:
+                connection.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
         admin.dispose()
 
 

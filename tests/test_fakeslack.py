@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,8 +17,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel, select
 
+from bot.clock import set_clock
+from bot.database import transaction
+from bot.models import Department
+from tests.conftest import _empty_tables
 from tests.fakeslack import FakeSlack, SignedSlackClient, WsgiServer
+from tests.fakeslack.harness import NOW, start_harness, stop_harness
+from tests.plans import EXAMPLE_PLAN, import_plan, import_plan_into_empty
 
 SECRET = "secret"
 
@@ -174,7 +184,7 @@ def test_client_signs_and_shapes_requests_like_slack() -> None:
 
 
 def test_rate_limited_call_is_retried_by_slack_sdk(web_client: WebClient, fake: FakeSlack) -> None:
-    fake.fail("chat.postMessage", "ratelimited", retry_after=1)
+    fake.fail("chat.postMessage", "ratelimited", retry_after=0)  # a retry without the wait
 
     response = web_client.chat_postMessage(channel="C0SALES", text="hello")
 
@@ -255,3 +265,61 @@ def test_concurrent_calls_are_served_in_parallel() -> None:
             list(pool.map(lambda i: client.chat_postMessage(channel="C0SALES", text=str(i)), range(5)))
         assert time.monotonic() - started < 1.0
         assert sorted(c.args["text"] for c in slow.calls()) == ["0", "1", "2", "3", "4"]
+
+
+# -- the harness's starting point ------------------------------------------------------------------
+
+
+def _everything(engine: Engine) -> dict[str, Any]:
+    """Every row of every table, in storage order, and (PostgreSQL) every sequence's position."""
+    with engine.connect() as connection:
+        state: dict[str, Any] = {
+            table.name: [tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table.name}")]
+            for table in SQLModel.metadata.sorted_tables
+        }
+        if engine.dialect.name == "postgresql":
+            names = connection.exec_driver_sql(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()"
+            ).scalars()
+            for name in list(names):
+                state[name] = tuple(
+                    connection.exec_driver_sql(f"SELECT last_value, is_called FROM {name}").one()
+                )
+    return state
+
+
+def test_the_example_plan_restored_from_its_snapshot_is_exactly_a_fresh_import(engine: Engine) -> None:
+    # Harnesses after the first write the first import's rows back instead of parsing the YAML;
+    # a test must not be able to tell.
+    set_clock(lambda: NOW.astimezone(dt.UTC))
+    import_plan(engine, EXAMPLE_PLAN)
+    fresh = _everything(engine)
+    assert fresh["kpi"] and fresh["target"]
+    for _ in range(2):  # the first call may take the snapshot, the second restores it
+        _empty_tables(engine)
+        import_plan_into_empty(engine, EXAMPLE_PLAN)
+        assert _everything(engine) == fresh
+
+
+def test_a_snapshot_is_not_used_on_a_database_that_is_not_empty(engine: Engine) -> None:
+    set_clock(lambda: NOW.astimezone(dt.UTC))
+    import_plan_into_empty(engine, EXAMPLE_PLAN)
+    _empty_tables(engine)
+    with transaction(engine) as session:
+        session.add(Department(key="ops", name_ja="運用", name_en="Operations", channel_id="C0OPS"))
+    import_plan_into_empty(engine, EXAMPLE_PLAN)  # a plain import: updates what is there, adds the rest
+    with transaction(engine) as session:
+        keys = set(session.exec(select(Department.key)).all())
+    assert "ops" in keys and len(keys) > 1
+
+
+def test_settle_waits_for_work_after_ack(engine: Engine) -> None:
+    harness = start_harness(engine)
+    try:
+        before = len(harness.fake.calls("response_url"))
+        assert harness.send("report new_approaches 85", user_id="U0SALES1").status == 200
+        harness.settle()
+        assert len(harness.fake.calls("response_url")) == before + 1  # answered, without polling
+        assert harness.live_values("new_approaches") == {"2026-11": Decimal(85)}
+    finally:
+        stop_harness(harness)

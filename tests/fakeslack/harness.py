@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from wsgiref.types import WSGIApplication
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -18,11 +22,61 @@ from handlers.app import create_app
 from handlers.web import make_wsgi_app
 from tests.fakeslack.client import Response, SignedSlackClient
 from tests.fakeslack.server import Call, FakeSlack, WsgiServer
-from tests.plans import EXAMPLE_PLAN, import_plan
+from tests.plans import EXAMPLE_PLAN, import_plan_into_empty
 
 SIGNING_SECRET = "test-signing-secret"
 # Monday 30 November 2026, 10:00 in Tokyo: current week 2026-W49, current month 2026-11.
 NOW = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+
+
+class Activity:
+    """Counts the app's work in progress: requests being answered and listener tasks (which Bolt
+    runs on its executor, also after ack())."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._changed = threading.Condition()
+
+    def _begin(self) -> None:
+        with self._changed:
+            self._busy += 1
+
+    def _end(self, *_: object) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
+
+    def watch_wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        def watched(environ: dict[str, Any], start_response: Any) -> Any:
+            self._begin()
+            try:
+                # Bolt answers with a list: the work is done once the app returns.
+                return app(environ, start_response)
+            finally:
+                self._end()
+
+        return watched
+
+    def watch_executor(self, executor: Executor) -> None:
+        submit = executor.submit
+
+        def watched(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            # Counted before the task is queued, so a request never ends with its listener unseen.
+            self._begin()
+            try:
+                future = submit(fn, *args, **kwargs)
+            except BaseException:
+                self._end()
+                raise
+            future.add_done_callback(self._end)
+            return future
+
+        executor.submit = watched  # type: ignore[method-assign]
+
+    def wait_idle(self, timeout: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._busy == 0, timeout):
+                raise AssertionError(f"kpibot still busy after {timeout}s ({self._busy} in progress)")
 
 
 @dataclass
@@ -32,6 +86,7 @@ class SlackHarness:
     client: SignedSlackClient
     engine: Engine
     settings: Settings
+    activity: Activity
 
     def command(self, text: str, *, user_id: str, channel_id: str = "C0SALES", **kwargs: Any) -> Call:
         """Send `/kpi <text>` and return the ephemeral answer Slack received on response_url."""
@@ -42,6 +97,12 @@ class SlackHarness:
 
     def send(self, text: str, *, user_id: str, **kwargs: Any) -> Response:
         return self.client.command(text, user_id=user_id, **kwargs)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until kpibot has finished all it was asked to do: no request in flight, no
+        listener still running after its ack(). What a wrongly handled retry would have done
+        by now has been done, so a test can assert it did not happen without sleeping."""
+        self.activity.wait_idle(timeout)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -66,7 +127,7 @@ def start_harness(
 ) -> SlackHarness:
     set_clock(lambda: now.astimezone(dt.UTC))
     if plan is not None:
-        import_plan(engine, plan)
+        import_plan_into_empty(engine, plan)
     fake = FakeSlack().start()
     settings = load_settings(
         {
@@ -79,11 +140,19 @@ def start_harness(
         env_file=None,
     )
     app = create_app(settings, engine)
-    server = WsgiServer(make_wsgi_app(app, engine)).start()
+    activity = Activity()
+    activity.watch_executor(app.listener_runner.listener_executor)
+    server = WsgiServer(activity.watch_wsgi(make_wsgi_app(app, engine))).start()
     client = SignedSlackClient(server.url, SIGNING_SECRET, fake=fake)
-    return SlackHarness(fake, server, client, engine, settings)
+    return SlackHarness(fake, server, client, engine, settings, activity)
 
 
-def stop_harness(harness: SlackHarness) -> None:
-    harness.server.stop()
+def stop_harness(harness: SlackHarness, settle_timeout: float = 10.0) -> None:
+    # Listeners still running after the test would race the table emptying that follows
+    # (PostgreSQL: TRUNCATE against their reads, a deadlock). Slack goes first, so a listener
+    # waiting on it (a hung call) ends; then the app's work drains; then the app stops.
     harness.fake.stop()
+    try:
+        harness.settle(settle_timeout)
+    finally:
+        harness.server.stop()
