@@ -140,6 +140,10 @@ def test_a_value_the_kpi_cannot_take_is_refused_with_why(
         ("new_approaches 85 2027-01", "85", "2027-01"),
         ("new_approaches 85 2026-13", "85", "2026-13"),  # a typo in a period is still the period
         ("pipeline_deals 40 先月", "40", "先月"),
+        ("mqls 1.2.3", "1.2.3", None),  # starts like a number: the value slot, refused for why
+        ("mqls 1e30", "1e30", None),
+        ("mqls 100,000,000,000,000", "100,000,000,000,000", None),  # too large is still the value
+        ("mqls 1" + "0" * 30, "1" + "0" * 30, None),
     ],
 )
 def test_the_value_and_the_period_are_found_even_when_they_will_be_refused(
@@ -175,7 +179,7 @@ def test_a_note_longer_than_a_message_may_be_is_refused() -> None:
     assert error.value.code == "note_too_long" and "2000" in refusal(error)
 
 
-@pytest.mark.parametrize("text", ["new_approaches", "mqls abc", "mqls 先月", "", "85"])
+@pytest.mark.parametrize("text", ["new_approaches", "mqls abc", "mqls --5", "mqls 先月", "", "85"])
 def test_text_without_a_kpi_and_a_number_after_it_is_the_usage(text: str) -> None:
     with pytest.raises(ReportError) as error:
         split_report_text(text)
