@@ -144,9 +144,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import prepare_demo
+    from bot.digests.flows import build
+    from bot.outbox import Message
     from handlers.demo import alert_loop
-    from handlers.digests.interactive import build
-    from handlers.digests.messages import SlackMessage, as_text
+    from handlers.digests import messages as digest_messages
+    from handlers.digests.messages import as_text
     from handlers.preview import write_preview
 
     url = parse_database_url(args.database, "--database")
@@ -161,7 +163,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     prepare_demo(engine, today=day, locale=args.locale)
     with transaction(engine) as session:
         departments = all_departments(session)
-    digests = [build(engine, department, day) for department in departments]
+    digests = [build(engine, department, day, digest_messages) for department in departments]
     for built in digests:
         print()
         print(as_text(built.messages))
@@ -173,7 +175,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         for root, replies in roots:
             print()
             print(f"#{channel}")
-            print(as_text([SlackMessage(m.text, m.blocks) for m in (root, *replies)]))
+            print(as_text([Message(m.text, m.blocks) for m in (root, *replies)]))
     preview = write_preview(Path(args.preview), digests, threads, args.locale)
     print()
     print(render.message("cli.demo_preview", args.locale, path=preview.resolve()))
@@ -183,7 +185,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from handlers.digests.interactive import DigestJobs, build
+    from bot.digests.flows import build, post_on_request
+    from bot.outbox import Outbox
+    from handlers.digests import messages as digest_messages
+    from handlers.poster import SlackPoster
 
     engine = _database(settings)
 
@@ -199,7 +204,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
         charts: Path | None = None
         written = 0
         for department in departments:
-            built = build(engine, department, day_of(department))
+            built = build(engine, department, day_of(department), digest_messages)
             print(
                 json.dumps(
                     {
@@ -226,11 +231,10 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
                 render.message("cli.charts_written", args.locale, count=written, path=charts), file=sys.stderr
             )
         return 0
-    jobs = DigestJobs(_slack_client(settings, args.locale), engine, settings)
+    outbox = Outbox(engine, SlackPoster(_slack_client(settings, args.locale)))
     failed = 0
     for department in departments:
-        day = day_of(department)
-        outcome = jobs.post(department, day, period=day.isoformat(), subject="manual", retry_failed=True)
+        outcome = post_on_request(outbox, digest_messages, settings, department, day_of(department))
         failed += outcome.status == "failed"
         print(
             render.message(
@@ -278,14 +282,14 @@ def _digest_day(period: str | None, default: dt.date, locale: str) -> dt.date:
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from bot.schedule.scheduler import Scheduler
-    from handlers.digests.interactive import DigestJobs
+    from handlers.digests.interactive import make_jobs
     from handlers.web import check_slack_tokens
 
     client = _slack_client(settings, args.locale)
     engine = _database(settings)
     # A refused token would otherwise fail every post, one log line each, for as long as it runs.
     check_slack_tokens(settings, args.locale)
-    Scheduler(engine, DigestJobs(client, engine, settings)).run_forever()
+    Scheduler(engine, make_jobs(client, engine, settings)).run_forever()
     return 0
 
 

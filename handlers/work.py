@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from slack_bolt import BoltContext
+from slack_bolt import Ack, BoltContext, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
@@ -43,6 +43,28 @@ DATABASE_ERROR = "database_error"
 SLACK_ERROR = "slack_error"
 ANSWER_CHANNEL = "answer_channel"
 ANSWER_LOCALE = "answer_locale"
+
+
+class KeptAck(Ack):
+    """An ack that stays given. When a listener raises after `ack()`, Bolt's thread runner sets
+    the ack back to None (slack_bolt/listener/thread_runner.py); if that happens before the
+    request thread has seen it, Slack gets a 404 three seconds later instead of the ack."""
+
+    @property  # type: ignore[override]
+    def response(self) -> BoltResponse | None:
+        return self._response
+
+    @response.setter
+    def response(self, value: BoltResponse | None) -> None:
+        if value is None and getattr(self, "_response", None) is not None:
+            return
+        self._response = value
+
+
+def keep_ack(context: BoltContext, next: Callable[[], None]) -> None:  # noqa: A002 (Bolt's name)
+    """Global middleware: every request's ack is a KeptAck."""
+    context["ack"] = KeptAck()
+    next()
 
 
 class AlreadyHandled(Exception):

@@ -49,7 +49,7 @@ from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_COUNTERMEASURE
 from handlers.blocks import MAX_BLOCKS
 from handlers.cli import main
 from handlers.client import make_web_client
-from handlers.digests.interactive import DigestJobs
+from handlers.digests.interactive import make_jobs
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
 from tests.plans import count_kpi
@@ -588,7 +588,7 @@ def test_the_scheduler_scans_every_hour_on_the_leader(
     at(dt.datetime(2026, 11, 10, 18, tzinfo=TOKYO))
     report("new_approaches 30")
     at(dt.datetime(2026, 11, 25, 12, tzinfo=TOKYO))  # a Wednesday: no digest to catch up on
-    jobs = DigestJobs(client_of(slack), slack.engine, slack.settings)
+    jobs = make_jobs(client_of(slack), slack.engine, slack.settings)
     scheduler = Scheduler(slack.engine, jobs, lock_key=random.randrange(1, 2**31))
     scheduler.start()
     try:

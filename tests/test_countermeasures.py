@@ -38,7 +38,7 @@ from bot.models import (
 from bot.reports.actuals import record_actual
 from handlers.client import make_web_client
 from handlers.countermeasures.interactive import remind_due
-from handlers.digests.interactive import DigestJobs
+from handlers.digests.interactive import make_jobs
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import NOW, SlackHarness
 from tests.fakeslack.server import BOT_USER_ID, Call
@@ -616,7 +616,7 @@ def test_the_owner_is_reminded_in_the_thread_on_the_due_date_once(slack: SlackHa
 
     assert remind_due(slack.engine, client, at(1, 8)) == 0  # before 09:00 on the due date
     assert remind_due(slack.engine, client, NOW) == 0  # the day before
-    jobs = DigestJobs(client, slack.engine, slack.settings)
+    jobs = make_jobs(client, slack.engine, slack.settings)
     jobs.followups(at(1, 9))
     assert remind_due(slack.engine, client, at(1, 15)) == 0  # already reminded
     assert remind_due(slack.engine, client, at(2, 9)) == 0  # overdue: the review shows it

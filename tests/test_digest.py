@@ -45,11 +45,11 @@ from bot.models import (
     SuccessFactor,
     Target,
 )
-from bot.outbox import Outbox
+from bot.outbox import Message, Outbox
 from bot.reports.actuals import record_actual
 from bot.scoring import Status, ratio_pct
 from handlers.digests import messages as slack_messages
-from handlers.digests.messages import SlackMessage, as_text, digest_messages, division_messages
+from handlers.digests.messages import as_text, digest_messages, division_messages
 from handlers.poster import SlackPoster
 from tests.fakeslack import FakeSlack
 from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
@@ -113,7 +113,7 @@ def digest_of(engine: Engine, key: str, day: dt.date = DAY) -> Digest:
         return build_digest(session, dept, day, goal_progress(session, day))
 
 
-def texts(message: SlackMessage) -> list[str]:
+def texts(message: Message) -> list[str]:
     """What a reader sees in a message: header, sections and context lines, in order."""
     found = []
     for block in message.blocks:
@@ -124,18 +124,18 @@ def texts(message: SlackMessage) -> list[str]:
     return found
 
 
-def lines(messages: list[SlackMessage]) -> list[str]:
+def lines(messages: list[Message]) -> list[str]:
     return [line for message in messages for text in texts(message) for line in text.split("\n")]
 
 
-def line_of(messages: list[SlackMessage], name: str) -> str:
+def line_of(messages: list[Message], name: str) -> str:
     """The scorecard line of a KPI (its name is bold there and nowhere else)."""
     found = [line for line in lines(messages) if f"*{name}*" in line]
     assert len(found) == 1, (name, found)
     return found[0]
 
 
-def section_after(messages: list[SlackMessage], title: str) -> list[str]:
+def section_after(messages: list[Message], title: str) -> list[str]:
     """The lines under a section title such as "*Not reported yet*"."""
     all_lines = lines(messages)
     start = all_lines.index(title) + 1
@@ -145,7 +145,7 @@ def section_after(messages: list[SlackMessage], title: str) -> list[str]:
     return all_lines[start:end]
 
 
-def assert_block_kit_limits(messages: list[SlackMessage]) -> None:
+def assert_block_kit_limits(messages: list[Message]) -> None:
     for message in messages:
         assert len(message.blocks) <= 50
         assert len(message.text) <= 4000

@@ -54,3 +54,16 @@ def test_a_request_already_handled_gets_no_second_answer(
     assert response.status == 200
     slack.command("help", user_id=OWNER)  # a later answer arrives; none came before it
     assert len(slack.fake.calls("response_url")) == 1
+
+
+def test_a_listener_that_fails_right_after_its_ack_still_answers_slack_200(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bolt resets the ack when a listener raises after ack(): unless the ack is kept, Slack may get
+    # a 404 "unhandled request" three seconds later instead of the ack it was given.
+    def again(request: CommandRequest) -> None:
+        raise AlreadyHandled("command:trigger-1")
+
+    monkeypatch.setitem(commands.SUBCOMMANDS, "status", again)
+    statuses = [slack.send("status", user_id=OWNER).status for _ in range(10)]
+    assert statuses == [200] * 10

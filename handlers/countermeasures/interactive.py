@@ -99,7 +99,7 @@ def open_form(
     with unit_of_work(deps.engine) as session:
         target = service.target_of_alert(session, find(session))
         allowed = target is not None and service.may_log(
-            session, target.department, user_id, lambda: deps.is_admin(user_id)
+            session, target.department, user_id, deps.admin_check(user_id)
         )
     if target is None:
         answer(render.message(missing, deps.locale_for(user_id)), None)
@@ -165,7 +165,7 @@ def submit_form(deps: Deps, ack: Ack, form: Submission, client: WebClient) -> No
             # Where it goes comes from the alert, never from the form's metadata (a client could forge it).
             target = service.target_of_form(session, form.alert_id, form.kpi_id)
             allowed = target is not None and service.may_log(
-                session, target.department, user_id, lambda: deps.is_admin(user_id)
+                session, target.department, user_id, deps.admin_check(user_id)
             )
     except (DatabaseUnavailable, OperationalError):
         log.exception("database unavailable checking the countermeasure form of %s", user_id)
@@ -239,7 +239,7 @@ def change_status(deps: Deps, client: WebClient, body: dict[str, Any]) -> None:
         countermeasure_id=countermeasure_id,
         status=messages.CLOSING[action["action_id"]],
         user_id=user_id,
-        is_admin=lambda: deps.is_admin(user_id),
+        is_admin=deps.admin_check(user_id),
         channel=channel,
         message_ts=message_ts,
     )
@@ -277,7 +277,7 @@ def on_mention(deps: Deps, client: WebClient, body: dict[str, Any], bot_user_id:
             session, service.alert_in_thread(session, channel, thread_ts) if thread_ts else None
         )
         allowed = target is not None and service.may_log(
-            session, target.department, user_id, lambda: deps.is_admin(user_id)
+            session, target.department, user_id, deps.admin_check(user_id)
         )
     department = None if target is None else target.department
     locale = deps.locale_for(user_id, department)
@@ -334,7 +334,7 @@ def countermeasure_command(request: CommandRequest) -> None:
                 session,
                 text=request.text,
                 user_id=request.user_id,
-                is_admin=lambda: request.deps.is_admin(request.user_id),
+                is_admin=request.deps.admin_check(request.user_id),
             )
         except CountermeasureError as error:
             # Rendered before the rollback: the error may name KPIs loaded in this session. The

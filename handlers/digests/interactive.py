@@ -7,8 +7,6 @@ handlers/alerts/messages.py).
 
 from __future__ import annotations
 
-import datetime as dt
-from functools import partial
 from zoneinfo import ZoneInfo
 
 from slack_sdk import WebClient
@@ -19,8 +17,6 @@ from bot.clock import today
 from bot.config import Settings
 from bot.database import transaction
 from bot.digests import flows
-from bot.digests.flows import Built
-from bot.models import Department
 from bot.outbox import Outbox
 from bot.schedule.jobs import ScheduledJobs
 from bot.scorecard import all_departments
@@ -81,28 +77,3 @@ def digest_command(request: CommandRequest) -> None:
         request.reply(
             render.message("digest.command_posted", locale, department=name, channel=department.channel_id)
         )
-
-
-# -- the old names, for handlers/cli.py, tests/test_alert_posting.py and tests/test_countermeasures.py
-#    until they say make_jobs and bot.digests.flows (then this goes) --------------------------------
-
-
-def build(
-    engine: Engine,
-    department: Department,
-    day: dt.date,
-    *,
-    with_chart: bool = True,
-    locale: str | None = None,
-) -> Built:
-    return flows.build(engine, department, day, messages, with_chart=with_chart, locale=locale)
-
-
-class DigestJobs:
-    def __init__(self, client: WebClient, engine: Engine, settings: Settings) -> None:
-        jobs = make_jobs(client, engine, settings)
-        self.digest = jobs.digest
-        self.reminder = jobs.reminder
-        self.followups = jobs.followups
-        self.scan = jobs.scan
-        self.post = partial(flows.post, jobs.outbox, messages, settings)

@@ -23,11 +23,7 @@ MAX_MESSAGE_CHARS = 3800
 HEADER_MAX = 150
 
 
-# Until every caller says Message (bot.outbox): the one type of a message to post.
-SlackMessage = Message
-
-
-def digest_messages(digest: Digest, locale: str) -> list[SlackMessage]:
+def digest_messages(digest: Digest, locale: str) -> list[Message]:
     """The root message first, then thread replies for whatever did not fit."""
     department = digest.department
     periods = sorted({row.period.key for row in digest.rows})
@@ -72,7 +68,7 @@ def digest_messages(digest: Digest, locale: str) -> list[SlackMessage]:
     return split_messages(blocks, fallback, locale)
 
 
-def division_messages(summary: DivisionSummary, locale: str) -> list[SlackMessage]:
+def division_messages(summary: DivisionSummary, locale: str) -> list[Message]:
     blocks: list[Block] = [
         _header(render.template("digest/division_header.txt", locale, day=summary.day)),
     ]
@@ -137,7 +133,7 @@ def _row_line(row: ScoreRow, locale: str) -> str:
     return render.template("digest/row.md", locale, row=row, arrow=arrow, spark=spark).strip()
 
 
-def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[SlackMessage]:
+def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[Message]:
     """Blocks into messages of at most MAX_BLOCKS blocks and MAX_MESSAGE_CHARS characters."""
     chunks: list[list[dict[str, Any]]] = [[]]
     size = 0
@@ -151,11 +147,11 @@ def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[Slac
         chunks[-1].append(data)
         size += length
     if len(chunks) == 1:
-        return [SlackMessage(fallback, chunks[0])]
-    messages = [SlackMessage(fallback, chunks[0])]
+        return [Message(fallback, chunks[0])]
+    messages = [Message(fallback, chunks[0])]
     for number, chunk in enumerate(chunks[1:], start=2):
         note = render.message("digest.continued", locale, part=number, parts=len(chunks))
-        messages.append(SlackMessage(f"{fallback} {note}", [context(note).to_dict(), *chunk]))
+        messages.append(Message(f"{fallback} {note}", [context(note).to_dict(), *chunk]))
     return messages
 
 
@@ -171,7 +167,7 @@ def _text_of(block: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def as_text(messages: list[SlackMessage]) -> str:
+def as_text(messages: list[Message]) -> str:
     """A terminal rendering of messages (the demo, `kpibot digest --dry-run`)."""
     out: list[str] = []
     for index, message in enumerate(messages):

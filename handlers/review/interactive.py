@@ -25,7 +25,7 @@ def review_command(request: CommandRequest) -> None:
     with unit_of_work(deps.engine) as session:
         department, departments = department_for(request, session)
         allowed = department is not None and service.may_log(
-            session, department, request.user_id, lambda: deps.is_admin(request.user_id)
+            session, department, request.user_id, deps.admin_check(request.user_id)
         )
     if department is None:
         ask_which_department(request, departments, "review")
