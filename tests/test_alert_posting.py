@@ -520,6 +520,30 @@ def test_acknowledging_a_resolved_alert_says_so(slack: SlackHarness, report: Cal
     assert "すでに解決済み" in told.args["text"]
 
 
+def test_only_the_departments_members_and_admins_may_acknowledge(
+    slack: SlackHarness, report: Callable[..., None]
+) -> None:
+    report("close_rate 10")
+    alert = the_alert(slack, "close_rate")
+    click(slack, alert, CS_OWNER)  # owns a KPI of Customer Success, not of Sales
+    told = slack.fake.wait_for("response_url", count=2)[-1]
+    settle()
+    assert told.args["response_type"] == "ephemeral"
+    assert "営業部のアラートを確認済みにできるのは" in told.args["text"]
+    assert "<@U0SALESHEAD>" in told.args["text"] and "未対応のまま" in told.args["text"]
+    unchanged = the_alert(slack, "close_rate")
+    assert (unchanged.status, unchanged.acknowledged_by) == (AlertStatus.OPEN, None)
+    assert updates(slack.fake) == [] and replies(slack.fake, alert.thread_ts or "") == []
+    with slack.session() as session:
+        assert session.exec(select(AuditEvent).where(AuditEvent.action == "alert.acknowledged")).all() == []
+
+    slack.fake.set_user("U0ADMIN", is_admin=True)  # a workspace admin may, in any department
+    click(slack, alert, "U0ADMIN")
+    slack.fake.wait_for("chat.update")
+    settle()
+    assert the_alert(slack, "close_rate").acknowledged_by == "U0ADMIN"
+
+
 # -- kpibot alerts ---------------------------------------------------------------------------------
 
 

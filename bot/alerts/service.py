@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,6 +28,7 @@ from bot.clock import utcnow
 from bot.formulas import parse_formula
 from bot.models import Alert, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
 from bot.periods import Period, parse_key
+from bot.permissions import is_member
 from bot.reports.actuals import Recorded, live_values
 from bot.scorecard import ScoreRow, build_scorecard, targets_for
 from bot.scoring import TargetValue
@@ -379,23 +380,21 @@ def mark_shown(session: Session, views: Sequence[AlertView]) -> None:
 
 @dataclass(frozen=True)
 class Acknowledged:
-    """The outcome of a click: `won` if this click changed the status; else what it found."""
+    """The outcome of a click: `won` if this click changed the status; else what it found
+    (`allowed` False: the user is not a member of the alert's department)."""
 
     won: bool
     alert: Alert | None
     department: Department | None
+    allowed: bool = True
 
 
-def acknowledge(session: Session, *, alert_id: int, user_id: str) -> Acknowledged:
-    """Open → acknowledged, as one compare-and-swap: of simultaneous clicks exactly one wins."""
-    won = (
-        session.execute(
-            sa.update(Alert)
-            .where(col(Alert.id) == alert_id, col(Alert.status) == AlertStatus.OPEN)
-            .values(status=AlertStatus.ACKNOWLEDGED, acknowledged_by=user_id, updated_at=utcnow())
-        ).rowcount
-        == 1
-    )
+def acknowledge(
+    session: Session, *, alert_id: int, user_id: str, is_admin: Callable[[], bool]
+) -> Acknowledged:
+    """Open → acknowledged, as one compare-and-swap: of simultaneous clicks exactly one wins.
+    Only the department's members (its head, its KPIs' owners) and admins may: acknowledging
+    takes away the alert's call to discuss it."""
     found = session.exec(
         select(Alert, Kpi, Department)
         .join(Kpi, col(Kpi.id) == Alert.kpi_id)
@@ -405,7 +404,19 @@ def acknowledge(session: Session, *, alert_id: int, user_id: str) -> Acknowledge
     if found is None:
         return Acknowledged(False, None, None)
     alert, kpi, department = found
+    owners = session.exec(select(Kpi.owner_user_id).where(col(Kpi.department_id) == department.id)).all()
+    if not is_member(department, set(owners), user_id, is_admin):
+        return Acknowledged(False, alert, department, allowed=False)
+    won = (
+        session.execute(
+            sa.update(Alert)
+            .where(col(Alert.id) == alert_id, col(Alert.status) == AlertStatus.OPEN)
+            .values(status=AlertStatus.ACKNOWLEDGED, acknowledged_by=user_id, updated_at=utcnow())
+        ).rowcount
+        == 1
+    )
     if won:
+        session.refresh(alert)
         session.add(
             AuditEvent(
                 actor=user_id,
@@ -416,4 +427,6 @@ def acknowledge(session: Session, *, alert_id: int, user_id: str) -> Acknowledge
                 details={"kpi": kpi.key, "period": alert.period, "severity": alert.severity.value},
             )
         )
+    else:
+        session.refresh(alert)  # who acknowledged it, or that it resolved meanwhile
     return Acknowledged(won, alert, department)

@@ -84,7 +84,9 @@ def register(app: App, deps: Deps) -> None:
             log.warning("alert_acknowledge without an alert id from %s", user_id)
             return
         with unit_of_work(deps.engine) as session:
-            outcome = alerts.acknowledge(session, alert_id=alert_id, user_id=user_id)
+            outcome = alerts.acknowledge(
+                session, alert_id=alert_id, user_id=user_id, is_admin=deps.admin_check(user_id)
+            )
         if outcome.won:
             sync_alerts(deps, client, alert_ids=[alert_id])
             return
@@ -92,6 +94,12 @@ def register(app: App, deps: Deps) -> None:
         alert = outcome.alert
         if alert is None:
             text = render.message("alert.gone", locale)
+        elif not outcome.allowed:
+            department = outcome.department
+            assert department is not None
+            text = render.message(
+                "alert.acknowledge_not_allowed", locale, department=department, head=department.head_user_id
+            )
         elif alert.status is AlertStatus.RESOLVED:
             text = render.message("alert.already_resolved", locale)
         else:
