@@ -562,6 +562,40 @@ def test_catch_up_across_the_spring_change_posts_the_latest_slot_once(
     assert jobs.calls == [("digest", "us", dt.datetime(2027, 3, 14, 13, tzinfo=dt.UTC))]
 
 
+def test_catch_up_never_posts_a_slot_a_later_sent_one_replaced(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs, caplog: pytest.LogCaptureFixture
+) -> None:
+    us = add_department(engine, "us", timezone="America/New_York", digest_cron="0 9 * * *")
+    # Saturday's 09:00 EST missed, Sunday's 09:00 EDT sent: Saturday's is 23.5 hours ago at 09:30.
+    mark_sent(engine, us, "2027-03-14")
+    now = dt.datetime(2027, 3, 14, 13, 30, tzinfo=dt.UTC)
+    assert make_scheduler().catch_up(now) == []
+    assert jobs.calls == []
+    assert (
+        "department us: digest of 2027-03-13T14:00:00+00:00 skipped, "
+        "replaced by the slot of 2027-03-14T13:00:00+00:00"
+    ) in caplog.text
+
+
+def test_catch_up_does_not_count_a_digest_asked_for_by_hand(
+    engine: Engine, make_scheduler: Any, jobs: RecordingJobs
+) -> None:
+    sales = add_department(engine, "sales")
+    with transaction(engine) as session:
+        session.add(
+            Post(
+                department_id=sales,
+                kind=PostKind.DIGEST,
+                period="2026-11-30",
+                subject="manual",
+                status=PostStatus.SENT,
+                ts="1.0",
+            )
+        )
+    assert make_scheduler().catch_up(SLOT + dt.timedelta(hours=1)) == [("sales", SLOT)]
+    assert jobs.calls == [("digest", "sales", SLOT)]
+
+
 def test_new_york_reminder_before_the_spring_change_announces_mondays_slot(
     engine: Engine, make_scheduler: Any, jobs: RecordingJobs
 ) -> None:

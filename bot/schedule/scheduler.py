@@ -10,8 +10,9 @@ time zone. What makes a post happen once:
   always leader.
 - **Ledger.** The jobs (bot.schedule.jobs) claim each post in `bot.outbox` before sending: two leaders
   for a moment, a retry, or a catch-up overlapping a live fire still post once.
-- **Catch-up.** Jobs live in memory, so slots missed while down are found at start (and on
-  becoming leader) from the ledger: within 24 h posted late, older ones skipped and logged.
+- **Catch-up.** Jobs live in memory, so a slot missed while down is found at start (and on
+  becoming leader) from the ledger: a department's latest slot, posted late if it passed within
+  24 h; older slots (replaced by it, or too old) skipped and logged.
 
 Department edits are picked up by `sync` every 60 s; no restart needed.
 """
@@ -488,35 +489,44 @@ class Scheduler:
         return sorted(due, key=lambda item: (item[1], item[0]))
 
     def catch_up(self, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
-        """Post digests missed while down: per department the latest slot of the last 24 h not sent.
+        """Post digests missed while down: per department its latest slot, if it passed in the
+        last 24 h and was not posted.
 
-        Older unsent slots (up to 7 days back) are logged as skipped, once per process.
-        Returns what it ran. Two queries however many departments.
+        A digest shows the department as of its slot, so a later slot replaces every older one:
+        an older slot is never posted once a later one has passed, even one left unsent (a cron
+        firing on two dates less than 24 h apart, a DST change). Those, and a latest slot older
+        than 24 h, are logged as skipped (up to 7 days back), once per process. Returns what it
+        ran. Two queries however many departments.
         """
         try:
             schedules = self._valid(read_schedules(self.engine))
-            candidates = [
-                (schedule, slot)
-                for schedule in schedules
-                for slot in schedule.digest_slots(now - LOOK_BACK, now)
-            ]
-            sent = self._sent_digests({slots.slot_key(slot, schedule.tz) for schedule, slot in candidates})
+            passed = [(schedule, schedule.digest_slots(now - LOOK_BACK, now)) for schedule in schedules]
+            sent = self._sent_digests(
+                {slots.slot_key(slot, schedule.tz) for schedule, found in passed for slot in found}
+            )
         except (DatabaseUnavailable, OperationalError) as exc:
             log.error("catch-up: cannot read the ledger, missed digests wait for the next start: %s", exc)
             return []
-        missed: dict[str, dt.datetime] = {}
-        for schedule, slot in candidates:
-            if (schedule.department_id, slots.slot_key(slot, schedule.tz)) in sent:
+
+        def unsent(schedule: Schedule, slot: dt.datetime) -> bool:
+            return (schedule.department_id, slots.slot_key(slot, schedule.tz)) not in sent
+
+        missed: list[tuple[str, dt.datetime]] = []
+        for schedule, found in passed:
+            if not found:
                 continue
-            if now - slot <= CATCH_UP_WINDOW:
-                previous = missed.get(schedule.key)
-                if previous is not None:
-                    self._log_skip(schedule.key, previous, "a later slot is due")
-                missed[schedule.key] = slot
+            *older, latest = found
+            for slot in older:
+                if unsent(schedule, slot):
+                    self._log_skip(schedule.key, slot, f"replaced by the slot of {latest.isoformat()}")
+            if not unsent(schedule, latest):
+                continue
+            if now - latest <= CATCH_UP_WINDOW:
+                missed.append((schedule.key, latest))
             else:
-                self._log_skip(schedule.key, slot, f"older than {CATCH_UP_WINDOW}")
+                self._log_skip(schedule.key, latest, f"older than {CATCH_UP_WINDOW}")
         ran = []
-        for key, slot in sorted(missed.items(), key=lambda item: (item[1], item[0])):
+        for key, slot in sorted(missed, key=lambda item: (item[1], item[0])):
             log.warning("department %s: posting the digest of %s late", key, slot.isoformat())
             self.run("digest", key, slot)
             ran.append((key, slot))
@@ -535,6 +545,9 @@ class Scheduler:
             rows = session.exec(
                 select(Post.department_id, Post.period).where(
                     Post.kind == PostKind.DIGEST,
+                    # The scheduled digest's own key (bot.schedule.jobs): one asked for by hand
+                    # (`/kpi digest`) does not stand in for it, as it would not for the live job.
+                    Post.subject == "",
                     # A failed post is not retried by itself: an admin was told, and re-posts by hand.
                     col(Post.status).in_([PostStatus.SENT, PostStatus.FAILED]),
                     col(Post.period).in_(sorted(periods)),
