@@ -243,6 +243,39 @@ def test_more_decimals_than_the_database_keeps_are_refused(slack: SlackHarness) 
         assert session.exec(select(Actual)).all() == []
 
 
+# PostgreSQL answered these with "numeric field overflow" (a 500-like "something went wrong");
+# SQLite stored them. Both must refuse them at parsing, in words, and store nothing.
+@pytest.mark.parametrize("value", ["100000000000000", "1000兆"])
+def test_a_value_the_column_cannot_hold_is_refused_before_it_is_stored(
+    slack: SlackHarness, value: str
+) -> None:
+    answer = slack.command(f"report revenue {value}", user_id="U0SALESHEAD")
+    assert answer.args["response_type"] == "ephemeral"
+    assert answer.args["text"] == (
+        f"「{value}」は大きすぎて 売上 の値として保存できません。絶対値が 100兆 未満の値を入力してください。"
+    )
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+        assert session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all() == []
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("ja-JP", "メモに制御文字が 2 個含まれています。取り除いてから送ってください。"),
+        ("en-US", "The note contains 2 control character(s); remove them and send again."),
+    ],
+)
+def test_a_note_with_control_characters_is_refused(slack: SlackHarness, locale: str, expected: str) -> None:
+    # A NUL made PostgreSQL fail the whole report ("A string literal cannot contain NUL").
+    slack.fake.set_user(OWNER, locale=locale)
+    answer = slack.command("report new_approaches 85 great\x00 week\x1b", user_id=OWNER)
+    assert answer.args["response_type"] == "ephemeral"
+    assert answer.args["text"] == expected
+    with slack.session() as session:
+        assert session.exec(select(Actual)).all() == []
+
+
 def test_english_errors(slack: SlackHarness) -> None:
     slack.fake.set_user(OWNER, locale="en-US")
     answer = slack.command("report new_aproaches 85", user_id=OWNER)

@@ -20,23 +20,19 @@ from sqlmodel import Session, col, or_, select
 
 from bot.alerts import service as alerts
 from bot.clock import today
-from bot.models import Actual, Department, Kpi, Source, Unit
-from bot.numbers import NumberFormatError, parse_number
+from bot.models import Department, Kpi, Source, Unit
+from bot.numbers import STORABLE_DECIMALS, STORABLE_LIMIT, NumberFormatError, parse_amount, parse_number
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
 from bot.reports.actuals import Recorded, live_actual, live_values, record_actual
 from bot.scorecard import current_period, targets_for
 from bot.scoring import Score, TargetValue, score
+from bot.text import clean_text
 
 NOTE_MAX_LENGTH = 2000
 # Unit words people put after a number with a space: "15.5 %", "300 万円".
 _TRAILING_UNITS = {"%", "％", "円", "万", "万円", "億", "億円", "千", "k", "jpy", "usd", "yen"}
 _UNIT_OF = {"percent": Unit.PERCENT, "jpy": Unit.JPY, "usd": Unit.USD}
-# What the actual's NUMERIC(precision, scale) column holds: PostgreSQL refuses a larger value
-# (the whole report would fail as a database error) and rounds away extra decimals silently.
-_VALUE_TYPE = Actual.__table__.c.value.type  # type: ignore[attr-defined]
-STORABLE_LIMIT = Decimal(10) ** (_VALUE_TYPE.precision - _VALUE_TYPE.scale)
-STORABLE_DECIMALS: int = _VALUE_TYPE.scale
 
 
 class ReportError(Exception):
@@ -167,20 +163,16 @@ def check_value(text: str, kpi: Kpi, *, in_command: bool = False) -> Decimal:
 
     `in_command`: the error may show the `/kpi report` line to type (not in the form)."""
     try:
-        parsed = parse_number(text)
+        parsed = parse_amount(text)
     except NumberFormatError as error:
         if error.code == "too_large":
             raise ReportError("too_large", text=text, kpi=kpi, limit=STORABLE_LIMIT) from None
+        if error.code == "too_precise":
+            raise ReportError("too_precise", text=text, kpi=kpi, digits=STORABLE_DECIMALS) from None
         raise ReportError(
             "not_a_number", text=text, reason=error.code, kpi=kpi, in_command=in_command
         ) from None
     value = parsed.value
-    if abs(value) >= STORABLE_LIMIT:
-        raise ReportError("too_large", text=text, kpi=kpi, limit=STORABLE_LIMIT)
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # parse_number returns finite values only
-    if -exponent > STORABLE_DECIMALS:
-        raise ReportError("too_precise", text=text, kpi=kpi, digits=STORABLE_DECIMALS)
     if parsed.unit is not None and _UNIT_OF[parsed.unit] is not kpi.unit:
         raise ReportError("unit_mismatch", text=text, unit=kpi.unit.value)
     if value < 0 and kpi.unit is not Unit.SCORE:
@@ -411,7 +403,13 @@ def _shown_period(kpi: Kpi, department: Department, shown: str | None) -> Period
 def check_note(note: str | None) -> str | None:
     """The note for a report, trimmed; None when empty."""
     note = (note or "").strip() or None
-    if note is not None and len(note) > NOTE_MAX_LENGTH:
+    if note is None:
+        return None
+    # Refused rather than stripped: the user sees the note confirmed, so it must be what they sent.
+    removed = clean_text(note).removed
+    if removed:
+        raise ReportError("note_control_characters", count=removed)
+    if len(note) > NOTE_MAX_LENGTH:
         raise ReportError("note_too_long", length=len(note), max=NOTE_MAX_LENGTH)
     return note
 
