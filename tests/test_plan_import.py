@@ -172,6 +172,31 @@ def test_example_plan_values(engine: Engine) -> None:
     assert targets_of(engine, "new_approaches") == {"*": (100, None, None), "2026-12": (80, None, None)}
 
 
+# A YAML float went through float on its way in: 12345678901234.123456 was stored as
+# 12345678901234.123 (and "updated" on every re-import), 99999999999999.999999 refused as 10^14.
+@pytest.mark.parametrize("written", ["0.1", "12345678901234.123456", "99999999999999.999999", "-0.000001"])
+def test_a_yaml_float_target_is_stored_exactly_as_written(
+    engine: Engine, tmp_path: Path, written: str
+) -> None:
+    path = edited(
+        tmp_path,
+        SMALL,
+        {
+            "    thresholds: {amber: 110, red: 130}\n    target: 8000": (
+                f"    thresholds: {{amber: 110.5, red: 130.000001}}\n    target: {written}"
+            )
+        },
+    )
+    import_plan(engine, path)
+
+    assert targets_of(engine, "cost_per_lead") == {"*": (Decimal(written), None, None)}
+    cost = one(engine, Kpi, "cost_per_lead")
+    assert (cost.amber_pct, cost.red_pct) == (Decimal("110.5"), Decimal("130.000001"))
+    before = snapshot(engine, skip=("audit_event",))
+    assert outcomes(import_plan(engine, path))["target"] == {"unchanged": 6}
+    assert snapshot(engine, skip=("audit_event",)) == before
+
+
 def test_reimport_changes_nothing(engine: Engine) -> None:
     import_plan(engine, EXAMPLE_PLAN)
     before = snapshot(engine)
@@ -531,6 +556,33 @@ BAD_YAML: dict[str, tuple[dict[str, str], str, str]] = {
         {"target: 200": "target: 0.1234567" + MARK},
         "target",
         "number_unstorable",
+    ),
+    "target of 10^14, as digits": (
+        {"target: 200": "target: 100000000000000" + MARK},
+        "target",
+        "number_unstorable",
+    ),
+    # YAML reads 1e14 as text (its floats need a point), and kpibot's numbers have no exponents.
+    "target of 10^14, as an exponent": ({"target: 200": "target: 1e14" + MARK}, "target", "not_a_number"),
+    "target a YAML float beyond the range": (
+        {"target: 200": "target: 1.0e+14" + MARK},
+        "target",
+        "not_a_number",
+    ),
+    "target a YAML float too precise to store": (
+        {"target: 200": "target: 99999999999999.9999999" + MARK},
+        "target",
+        "number_unstorable",
+    ),
+    "name with a NUL": (
+        {"name: {ja: MQL 数, en: MQLs}": 'name: {ja: "MQL\\0 数", en: MQLs}' + MARK},
+        "name",
+        "control_characters",
+    ),
+    "Slack user ID with a control character": (
+        {"head: U0HEAD": 'head: "U0HEAD\\x1b"' + MARK},
+        "head",
+        "control_characters",
     ),
     "period of the wrong cadence": (
         {"period: 2026-12": "period: 2026-W50" + MARK},

@@ -80,6 +80,10 @@ class _LineLoader(yaml.SafeLoader):
 _LineLoader.add_constructor(
     "tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node, deep=True)
 )
+# A float is kept as the text written: `0.1` or `99999999999999.99` through float would be a
+# different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.service` parses
+# the text exactly, with the storable range, like any typed number.
+_LineLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node))
 
 
 def read_plan(path: Path) -> PlanDocument:

@@ -38,19 +38,16 @@ from bot.models import (
     Target,
     Unit,
 )
-from bot.numbers import NumberFormatError, parse_number
+from bot.numbers import NumberFormatError, check_storable, parse_amount
 from bot.periods import PeriodError, parse_key
 from bot.plan.file import PlanDocument, Record, read_plan
 from bot.scoring import TargetValue, default_thresholds, threshold_problem
+from bot.text import clean_text
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 CHANNEL_PATTERN = re.compile(r"^[CG][A-Z0-9]{2,31}$")
 USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,31}$")
 _RANGE = re.compile(r"^\s*(.+?)\s*(?:–|—|〜|~|～|(?<=\S)-)\s*(.+?)\s*$")
-# Amounts are stored as NUMERIC(20, 6): a value outside it would fail on PostgreSQL, or be
-# rounded on the way in and then look "updated" on every re-import.
-_MAX_AMOUNT = Decimal(10) ** 14
-_AMOUNT_PLACES = 6
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -250,6 +247,12 @@ class _Reader:
             self.problem(record, name, "not_text")
             return None
         text = str(value).strip()
+        # Refused, not stripped: a key or channel id with a NUL in it is a mistake to fix, and
+        # PostgreSQL would refuse the whole import over it.
+        removed = clean_text(text).removed
+        if removed:
+            self.problem(record, name, "control_characters", count=removed)
+            return None
         if len(text) > max_length:
             self.problem(record, name, "too_long", max=max_length)
             return None
@@ -276,6 +279,9 @@ class _Reader:
             self.problem(record, "name", "missing")
             return None
         for value in (ja, en):
+            if value is not None and clean_text(value).removed:
+                self.problem(record, "name", "control_characters", count=clean_text(value).removed)
+                return None
             if value is not None and len(value) > 200:
                 self.problem(record, "name", "too_long", max=200)
                 return None
@@ -301,15 +307,17 @@ class _Reader:
         if isinstance(raw, bool):
             self.problem(record, name, "not_a_number", value=raw)
             return None
+        # The one storable range (bot/numbers.py): outside it a value would fail on PostgreSQL, or be
+        # rounded on the way in and then look "updated" on every re-import. YAML floats arrive as
+        # their text (bot/plan/file.py), so nothing here has passed through a float.
         try:
-            value = Decimal(str(raw)) if isinstance(raw, int | float) else parse_number(str(raw)).value
-        except NumberFormatError:
-            self.problem(record, name, "not_a_number", value=raw)
+            return check_storable(raw) if isinstance(raw, int) else parse_amount(str(raw)).value
+        except NumberFormatError as error:
+            if error.code in ("too_large", "too_precise"):
+                self.problem(record, name, "number_unstorable", value=raw)
+            else:
+                self.problem(record, name, "not_a_number", value=raw)
             return None
-        if not value.is_finite() or abs(value) >= _MAX_AMOUNT or value != round(value, _AMOUNT_PLACES):
-            self.problem(record, name, "number_unstorable", value=raw)
-            return None
-        return value
 
     def target(self, record: Record, name: str) -> TargetValue | None:
         """`100`, `1.2万`, `15%`, a range `15-20` / `15〜20 %`, or `{min: 15, max: 20}`."""
