@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.clock import utcnow
@@ -34,6 +35,31 @@ def live_actual(session: Session, kpi_id: int, period: str) -> Actual | None:
     ).first()
 
 
+def _wait_for_other_writers(session: Session, kpi_id: int, period: str) -> None:
+    """Serialize writers of one KPI and period until this transaction ends.
+
+    Reading the live row and inserting its successor must not interleave with another writer's:
+    two transactions that both saw no live row (or the same one) would both insert, and the
+    live-row unique index rejects the second — a value lost for its sender. Waiting, rather than
+    retrying on the violation, keeps each writer's transaction whole (alerts, audit) and lets
+    every value become live in the order its transaction got here; the earlier ones become history.
+
+    PostgreSQL: a transaction-scoped advisory lock on (KPI id, hash of the period), released by
+    commit or rollback. Not a row lock on the KPI: that would also queue behind plan imports
+    updating KPI rows and could deadlock with them; this lock is taken by nothing else (the
+    scheduler's leader lock is the one-key form, a separate key space). Under READ COMMITTED
+    the read that follows sees what the previous holder committed.
+
+    SQLite: nothing to do here. bot.database begins every transaction with BEGIN IMMEDIATE, so
+    a writer holds the database's write lock from its first statement to its end and the others
+    queue on the busy timeout (30 s)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(
+            sa.text("SELECT pg_advisory_xact_lock(:kpi_id, hashtext(:period))"),
+            {"kpi_id": kpi_id, "period": period},
+        )
+
+
 def record_actual(
     session: Session,
     *,
@@ -46,8 +72,15 @@ def record_actual(
 ) -> Recorded:
     """Store a value for a KPI and period; the caller's transaction makes it all or nothing."""
     assert kpi.id is not None
+    _wait_for_other_writers(session, kpi.id, period)
     now = utcnow()
-    previous = live_actual(session, kpi.id, period)
+    # Read after the lock, and over anything this session loaded before it: the live row may
+    # have been replaced by the writer we waited for.
+    previous = session.exec(
+        select(Actual)
+        .where(Actual.kpi_id == kpi.id, Actual.period == period, col(Actual.superseded_at).is_(None))
+        .execution_options(populate_existing=True)
+    ).first()
     if previous is not None:
         # Retire the old row first: the live-row unique index allows one at a time.
         previous.superseded_at = now
