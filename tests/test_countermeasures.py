@@ -299,6 +299,40 @@ def test_the_form_refuses_a_past_due_date_and_an_empty_text_field_by_field(slack
     assert len(wait_for_rows(slack, 1)) == 1
 
 
+def test_the_form_refuses_control_characters_in_the_text_and_the_effect(slack: SlackHarness) -> None:
+    # A NUL made PostgreSQL refuse the insert after the form had closed: nothing logged, nothing said.
+    alert = make_alert(slack)
+    click_log(slack, alert)
+    view = slack.fake.wait_for("views.open")[0].args["view"]
+
+    answer = submit(slack, view, text="架電\x00を増やす", effect="+20 件\x1b[31m\x7f")
+    assert answer.json()["response_action"] == "errors"
+    assert answer.json()["errors"] == {
+        "text": "制御文字(NUL など)が 1 個含まれています。取り除いてからもう一度送ってください。",
+        "effect": "制御文字(NUL など)が 2 個含まれています。取り除いてからもう一度送ってください。",
+    }
+    time.sleep(0.5)
+    assert countermeasures(slack) == []
+    assert in_thread(slack, alert.thread_ts, ":memo:") == []
+
+
+def test_a_command_or_mention_with_a_nul_is_refused_and_logs_nothing(slack: SlackHarness) -> None:
+    alert = make_alert(slack)
+    slack.fake.set_user(SALES1, locale="en-US")
+    answer = log_by_command(slack, "new_approaches call\x00 back")
+    assert answer.args["response_type"] == "ephemeral"
+    assert answer.args["text"] == (
+        "This contains 1 control character(s) (such as NUL); remove them and send again."
+    )
+    mention(slack, "対策: 架電を\x00増やす", thread_ts=alert.thread_ts)
+    (refusal,) = slack.fake.wait_for("chat.postEphemeral")
+    assert refusal.args["user"] == SALES1 and refusal.args["thread_ts"] == alert.thread_ts
+    assert "1 control character(s)" in refusal.args["text"]
+    time.sleep(0.3)
+    assert countermeasures(slack) == []
+    assert in_thread(slack, alert.thread_ts, ":memo:") == []
+
+
 def test_an_outsider_can_neither_open_nor_submit_the_form(slack: SlackHarness) -> None:
     alert = make_alert(slack)
     click_log(slack, alert, user_id=OUTSIDER)

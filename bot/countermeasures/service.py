@@ -41,6 +41,7 @@ from bot.permissions import is_member
 from bot.reports.service import ReportError, all_kpis, find_kpi, normalize_name
 from bot.scorecard import build_scorecard, current_period, targets_for
 from bot.scoring import Score, Status, TargetValue, achievement_pct
+from bot.text import clean_text
 
 TEXT_MAX_LENGTH = 3000
 EFFECT_MAX_LENGTH = 1000
@@ -248,13 +249,20 @@ def check_fields(
 ) -> dict[str, CountermeasureError]:
     """Problems by field ("text", "due", "effect"), all at once, so a form shows each by its input."""
     errors: dict[str, CountermeasureError] = {}
+    # Refused, not stripped: the text is posted back as logged, and PostgreSQL refuses a NUL.
+    text_controls = clean_text(text).removed
+    effect_controls = clean_text(expected_effect).removed if expected_effect else 0
     if not text.strip():
         errors["text"] = CountermeasureError("text_required")
+    elif text_controls:
+        errors["text"] = CountermeasureError("control_characters", count=text_controls)
     elif len(text.strip()) > TEXT_MAX_LENGTH:
         errors["text"] = CountermeasureError("text_too_long", length=len(text.strip()), max=TEXT_MAX_LENGTH)
     if due is not None and due < today:
         errors["due"] = CountermeasureError("due_past", due=due, today=today)
-    if expected_effect and len(expected_effect.strip()) > EFFECT_MAX_LENGTH:
+    if effect_controls:
+        errors["effect"] = CountermeasureError("control_characters", count=effect_controls)
+    elif expected_effect and len(expected_effect.strip()) > EFFECT_MAX_LENGTH:
         errors["effect"] = CountermeasureError(
             "effect_too_long", length=len(expected_effect.strip()), max=EFFECT_MAX_LENGTH
         )
