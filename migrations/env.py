@@ -10,7 +10,7 @@ from sqlmodel import SQLModel
 import bot.models  # noqa: F401  (registers every table on the metadata)
 from bot.config import load_settings
 from bot.database import make_engine
-from bot.dbtypes import TZDateTime
+from bot.dbtypes import ExactDecimal, TZDateTime
 
 target_metadata = SQLModel.metadata
 
@@ -27,6 +27,9 @@ def _render_item(type_: str, obj: object, _autogen_context: object) -> str | boo
     # Migrations stay free of app imports: TZDateTime is a plain timestamptz column.
     if type_ == "type" and isinstance(obj, TZDateTime):
         return "sa.DateTime(timezone=True)"
+    # ExactDecimal is NUMERIC on PostgreSQL and exact decimal text on SQLite (see bot/dbtypes.py).
+    if type_ == "type" and isinstance(obj, ExactDecimal):
+        return f'sa.Numeric({obj.precision}, {obj.scale}).with_variant(sa.Text(), "sqlite")'
     return False
 
 
