@@ -35,7 +35,7 @@ def live_actual(session: Session, kpi_id: int, period: str) -> Actual | None:
     ).first()
 
 
-def _wait_for_other_writers(session: Session, kpi_id: int, period: str) -> None:
+def wait_for_other_writers(session: Session, kpi_id: int, period: str) -> None:
     """Serialize writers of one KPI and period until this transaction ends.
 
     Reading the live row and inserting its successor must not interleave with another writer's:
@@ -72,7 +72,7 @@ def record_actual(
 ) -> Recorded:
     """Store a value for a KPI and period; the caller's transaction makes it all or nothing."""
     assert kpi.id is not None
-    _wait_for_other_writers(session, kpi.id, period)
+    wait_for_other_writers(session, kpi.id, period)
     now = utcnow()
     # Read after the lock, and over anything this session loaded before it: the live row may
     # have been replaced by the writer we waited for.

@@ -24,7 +24,7 @@ from bot.models import Department, Kpi, Source, Unit
 from bot.numbers import STORABLE_DECIMALS, STORABLE_LIMIT, NumberFormatError, parse_amount, parse_number
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
-from bot.reports.actuals import Recorded, live_actual, live_values, record_actual
+from bot.reports.actuals import Recorded, live_actual, live_values, record_actual, wait_for_other_writers
 from bot.scorecard import current_period, targets_for
 from bot.scoring import Score, TargetValue, score
 from bot.text import clean_text
@@ -425,9 +425,12 @@ def save_reports(
     """Store checked values in the caller's transaction; a value equal to the live one is left alone."""
     saved: list[Reported] = []
     unchanged: list[CheckedReport] = []
-    for item in reports:
+    # One order for every writer, so two forms sharing KPIs cannot wait on each other's locks.
+    for item in sorted(reports, key=lambda item: (item.kpi.id or 0, item.period.key)):
         assert item.kpi.id is not None
-        # Compared here, not when the form was checked: someone may have reported in between.
+        # Compared here, not when the form was checked: someone may have reported in between;
+        # and under the writers' lock, so the comparison is with the value that will be replaced.
+        wait_for_other_writers(session, item.kpi.id, item.period.key)
         live = live_actual(session, item.kpi.id, item.period.key)
         if live is not None and Decimal(live.value) == item.value:
             unchanged.append(item)
