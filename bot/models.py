@@ -60,6 +60,7 @@ class Source(enum.StrEnum):
     CSV = "csv"
     API = "api"
     DEMO = "demo"
+    HUBSPOT = "hubspot"
 
 
 class Severity(enum.StrEnum):
@@ -282,6 +283,10 @@ class Actual(SQLModel, table=True):
     note: str | None = Field(default=None, max_length=2000)
     superseded_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     superseded_by_id: int | None = Field(default=None, foreign_key="actual.id", ondelete="SET NULL")
+    # Provenance of a value a system sent (Source.API, HUBSPOT, CSV): the source's name (see
+    # DataSource; names are never reused) and the sender's own id for the row, if it gave one.
+    source_name: str | None = Field(default=None, max_length=64)
+    external_id: str | None = Field(default=None, max_length=200)
 
 
 class Alert(SQLModel, table=True):
@@ -370,3 +375,38 @@ class ProcessedRequest(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=200)
     received_at: dt.datetime = _timestamp()
+    # For requests whose answer is replayed (the push API's Idempotency-Key / webhook-id): the
+    # hash of what was sent, so the same key with another body is refused, and the answer given.
+    request_hash: str | None = Field(default=None, max_length=64)
+    response_status: int | None = None
+    response_body: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
+
+
+class DataSource(SQLModel, table=True):
+    """A system allowed to push actuals (`kpibot source add`). Only hashes of its secret are kept.
+
+    The bearer token is `kpi_<token_id>_<secret>`: `token_id` finds the row, `token_hash` is the
+    SHA-256 of the whole token, compared in constant time. `signing_key` is the HMAC key of the
+    Standard Webhooks signature, derived from the token (SHA-256 of a label and the token): it
+    proves a body was not changed, and cannot push anything without the token itself."""
+
+    __tablename__ = "source"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    token_id: str = Field(max_length=32, unique=True)
+    token_hash: str = Field(max_length=64)
+    signing_key: str = Field(max_length=64)
+    # Scope: the KPI keys and/or department keys it may write; both empty = every KPI.
+    kpi_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    department_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Token bucket: `rate_per_minute` requests a minute, bursts up to `burst`.
+    rate_per_minute: int = Field(default=60)
+    burst: int = Field(default=10)
+    bucket_tokens: float = Field(default=10.0)
+    bucket_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    created_by: str = Field(default="cli", max_length=64)
+    created_at: dt.datetime = _timestamp()
+    rotated_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    revoked_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    last_used_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
