@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from http.client import HTTPConnection
 from urllib.error import HTTPError
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 import pytest
@@ -73,9 +74,21 @@ def test_a_bad_or_stale_timestamp_is_401(slack: SlackHarness, timestamp: str) ->
     _nothing_stored_or_said(slack)
 
 
-def test_a_body_over_the_limit_is_413(slack: SlackHarness) -> None:
-    response = slack.client.raw(b"text=" + b"x" * 1_000_001, FORM)
-    assert response.status == 413
+def test_a_body_over_the_limit_is_413_before_it_is_read(slack: SlackHarness) -> None:
+    # Only the headers are sent: the answer must come from Content-Length alone, so a
+    # 50 MB body is never read (and a client still sending cannot race the answer).
+    url = urlsplit(slack.client.url)
+    connection = HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=5)
+    try:
+        connection.putrequest("POST", url.path)
+        connection.putheader("Content-Type", FORM)
+        connection.putheader("Content-Length", str(50_000_000))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read()) == {"ok": False, "error": "body_too_large"}
+    finally:
+        connection.close()
     _nothing_stored_or_said(slack)
 
 
