@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -174,11 +173,6 @@ def ledger(slack: SlackHarness) -> dict[str, Post]:
         return {post.subject: post for post in session.exec(select(Post).where(Post.kind == PostKind.ALERT))}
 
 
-def settle() -> None:
-    """Give a listener that should do nothing the time it would need to do something."""
-    time.sleep(0.3)
-
-
 # -- one alert, from a report ----------------------------------------------------------------------
 
 
@@ -219,7 +213,7 @@ def test_the_same_severity_again_posts_nothing(slack: SlackHarness, report: Call
     report("close_rate 10")
     report("close_rate 9")
     report("close_rate 8")
-    settle()
+    slack.settle()
     assert len(roots(slack.fake)) == 1
     assert updates(slack.fake) == []
     assert the_alert(slack, "close_rate").value == Decimal(8)
@@ -284,7 +278,7 @@ def test_a_department_without_channel_posts_nothing_and_logs_it(
         session.execute(sa.update(Department).where(col(Department.key) == "sales").values(channel_id=None))
     caplog.set_level(logging.WARNING, logger="bot.alerts.flows")
     report("close_rate 10")
-    settle()
+    slack.settle()
     assert slack.fake.calls("chat.postMessage") == []
     assert "alerts of sales not posted: the department has no channel" in caplog.text
     alert = the_alert(slack, "close_rate")  # raised all the same: posted once a channel is set
@@ -306,7 +300,7 @@ def test_the_scan_raises_a_pace_alert_mid_month_once(
 ) -> None:
     at(dt.datetime(2026, 11, 10, 18, tzinfo=TOKYO))
     report("new_approaches 30")  # day 10 of 30: on course for 90, no alert
-    settle()
+    slack.settle()
     assert roots(slack.fake) == []
 
     at(dt.datetime(2026, 11, 20, 9, tzinfo=TOKYO))  # no report since: on course for 45
@@ -482,7 +476,7 @@ def test_two_people_acknowledging_at_once_change_it_once(
         thread.join()
     slack.fake.wait_for("chat.update")
     slack.fake.wait_for("response_url", count=2)  # the report's confirmation and one "already"
-    settle()
+    slack.settle()
 
     acknowledged = the_alert(slack, "close_rate")
     winner = acknowledged.acknowledged_by
@@ -506,7 +500,7 @@ def test_two_people_acknowledging_at_once_change_it_once(
 
     click(slack, alert, loser)  # clicking again later: told again, nothing changes
     slack.fake.wait_for("response_url", count=3)
-    settle()
+    slack.settle()
     assert len(updates(slack.fake)) == 1 and len(replies(slack.fake, alert.thread_ts or "")) == 1
 
 
@@ -527,7 +521,7 @@ def test_only_the_departments_members_and_admins_may_acknowledge(
     alert = the_alert(slack, "close_rate")
     click(slack, alert, CS_OWNER)  # owns a KPI of Customer Success, not of Sales
     told = slack.fake.wait_for("response_url", count=2)[-1]
-    settle()
+    slack.settle()
     assert told.args["response_type"] == "ephemeral"
     assert "営業部のアラートを確認済みにできるのは" in told.args["text"]
     assert "<@U0SALESHEAD>" in told.args["text"] and "未対応のまま" in told.args["text"]
@@ -540,7 +534,7 @@ def test_only_the_departments_members_and_admins_may_acknowledge(
     slack.fake.set_user("U0ADMIN", is_admin=True)  # a workspace admin may, in any department
     click(slack, alert, "U0ADMIN")
     slack.fake.wait_for("chat.update")
-    settle()
+    slack.settle()
     assert the_alert(slack, "close_rate").acknowledged_by == "U0ADMIN"
 
 

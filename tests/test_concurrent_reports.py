@@ -168,10 +168,6 @@ def _number(text: str) -> Decimal:
 @pytest.mark.parametrize("n", COUNTS)
 def test_concurrent_report_commands_are_all_confirmed(slack: SlackHarness, n: int) -> None:
     sent = _values(n)
-    # The harness's server listens with socketserver's default backlog of 5, so 50 connections
-    # at once are reset before kpibot sees them (gunicorn in `kpibot serve` queues 2048). A
-    # wider backlog on the same socket, until tests/fakeslack/server.py sets request_queue_size.
-    slack.server._httpd.socket.listen(max(n, 5))
     ready = threading.Barrier(n, timeout=60)
 
     def send(index: int) -> Saved:

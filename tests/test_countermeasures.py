@@ -270,7 +270,7 @@ def test_button_opens_the_form_and_its_submission_logs_one_countermeasure(slack:
 
     # Slack retries the submission (same view id): still one countermeasure, one confirmation.
     assert submit(slack, view, text="10 月のウェビナー参加者に全件架電", view_id="V1").status == 200
-    time.sleep(0.5)
+    slack.settle()
     assert len(countermeasures(slack)) == 1
     assert len(in_thread(slack, alert.thread_ts, ":memo:")) == 1
 
@@ -311,7 +311,7 @@ def test_the_form_refuses_control_characters_in_the_text_and_the_effect(slack: S
         "text": "制御文字(NUL など)が 1 個含まれています。取り除いてからもう一度送ってください。",
         "effect": "制御文字(NUL など)が 2 個含まれています。取り除いてからもう一度送ってください。",
     }
-    time.sleep(0.5)
+    slack.settle()
     assert countermeasures(slack) == []
     assert in_thread(slack, alert.thread_ts, ":memo:") == []
 
@@ -328,7 +328,7 @@ def test_a_command_or_mention_with_a_nul_is_refused_and_logs_nothing(slack: Slac
     (refusal,) = slack.fake.wait_for("chat.postEphemeral")
     assert refusal.args["user"] == SALES1 and refusal.args["thread_ts"] == alert.thread_ts
     assert "1 control character(s)" in refusal.args["text"]
-    time.sleep(0.3)
+    slack.settle()
     assert countermeasures(slack) == []
     assert in_thread(slack, alert.thread_ts, ":memo:") == []
 
@@ -347,7 +347,7 @@ def test_an_outsider_can_neither_open_nor_submit_the_form(slack: SlackHarness) -
     answer = submit(slack, view, user_id=OUTSIDER, text="やります")
     assert answer.json()["response_action"] == "errors"
     assert "メンバー" in answer.json()["errors"]["text"]
-    time.sleep(0.5)
+    slack.settle()
     assert countermeasures(slack) == []
 
 
@@ -449,7 +449,7 @@ def test_bad_commands_get_a_clear_answer_and_log_nothing(
     answer = log_by_command(slack, text, user_id=user_id)
     assert expected in answer.args["text"], answer.args["text"]
     assert answer.args["response_type"] == "ephemeral"
-    time.sleep(0.1)
+    slack.settle()
     assert countermeasures(slack) == []
     assert in_thread(slack, None, ":memo:") == []
 
@@ -459,7 +459,7 @@ def test_a_retried_command_logs_once(slack: SlackHarness) -> None:
     slack.send("countermeasure new_approaches 架電を増やす", user_id=SALES1, trigger_id="t-1")
     slack.send("countermeasure new_approaches 架電を増やす", user_id=SALES1, trigger_id="t-1", retry_num=1)
     wait_for_confirmation(slack, alert.thread_ts)
-    time.sleep(0.5)
+    slack.settle()
     assert len(countermeasures(slack)) == 1
 
 
@@ -473,7 +473,7 @@ def test_a_mention_in_an_alert_thread_logs_once_even_when_retried(slack: SlackHa
     assert mention(slack, text, thread_ts=alert.thread_ts, event_id="Ev1", retry_num=1).status == 200
     confirmation = wait_for_confirmation(slack, alert.thread_ts)
     assert "休眠顧客リストに再アプローチ" in call_text(confirmation)
-    time.sleep(0.5)
+    slack.settle()
     (row,) = countermeasures(slack)
     assert row.alert_id == alert.id and row.owner_user_id == SALES2 and row.due_date == dt.date(2026, 12, 1)
     assert row.text == "休眠顧客リストに再アプローチ" and row.permalink
@@ -495,7 +495,7 @@ def test_a_mention_outside_an_alert_thread_gets_a_reply_explaining(slack: SlackH
     mention(slack, "対策: 架電を増やす", thread_ts=None, event_id="Ev2", retry_num=1)
     (reply,) = slack.fake.wait_for("chat.postMessage", count=2)[1:]
     assert reply.args["thread_ts"] and "アラートのスレッド" in reply.args["text"]
-    time.sleep(0.5)
+    slack.settle()
     assert len(slack.fake.calls("chat.postMessage")) == 2  # the alert root and one reply
     assert countermeasures(slack) == []
 
@@ -554,7 +554,7 @@ def test_done_clicked_by_two_people_at_once_changes_the_status_once(slack: Slack
 
     (update,) = slack.fake.wait_for("chat.update")
     (told,) = slack.fake.wait_for("chat.postEphemeral")
-    time.sleep(0.5)
+    slack.settle()
     assert len(slack.fake.calls("chat.update")) == 1 and len(slack.fake.calls("chat.postEphemeral")) == 1
     assert update.args["ts"] == ts and update.args["channel"] == CHANNEL
     assert "完了" in call_text(update) and buttons(update) == {}
@@ -580,7 +580,7 @@ def test_a_second_click_and_a_late_drop_change_nothing(slack: SlackHarness) -> N
     click(slack, "countermeasure_dropped", row, alert, SALES_HEAD, ts)
     told = slack.fake.wait_for("chat.postEphemeral", count=2)
     assert all(f"すでに「完了」です(<@{SALES1}>)" in call.args["text"] for call in told)
-    time.sleep(0.5)
+    slack.settle()
     assert len(slack.fake.calls("chat.update")) == 1
     assert countermeasures(slack)[0].status is CountermeasureStatus.DONE
 
@@ -611,7 +611,7 @@ def test_the_effect_is_posted_in_the_thread_when_the_next_actual_arrives_once(sl
     # A correction of the same period, and the same report again: the effect was already shown.
     slack.command("report new_approaches 90", user_id=SALES1)
     slack.command("report new_approaches 90", user_id=SALES1)
-    time.sleep(0.5)
+    slack.settle()
     assert len(in_thread(slack, alert.thread_ts, ":bar_chart:")) == 1
     with slack.session() as session:
         posts = session.exec(select(Post).where(Post.kind == PostKind.FOLLOWUP)).all()
@@ -635,7 +635,7 @@ def test_a_corrected_baseline_period_shows_the_effect_and_a_dropped_countermeasu
         assert time.monotonic() < deadline, "the confirmation was not updated"
         time.sleep(0.01)
     slack.command("report new_approaches 85", user_id=SALES1)
-    time.sleep(0.5)
+    slack.settle()
     assert len(in_thread(slack, alert.thread_ts, ":bar_chart:")) == 1
 
 

@@ -304,7 +304,7 @@ def test_a_retried_command_is_recorded_once(slack: SlackHarness) -> None:
     retry = slack.send("report new_approaches 85", user_id=OWNER, trigger_id="trigger-1", retry_num=1)
     assert retry.status == 200
     assert "85" in first.args["text"]
-    time.sleep(0.3)  # give a wrongly-processed retry time to show up
+    slack.settle()
     with slack.session() as session:
         assert len(session.exec(select(Actual)).all()) == 1
         assert len(session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all()) == 1

@@ -103,7 +103,7 @@ def wait_for_actuals(slack: SlackHarness, count: int, timeout: float = 5.0) -> l
 def test_opens_with_the_owners_kpis_prefilled(slack: SlackHarness) -> None:
     slack.command("report new_approaches 85", user_id=SALES1)
     view = open_modal(slack, SALES1)
-    time.sleep(0.1)
+    slack.settle()
     assert len(slack.fake.calls("response_url")) == 1  # the form, not a message, answers the command
 
     assert view["type"] == "modal" and view["callback_id"] == "report_modal"
@@ -163,7 +163,7 @@ def test_a_user_with_nothing_to_report_gets_an_explanation_not_a_form(slack: Sla
     assert answer.args["response_type"] == "ephemeral"
     assert "報告できる KPI がありません" in answer.args["text"]
     assert "担当者" in answer.args["text"] and "部門長" in answer.args["text"]
-    time.sleep(0.2)
+    slack.settle()
     assert slack.fake.calls("views.open") == []
 
 
@@ -305,7 +305,7 @@ def test_an_invalid_value_gets_a_field_error_and_nothing_is_saved(
     assert list(answer["errors"]) == [f"kpi:{field}"]
     for fragment in fragments:
         assert fragment in answer["errors"][f"kpi:{field}"]
-    time.sleep(0.2)
+    slack.settle()
     assert all_actuals(slack) == []  # not even the valid field
     assert slack.fake.calls("chat.postEphemeral") == []
 
@@ -344,7 +344,7 @@ def test_a_retried_submission_saves_once(slack: SlackHarness) -> None:
     retry = submit(slack, view, SALES1, typed, view_id="V0RETRIED")
     assert first.status == retry.status == 200
     confirmation(slack)
-    time.sleep(0.3)  # give a wrongly-processed retry time to show up
+    slack.settle()
     assert len(all_actuals(slack)) == 2
     assert len(slack.fake.calls("chat.postEphemeral")) == 1
 

@@ -115,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # as many listeners calling at once as the app under test runs
 
     def __init__(self, fake: FakeSlack) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -515,6 +516,9 @@ def _serving_thread(server: socketserver.BaseServer, name: str) -> threading.Thr
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     # Slack retries and concurrent users overlap; a single-threaded server would serialize them.
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections beyond it when many users send at
+    # once (gunicorn in `kpibot serve` queues 2048): the harness takes what Slack may send together.
+    request_queue_size = 128
 
 
 class _QuietWSGIRequestHandler(WSGIRequestHandler):
