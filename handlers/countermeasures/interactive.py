@@ -36,6 +36,7 @@ from bot import render
 from bot.clock import utcnow
 from bot.countermeasures import flows, service
 from bot.countermeasures.service import CountermeasureError
+from bot.departments import find_department, own_department
 from bot.errors import DatabaseUnavailable
 from bot.models import Alert, Countermeasure, Department, Kpi
 from bot.outbox import Message, Outbox
@@ -46,7 +47,6 @@ from handlers.countermeasures import messages
 from handlers.countermeasures.messages import TEXT_BLOCK, VALUE
 from handlers.deps import Deps
 from handlers.poster import SlackPoster, error_code
-from handlers.status.interactive import find_department, own_department
 from handlers.work import AlreadyHandled, database_error, tell, unit_of_work
 
 log = logging.getLogger(__name__)

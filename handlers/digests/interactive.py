@@ -16,6 +16,7 @@ from bot import render
 from bot.clock import today
 from bot.config import Settings
 from bot.database import transaction
+from bot.departments import find_department
 from bot.digests import flows
 from bot.outbox import Outbox
 from bot.schedule.jobs import ScheduledJobs
@@ -24,7 +25,6 @@ from handlers.alerts import messages as alert_messages
 from handlers.commands import CommandRequest, subcommand
 from handlers.digests import messages
 from handlers.poster import SlackPoster
-from handlers.status.interactive import find_department
 
 
 def make_jobs(client: WebClient, engine: Engine, settings: Settings) -> ScheduledJobs:
