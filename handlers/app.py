@@ -17,6 +17,7 @@ from handlers.deps import Deps
 
 # Imported for their @subcommand registrations.
 from handlers.digests import interactive as _digests  # noqa: F401
+from handlers.home import interactive as home
 from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
@@ -34,8 +35,10 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not socket_mode,
         # Bolt's default pool (5 threads) is too small; see Settings.listener_threads.
-        listener_executor=ThreadPoolExecutor(
-            max_workers=settings.listener_threads, thread_name_prefix="kpibot-listener"
+        listener_executor=(
+            executor := ThreadPoolExecutor(
+                max_workers=settings.listener_threads, thread_name_prefix="kpibot-listener"
+            )
         ),
     )
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))
@@ -45,4 +48,7 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     report.register(app, deps)
     alerts.register(app, deps)
     countermeasures.register(app, deps)
+    refresher = home.HomeRefresher(deps, client, executor)
+    deps.changed.listen(refresher.changed)
+    home.register(app, deps, refresher)
     return app

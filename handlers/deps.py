@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -14,11 +14,27 @@ from bot.models import Department
 from handlers.users import UserDirectory
 
 
+class Changes:
+    """Whom a change concerns (their App Home shows it): surfaces call it, handlers/home listens."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[Iterable[str | None]], None]] = []
+
+    def listen(self, listener: Callable[[Iterable[str | None]], None]) -> None:
+        self._listeners.append(listener)
+
+    def __call__(self, users: Iterable[str | None]) -> None:
+        users = list(users)
+        for listener in self._listeners:
+            listener(users)
+
+
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
     engine: Engine
     users: UserDirectory
+    changed: Changes = field(default_factory=Changes)
 
     def locale_for(self, user_id: str, department: Department | None = None) -> str:
         """The user's Slack language if we speak it, else the department's, else the default."""

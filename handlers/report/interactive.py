@@ -8,6 +8,7 @@ confirmation in the channel the command ran in.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -15,11 +16,15 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
+from slack_sdk.models.views import View
 from sqlalchemy.exc import OperationalError
 
 from bot import render
+from bot.clock import today
 from bot.errors import DatabaseUnavailable
-from bot.models import Department, Source
+from bot.models import Cadence, Department, Source
+from bot.periods import PeriodError, looks_like_period, parse_key, parse_period
+from bot.reports import periods_open
 from bot.reports.service import ReportError, check_note, check_reports, report, reportable_kpis, save_reports
 from handlers.commands import CommandRequest, subcommand
 from handlers.deps import Deps, department_of_channel
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 def report_command(request: CommandRequest) -> None:
     if not request.text:
         open_report_modal(request)
+        return
+    if looks_like_period(request.text):  # `/kpi report 2026-10`: the form on that period
+        open_report_modal(request, period_text=request.text)
         return
     # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
     with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
@@ -58,22 +66,54 @@ def report_command(request: CommandRequest) -> None:
     after_reports(request.deps, request.client, [reported])
 
 
-def open_report_modal(request: CommandRequest) -> None:
+def open_report_modal(request: CommandRequest, period_text: str | None = None) -> None:
     """Open the form; the trigger_id dies ~3 s after the command, so nothing slow comes before views.open."""
     locale = request.locale()
-    with unit_of_work(request.deps.engine) as session:
-        reportable = reportable_kpis(
-            session, user_id=request.user_id, is_admin=request.deps.admin_check(request.user_id)
-        )
-    kpis = [item for item in reportable if not item.derived]  # calculated, never typed in
-    if not kpis:
-        request.reply(render.message("modal.nothing_to_report", locale))
-        return
     # An expired trigger_id (or any refusal) is told as modal.open_failed by app.error.
     answer_in(request.context, locale=locale, slack_error="modal.open_failed")
-    request.client.views_open(
-        trigger_id=request.trigger_id, view=messages.report_view(kpis, request.channel_id, locale)
-    )
+    period = messages.CURRENT
+    if period_text is not None:
+        period = period_key(period_text, today(request.deps.settings.timezone)) or ""
+        if not period:
+            request.reply(render.message("report.error.period_malformed", locale, text=period_text))
+            return
+    view = form_view(request.deps, request.user_id, request.channel_id, locale, period)
+    if isinstance(view, str):
+        request.reply(view)
+        return
+    request.client.views_open(trigger_id=request.trigger_id, view=view)
+
+
+def period_key(text: str, day: dt.date) -> str | None:
+    """A period typed alone (`2026-10`, `2026-W44`, `先月`, `last week`), as its key."""
+    normalized = " ".join(text.strip().lower().split())
+    for cadence in Cadence:
+        try:
+            return parse_period(normalized, cadence, day).key
+        except PeriodError:
+            continue
+    return None
+
+
+def form_view(deps: Deps, user_id: str, channel_id: str, locale: str, period: str) -> View | str:
+    """The report form on `period` (a key, or messages.CURRENT), or the words saying why not."""
+    is_admin = deps.admin_check(user_id)
+    with unit_of_work(deps.engine) as session:
+        current = [
+            item for item in reportable_kpis(session, user_id=user_id, is_admin=is_admin) if not item.derived
+        ]
+        choices = periods_open.finished_choices(session, current)
+        if period == messages.CURRENT:
+            kpis = current
+        elif period not in {choice.period.key for choice in choices}:
+            return render.message("modal.period_closed", locale, period=period)
+        else:
+            kpis = periods_open.reportable_in(
+                session, user_id=user_id, is_admin=is_admin, period=parse_key(period)
+            )
+    if not kpis:
+        return render.message("modal.nothing_to_report", locale)
+    return messages.report_view(kpis, channel_id, locale, choices=choices, period=period)
 
 
 # -- the modal submitted ---------------------------------------------------------------------------
@@ -121,6 +161,27 @@ def register(app: App, deps: Deps) -> None:
     @app.view(messages.CALLBACK_ID)
     def submit_report(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         submit(deps, ack, body, client, context)
+
+    @app.action(messages.PERIOD_ACTION)
+    def period_picked(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        ack()
+        view = body.get("view") or {}
+        user_id = body["user"]["id"]
+        period = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get(
+            "value"
+        ) or messages.CURRENT
+        try:
+            channel_id = json.loads(view.get("private_metadata") or "{}").get("channel") or ""
+        except ValueError:
+            channel_id = ""
+        locale = deps.locale_for(user_id)
+        answer_in(context, channel=channel_id or None, locale=locale, slack_error="modal.open_failed")
+        new = form_view(deps, user_id, channel_id, locale, period)
+        if isinstance(new, str):
+            tell(client, body, new, channel=channel_id or None)
+            return
+        # The hash: a form changed meanwhile (typed into, picked again) is not overwritten blindly.
+        client.views_update(view_id=view.get("id"), hash=view.get("hash"), view=new)
 
 
 def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:

@@ -9,10 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from slack_sdk.models.blocks import Block, InputBlock, PlainTextInputElement, PlainTextObject
+from slack_sdk.models.blocks import (
+    Block,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
 from slack_sdk.models.views import View
 
 from bot import render
+from bot.reports.periods_open import PeriodChoice
 from bot.reports.service import (
     NOTE_MAX_LENGTH,
     ReportableKpi,
@@ -27,15 +37,38 @@ CALLBACK_ID = "report_modal"
 KPI_BLOCK_PREFIX = "kpi:"
 VALUE_ACTION = "value"
 NOTE_BLOCK = NOTE_ACTION = "note"
-# The intro and the note always take a block; the "N more" notice one more when needed.
+PERIOD_BLOCK = "period"
+PERIOD_ACTION = "report_period"
+CURRENT = "current"  # the picker's option for the periods in progress
+# The intro (with the period picker beside it) and the note always take a block; the "N more"
+# notice one more when needed.
 _FIXED_BLOCKS = 2
 
 
-def report_view(kpis: Sequence[ReportableKpi], channel_id: str, locale: str) -> View:
-    """The form. slack_sdk's View validates Slack's limits (title, blocks, metadata) when serialized."""
+def report_view(
+    kpis: Sequence[ReportableKpi],
+    channel_id: str,
+    locale: str,
+    *,
+    choices: Sequence[PeriodChoice] = (),
+    period: str = CURRENT,
+) -> View:
+    """The form, on the periods in progress (`period` CURRENT) or on one finished period; the
+    picker offers `choices`, the finished periods still open for reports. slack_sdk's View
+    validates Slack's limits (title, blocks, metadata) when serialized."""
     room = MODAL_MAX_BLOCKS - _FIXED_BLOCKS
     shown = list(kpis) if len(kpis) <= room else list(kpis[: room - 1])
-    blocks: list[Block] = [section(render.message("modal.intro", locale))]
+    intro = "modal.intro" if period == CURRENT else "modal.intro_period"
+    text = render.message(intro, locale, period=period)
+    blocks: list[Block] = [
+        SectionBlock(
+            block_id=PERIOD_BLOCK,
+            text=MarkdownTextObject(text=text),
+            accessory=_period_picker(choices, period, locale),
+        )
+        if choices
+        else section(text)
+    ]
     blocks += [_kpi_input(item, locale) for item in shown]
     if len(shown) < len(kpis):
         blocks.append(context(render.message("modal.more_kpis", locale, count=len(kpis) - len(shown))))
@@ -59,6 +92,26 @@ def report_view(kpis: Sequence[ReportableKpi], channel_id: str, locale: str) -> 
     )
     view.validate_json()
     return view
+
+
+def _period_picker(choices: Sequence[PeriodChoice], period: str, locale: str) -> StaticSelectElement:
+    options = [Option(value=CURRENT, text=render.message("modal.period.current", locale))]
+    options += [
+        Option(
+            value=choice.period.key,
+            text=render.message(
+                "modal.period.finished", locale, period=choice.period.key, count=choice.unreported
+            ),
+        )
+        for choice in choices
+    ]
+    selected = next((option for option in options if option.value == period), options[0])
+    return StaticSelectElement(
+        action_id=PERIOD_ACTION,
+        placeholder=render.message("modal.period.placeholder", locale),
+        options=options,
+        initial_option=selected,
+    )
 
 
 def _kpi_input(item: ReportableKpi, locale: str) -> InputBlock:

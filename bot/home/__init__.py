@@ -1,0 +1,1 @@
+"""App Home: what belongs on a person's Home tab (plain data, no Slack)."""

@@ -1,0 +1,256 @@
+"""App Home over signed HTTP against the fake Slack, on both databases: `app_home_opened` answered
+200 and the tab published in the user's language, within Block Kit's limits; its Report and
+Done / Dropped buttons; refreshed after a report; views.publish failing or rate-limited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+from slack_sdk.models.views import View
+from sqlmodel import select
+
+from bot.models import (
+    Alert,
+    AlertReason,
+    AlertStatus,
+    Countermeasure,
+    CountermeasureStatus,
+    Department,
+    Kpi,
+    Severity,
+)
+from tests.fakeslack.harness import SlackHarness
+from tests.plans import count_kpi
+
+SALES1 = "U0SALES1"  # owns new_approaches and close_rate (monthly)
+SALES_HEAD = "U0SALESHEAD"
+DIVISION_HEAD = "U0DIVHEAD"
+JsonDict = dict[str, Any]
+
+
+def open_home(slack: SlackHarness, user_id: str, count: int | None = None) -> JsonDict:
+    before = len(slack.fake.calls("views.publish"))
+    response = slack.client.event(
+        {"type": "app_home_opened", "user": user_id, "channel": "D0HOME", "tab": "home"}
+    )
+    assert response.status == 200, response
+    call = slack.fake.wait_for("views.publish", count=count or before + 1)[-1]
+    assert call.args["user_id"] == user_id
+    view: JsonDict = call.args["view"]
+    return view
+
+
+def texts(view: JsonDict) -> str:
+    found: list[str] = []
+    for block in view["blocks"]:
+        if "text" in block:
+            found.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            if "text" in element and isinstance(element["text"], str):
+                found.append(element["text"])
+    return "\n".join(found)
+
+
+def valid(view: JsonDict) -> None:
+    assert view["type"] == "home" and len(view["blocks"]) <= 100
+    View(**view).validate_json()  # slack_sdk's own checks of Slack's limits
+
+
+def buttons(view: JsonDict, action_id: str) -> list[JsonDict]:
+    found = []
+    for block in view["blocks"]:
+        accessory = block.get("accessory")
+        if accessory and accessory.get("action_id") == action_id:
+            found.append(accessory)
+        found += [e for e in block.get("elements", []) if e.get("action_id") == action_id]
+    return found
+
+
+def test_home_opened_is_answered_and_published_in_japanese(slack: SlackHarness) -> None:
+    view = open_home(slack, SALES1)
+    valid(view)
+    shown = texts(view)
+    assert "報告" in shown and "担当の対策" in shown and "所属部門" in shown
+    # The month in progress and the two finished months nobody reported yet, oldest first.
+    assert "新規アプローチ数" in shown and "2026-11" in shown and "2026-10" in shown and "2026-09" in shown
+    mine = shown[shown.index("*報告*") : shown.index("*担当の対策*")]
+    assert mine.index("2026-09") < mine.index("2026-10") < mine.index("2026-11")
+    reports = buttons(view, "home_report")
+    assert {b["value"].split(":")[1] for b in reports} == {"2026-09", "2026-10", "2026-11"}
+    assert "全部門" not in shown and "計画(管理者)" not in shown  # neither division head nor admin
+
+
+def test_home_in_english_for_an_english_user(slack: SlackHarness) -> None:
+    slack.fake.set_user(SALES1, locale="en-US")
+    view = open_home(slack, SALES1)
+    valid(view)
+    shown = texts(view)
+    assert "My reports" in shown and "New approaches" in shown and "finished, not reported" in shown
+
+
+def test_messages_tab_opened_publishes_nothing(slack: SlackHarness) -> None:
+    response = slack.client.event(
+        {"type": "app_home_opened", "user": SALES1, "channel": "D0", "tab": "messages"}
+    )
+    assert response.status == 200
+    slack.settle()
+    assert slack.fake.calls("views.publish") == []
+
+
+def test_a_value_reported_disappears_from_the_late_list_and_the_tab_is_refreshed(slack: SlackHarness) -> None:
+    open_home(slack, SALES1)
+    answer = slack.command("report new_approaches 90 2026-10", user_id=SALES1)
+    assert "90" in answer.args["text"]  # the report is confirmed whatever the Home tab does
+    slack.settle()  # the refresh runs after the report, debounced
+    calls = slack.fake.calls("views.publish")
+    refreshed = [c for c in calls[1:] if c.args["user_id"] == SALES1]
+    assert len(refreshed) == 1, [c.args["user_id"] for c in calls]
+    # Whoever else sees the KPI: its department's head and the division head.
+    assert {c.args["user_id"] for c in calls[1:]} == {SALES1, SALES_HEAD, DIVISION_HEAD}
+    reports = {b["value"] for b in buttons(refreshed[-1].args["view"], "home_report")}
+    kpi_id = _kpi_id(slack, "new_approaches")
+    assert f"{kpi_id}:2026-10" not in reports and f"{kpi_id}:2026-09" in reports
+
+
+def test_report_button_opens_the_form_on_that_period(slack: SlackHarness) -> None:
+    view = open_home(slack, SALES1)
+    button = next(b for b in buttons(view, "home_report") if b["value"].endswith(":2026-10"))
+    response = slack.client.block_action(
+        "home_report", value=button["value"], user_id=SALES1, view={"id": "VHOME", "type": "home"}
+    )
+    assert response.status == 200
+    form = slack.fake.wait_for("views.open")[0].args["view"]
+    assert form["callback_id"] == "report_modal"
+    metadata = json.loads(form["private_metadata"])
+    assert list(metadata["periods"]) == ["2026-10"]
+    picker = form["blocks"][0]["accessory"]
+    assert picker["initial_option"]["value"] == "2026-10"
+
+
+def test_views_publish_rate_limited_is_retried(slack: SlackHarness) -> None:
+    slack.fake.fail("views.publish", "ratelimited", retry_after=0)
+    view = open_home(slack, SALES1, count=2)  # refused once, then published
+    valid(view)
+
+
+def test_views_publish_failing_never_blocks_a_report(slack: SlackHarness) -> None:
+    slack.fake.fail("views.publish", "internal_error", times=None)
+    answer = slack.command("report new_approaches 91", user_id=SALES1)
+    assert "91" in answer.args["text"]
+    slack.settle()
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(91)}
+
+
+def test_countermeasures_overdue_first_with_done_and_dropped(slack: SlackHarness) -> None:
+    kpi_id = _kpi_id(slack, "new_approaches")
+    with slack.session() as session:
+        for text, due in (("later", dt.date(2026, 12, 20)), ("late", dt.date(2026, 11, 20))):
+            session.add(
+                Countermeasure(
+                    kpi_id=kpi_id,
+                    text=text,
+                    owner_user_id=SALES1,
+                    due_date=due,
+                    status=CountermeasureStatus.PLANNED,
+                    logged_by=SALES_HEAD,
+                )
+            )
+        session.commit()
+    view = open_home(slack, SALES1)
+    valid(view)
+    shown = texts(view)
+    assert shown.index("late") < shown.index("later") and "期限切れ" in shown
+    done = buttons(view, "home_countermeasure_done")
+    assert len(done) == 2 and len(buttons(view, "home_countermeasure_dropped")) == 2
+
+    response = slack.client.block_action(
+        "home_countermeasure_done",
+        value=done[0]["value"],
+        user_id=SALES1,
+        view={"id": "VHOME", "type": "home"},
+    )
+    assert response.status == 200
+    calls = slack.fake.wait_for("views.publish", count=2)
+    slack.settle()
+    with slack.session() as session:
+        closed = session.get(Countermeasure, int(done[0]["value"]))
+        assert closed is not None and closed.status is CountermeasureStatus.DONE
+    assert len(buttons(calls[-1].args["view"], "home_countermeasure_done")) == 1
+
+
+def test_someone_else_cannot_close_from_the_home_tab(slack: SlackHarness) -> None:
+    kpi_id = _kpi_id(slack, "new_approaches")
+    with slack.session() as session:
+        cm = Countermeasure(
+            kpi_id=kpi_id,
+            text="x",
+            owner_user_id=SALES1,
+            status=CountermeasureStatus.PLANNED,
+            logged_by=SALES1,
+        )
+        session.add(cm)
+        session.commit()
+        cm_id = cm.id
+    response = slack.client.block_action(
+        "home_countermeasure_done", value=str(cm_id), user_id="U0STRANGER", view={"id": "V", "type": "home"}
+    )
+    assert response.status == 200
+    answer = slack.fake.wait_for("chat.postMessage")[0].args
+    assert answer["channel"] == "U0STRANGER"
+    slack.settle()
+    with slack.session() as session:
+        kept = session.get(Countermeasure, cm_id)
+        assert kept is not None and kept.status is CountermeasureStatus.PLANNED
+
+
+def test_department_line_links_open_alerts_and_division_head_sees_every_department(
+    slack: SlackHarness,
+) -> None:
+    kpi_id = _kpi_id(slack, "new_approaches")
+    with slack.session() as session:
+        session.add(
+            Alert(
+                kpi_id=kpi_id,
+                period="2026-10",
+                severity=Severity.RED,
+                status=AlertStatus.OPEN,
+                reason=AlertReason.MISSING,
+                channel_id="C0SALES",
+                thread_ts="1700000000.000100",
+            )
+        )
+        session.commit()
+    view = open_home(slack, SALES_HEAD)
+    valid(view)
+    assert "https://fake.slack.com/archives/C0SALES/p1700000000000100" in texts(view)
+
+    division = open_home(slack, DIVISION_HEAD)
+    valid(division)
+    shown = texts(division)
+    assert "全部門" in shown
+    for name in ("マーケティング", "インサイドセールス", "営業", "カスタマーサクセス"):
+        assert name in shown
+
+
+def test_an_admin_with_hundreds_of_kpis_gets_a_tab_within_the_limits(slack: SlackHarness) -> None:
+    with slack.session() as session:
+        sales = session.exec(select(Department).where(Department.key == "sales")).one()
+        assert sales.id is not None
+        for n in range(200):
+            session.add(count_kpi(f"extra_{n:03d}", sales.id, owner_user_id="U0ADMIN", position=100 + n))
+        session.commit()
+    slack.fake.set_user("U0ADMIN", is_admin=True)
+    view = open_home(slack, "U0ADMIN")
+    valid(view)
+    shown = texts(view)
+    assert "計画(管理者)" in shown and "`/kpi list`" in shown  # collapsed, pointing to the full list
+
+
+def _kpi_id(slack: SlackHarness, key: str) -> int:
+    with slack.session() as session:
+        kpi = session.exec(select(Kpi).where(Kpi.key == key)).one()
+        assert kpi.id is not None
+        return kpi.id
