@@ -95,6 +95,7 @@ class AlertReason(enum.StrEnum):
     BELOW_TARGET = "below_target"
     PACE = "pace"  # projected to end the period below threshold
     MISSING = "missing"  # not reported two periods in a row
+    STREAK = "streak"  # below amber for the KPI's `streak` finished periods in a row
 
 
 class PostStatus(enum.StrEnum):
@@ -225,6 +226,12 @@ class Kpi(SQLModel, table=True):
     red_pct: Decimal = _amount(nullable=False)
     formula: str | None = Field(default=None, max_length=500)
     position: int = Field(default=0)
+    # Finished periods in a row below amber that make a streak alert (bot/alerts/rules.py).
+    streak: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
+    # Countermeasures agreed in advance for when it is amber or red: [{text, owner, due_days}].
+    playbooks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa.text("'[]'"))
+    )
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 
@@ -305,6 +312,8 @@ class Alert(SQLModel, table=True):
     # an update is pending.
     posted_severity: Severity | None = _enum(Severity, nullable=True, name="posted_severity")
     posted_status: AlertStatus | None = _enum(AlertStatus, nullable=True, name="posted_status")
+    # The reason the message shows (a streak escalates a posted alert once); None before 0007.
+    posted_reason: AlertReason | None = _enum(AlertReason, nullable=True, name="posted_reason")
     acknowledged_by: str | None = Field(default=None, max_length=64)
     channel_id: str | None = Field(default=None, max_length=32)
     thread_ts: str | None = Field(default=None, max_length=32)
@@ -331,6 +340,26 @@ class Countermeasure(SQLModel, table=True):
     thread_ts: str | None = Field(default=None, max_length=32)
     baseline_period: str | None = Field(default=None, max_length=16)
     baseline_value: Decimal | None = _amount()
+    # The effect's verdict last said in the thread (worked / not_yet / did_not_work), and when
+    # it was closed (done or dropped): `/kpi review` lists those closed since the last review.
+    verdict: str | None = Field(default=None, max_length=16)
+    closed_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: dt.datetime = _timestamp()
+    updated_at: dt.datetime = _timestamp()
+
+
+class FunnelStage(SQLModel, table=True):
+    """A stage of the division's funnel (MQL → SQL → deal → won → upsell), in order. The hand-off
+    into a stage converts `conversion_pct` % of the stage before (planned; None: from targets) and
+    leaks when the actual conversion is under `leak_pct` % of that plan."""
+
+    __tablename__ = "funnel_stage"
+
+    id: int | None = Field(default=None, primary_key=True)
+    position: int = Field(unique=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE", unique=True)
+    conversion_pct: Decimal | None = _amount()
+    leak_pct: Decimal = _amount(nullable=False)
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 

@@ -6,6 +6,8 @@ Rules (direction- and range-aware through bot.scoring):
   (average/last: a rate reported mid-month is already representative).
 - **pace**: a running total (aggregation `sum`) of the period in progress, projected to the
   period's end from the days elapsed ("at this pace the month ends at 78 % of target").
+- **streak**: the KPI's `streak` finished periods in a row (default 3) each under its amber
+  threshold: the latest finished period's alert says so and escalates to the head.
 - **missing**: nothing reported for the last two finished periods (both after the KPI was
   created: a plan imported today is not "missing" last month): escalated to the head.
 
@@ -16,6 +18,7 @@ bot/alerts/flows.py's.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,6 +32,8 @@ from bot.scoring import Status, TargetValue, achievement_pct, status
 # A projection from the first days of a period is noise: wait until this share has passed.
 PACE_MIN_ELAPSED = Decimal("0.25")
 MISSING_STREAK = 2
+STREAK_DEFAULT = 3
+STREAK_RANGE = (2, 99)  # a plan's `streak`: fewer is every shortfall, more is no rule at all
 _SEVERITY = {Status.AMBER: Severity.AMBER, Status.RED: Severity.RED}
 _RANK = {Severity.AMBER: 1, Severity.RED: 2, Severity.MISSING: 2}
 
@@ -104,7 +109,7 @@ def evaluate(row: ScoreRow, today: dt.date, tz: dt.tzinfo = dt.UTC) -> list[Find
                 kpi,
                 finished,
                 severity,
-                AlertReason.BELOW_TARGET,
+                AlertReason.STREAK if in_streak(row) else AlertReason.BELOW_TARGET,
                 last_value,
                 achievement_pct(last_value, last_target, kpi.direction),
             )
@@ -116,6 +121,32 @@ def evaluate(row: ScoreRow, today: dt.date, tz: dt.tzinfo = dt.UTC) -> list[Find
     ):
         findings.append(Finding(kpi, finished, Severity.MISSING, AlertReason.MISSING, None, None))
     return findings
+
+
+def streak_length(kpi: Kpi) -> int:
+    return kpi.streak or STREAK_DEFAULT
+
+
+def history_needed(streaks: Iterable[int | None]) -> int:
+    """The scorecard history `evaluate` needs for KPIs of these `streak`s: the period in progress
+    and enough finished periods for the longest streak (and the missing rule)."""
+    return max([MISSING_STREAK, *(streak or STREAK_DEFAULT for streak in streaks)]) + 1
+
+
+def below_streak(kpi: Kpi, values: Sequence[Decimal | None], targets: Sequence[TargetValue | None]) -> int:
+    """How many periods in a row, ending with the last one given, were under amber (or red)."""
+    count = 0
+    for value, target in zip(reversed(values), reversed(targets), strict=True):
+        if value is None or target is None or below_target(kpi, value, target) is None:
+            break
+        count += 1
+    return count
+
+
+def in_streak(row: ScoreRow) -> bool:
+    """Whether the finished periods of a scorecard row scored for the period in progress end
+    with the KPI's streak: `streak` periods in a row under amber (direction- and range-aware)."""
+    return below_streak(row.kpi, row.history[:-1], row.targets[:-1]) >= streak_length(row.kpi)
 
 
 def _existed_before_end(kpi: Kpi, period: Period, tz: dt.tzinfo) -> bool:
@@ -156,6 +187,13 @@ def events(alert: Alert) -> list[tuple[str, Severity | None]]:
     changes: list[tuple[str, Severity | None]] = []
     if before is not None and before is not alert.severity:
         changes.append(("changed", before))
+    if (
+        alert.reason is AlertReason.STREAK
+        and alert.posted_status is not None
+        and alert.posted_reason is not AlertReason.STREAK
+    ):
+        # Shown before as a single shortfall: the streak escalates it to the head, once.
+        changes.append(("streak", before))
     if alert.status is AlertStatus.ACKNOWLEDGED and alert.posted_status is AlertStatus.OPEN:
         changes.append(("acknowledged", before))
     return changes

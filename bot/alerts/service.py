@@ -23,14 +23,14 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, and_, col, or_, select
 
 from bot import clock, outbox
-from bot.alerts.rules import MISSING_STREAK, Finding, evaluate, is_worse, latest_on_track
+from bot.alerts.rules import Finding, evaluate, history_needed, is_worse, latest_on_track
 from bot.clock import utcnow
 from bot.formulas import parse_formula
-from bot.models import Alert, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
+from bot.models import Alert, AlertReason, AlertStatus, AuditEvent, Department, Kpi, Post, PostKind, Severity
 from bot.periods import Period, parse_key
 from bot.permissions import is_member
 from bot.reports.actuals import Recorded, live_values
-from bot.scorecard import ScoreRow, build_scorecard, targets_for
+from bot.scorecard import Scorecard, ScoreRow, build_scorecard, targets_for
 from bot.scoring import TargetValue
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,19 @@ _ORDER = {Severity.RED: 0, Severity.MISSING: 1, Severity.AMBER: 2}
 SUBJECT_MAX = 64  # Post.subject
 
 
+def _history(session: Session, department: Department) -> int:
+    """How many periods the department's rules look back (its longest streak); one query."""
+    streaks = session.exec(select(Kpi.streak).where(Kpi.department_id == department.id)).all()
+    return history_needed(streaks)
+
+
+def _scorecard(session: Session, department: Department, today: dt.date) -> Scorecard:
+    history = _history(session, department)
+    return build_scorecard(session, department, today, history_length=history, current=True)
+
+
 def scan_department(session: Session, department: Department, today: dt.date) -> list[Finding]:
-    card = build_scorecard(session, department, today, history_length=MISSING_STREAK + 1, current=True)
+    card = _scorecard(session, department, today)
     tz = ZoneInfo(department.timezone)
     return [finding for row in card.rows for finding in evaluate(row, today, tz)]
 
@@ -156,7 +167,7 @@ def check_department(
 ) -> list[Change]:
     """Evaluate a department's KPIs (or only `kpi_ids`) and update their alerts in the caller's
     transaction: raise, move, reopen, resolve. A constant number of queries per department."""
-    card = build_scorecard(session, department, today, history_length=MISSING_STREAK + 1, current=True)
+    card = _scorecard(session, department, today)
     rows = [row for row in card.rows if kpi_ids is None or row.kpi.id in kpi_ids]
     if not rows:
         return []
@@ -280,6 +291,11 @@ def unshown(
             col(Alert.posted_severity).is_(None),
             col(Alert.posted_status) != col(Alert.status),
             col(Alert.posted_severity) != col(Alert.severity),
+            # A streak escalates an alert already shown (bot.alerts.rules.events).
+            and_(
+                col(Alert.reason) == AlertReason.STREAK,
+                or_(col(Alert.posted_reason).is_(None), col(Alert.posted_reason) != AlertReason.STREAK),
+            ),
         )
     ]
     if alert_ids is not None:
@@ -359,6 +375,7 @@ def record_posted(session: Session, shown: Sequence[tuple[AlertView, str, str]])
                 thread_ts=thread_ts,
                 posted_severity=view.alert.severity,
                 posted_status=view.alert.status,
+                posted_reason=view.alert.reason,
             )
         )
         # A re-posted alert (its message was deleted): the ledger row points at the new message.
@@ -371,7 +388,11 @@ def mark_shown(session: Session, views: Sequence[AlertView]) -> None:
         session.execute(
             sa.update(Alert)
             .where(col(Alert.id) == view.alert.id)
-            .values(posted_severity=view.alert.severity, posted_status=view.alert.status)
+            .values(
+                posted_severity=view.alert.severity,
+                posted_status=view.alert.status,
+                posted_reason=view.alert.reason,
+            )
         )
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
+from bot.alerts.rules import below_streak, streak_length
 from bot.digests.charts import ChartSeries
 from bot.models import (
     Countermeasure,
@@ -120,6 +121,12 @@ def sparkline(values: list[Decimal | None]) -> str:
         "·" if v is None else bars[0 if span == 0 else int((v - low) / span * (len(bars) - 1))]
         for v in values
     )
+
+
+def on_streak(row: ScoreRow) -> bool:
+    """Whether the reviewed period ends the KPI's streak of periods under amber (the digest's mark;
+    the same rule as the streak alert, over the digest's history)."""
+    return below_streak(row.kpi, row.history, row.targets) >= streak_length(row.kpi)
 
 
 def trend(row: ScoreRow) -> str | None:

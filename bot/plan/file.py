@@ -33,7 +33,7 @@ FIELDS: dict[str, frozenset[str]] = {
         {
             *_NAME_FIELDS,
             *("department", "success_factor", "owner", "unit", "direction", "cadence", "kind"),
-            *("aggregation", "thresholds", "formula", "target"),
+            *("aggregation", "thresholds", "formula", "target", "streak", "playbook"),
         }
     ),
     "targets": frozenset({"kpi", "period", "target", "value", "min", "max"}),

@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlmodel import Session, select
 
 from bot import render
+from bot.alerts.rules import STREAK_DEFAULT, STREAK_RANGE
 from bot.clock import utcnow
 from bot.config import LOCALES
 from bot.formulas import FormulaError, parse_formula
@@ -47,6 +48,8 @@ from bot.text import clean_text
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 CHANNEL_PATTERN = re.compile(r"^[CG][A-Z0-9]{2,31}$")
 USER_PATTERN = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+PLAYBOOK_TEXT_MAX = 500
+PLAYBOOK_DUE_DAYS = 14
 _RANGE = re.compile(r"^\s*(.+?)\s*(?:–|—|〜|~|～|(?<=\S)-)\s*(.+?)\s*$")
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -159,6 +162,8 @@ class KpiSpec:
     red_pct: Decimal
     formula: str | None
     position: int
+    streak: int = STREAK_DEFAULT
+    playbooks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -555,6 +560,8 @@ def _kpi(
     amber = red = None
     if direction is not None:
         amber, red = _thresholds(reader, record, direction)
+    streak = reader.whole(record, "streak", *STREAK_RANGE, default=STREAK_DEFAULT)
+    playbooks = _playbooks(reader, record)
     if len(reader.problems) > before:
         return None
     assert key and names and department and unit and direction and cadence and kind and aggregation
@@ -575,7 +582,34 @@ def _kpi(
         red,
         formula,
         position,
+        streak or STREAK_DEFAULT,
+        playbooks,
     )
+
+
+def _playbooks(reader: _Reader, record: Record) -> list[dict[str, Any]]:
+    """`playbook:` — what the team agreed to do when the KPI is amber or red: one entry or a list,
+    each `{text, owner, due_days}` (or just the text). Stored as plain JSON on the KPI."""
+    raw = record.fields.get("playbook")
+    if raw is None:
+        return []
+    entries = raw if isinstance(raw, list) else [raw]
+    found: list[dict[str, Any]] = []
+    for entry in entries:
+        item = Record(record.at("playbook"), entry if isinstance(entry, dict) else {"text": entry})
+        if not set(item.fields) <= {"text", "owner", "due_days"}:
+            reader.problem(record, "playbook", "playbook_shape")
+            continue
+        before = len(reader.problems)
+        text = reader.text(item, "text", max_length=PLAYBOOK_TEXT_MAX)
+        if text is None:
+            if len(reader.problems) == before:
+                reader.problem(record, "playbook", "playbook_no_text")
+            continue
+        owner = reader.slack_id(item, "owner", USER_PATTERN, "bad_user")
+        due_days = reader.whole(item, "due_days", 1, 365, default=PLAYBOOK_DUE_DAYS)
+        found.append({"text": text, "owner": owner, "due_days": due_days})
+    return found
 
 
 def _thresholds(
@@ -784,6 +818,8 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
             "red_pct": s.red_pct,
             "formula": s.formula,
             "position": s.position,
+            "streak": s.streak,
+            "playbooks": s.playbooks,
         },
     )
     kpi_ids = _ids(session, Kpi, kpis)

@@ -177,7 +177,8 @@ def group_messages(views: Sequence[AlertView], locale: str) -> list[tuple[Messag
 
 
 def note(event: str, view: AlertView, before: Severity | None = None) -> str:
-    """What changed, said in the alert's thread: "changed", "reopened", "resolved", "acknowledged"."""
+    """What changed, said in the alert's thread: "changed", "reopened", "resolved", "acknowledged",
+    "streak" (escalated to the head)."""
     locale, alert = view.locale, view.alert
     name = view.kpi.name(locale)
     pct = None if alert.achievement_pct is None else Decimal(alert.achievement_pct)
@@ -201,6 +202,15 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
             emoji=SEVERITY_EMOJI[alert.severity],
             severity=severity_word(alert.severity, locale),
             pct=pct,
+        )
+    if event == "streak":
+        return render.message(
+            "alert.note.streak",
+            locale,
+            kpi=name,
+            count=view.kpi.streak,
+            pct=pct,
+            head=view.department.head_user_id,
         )
     if event == "acknowledged":
         return render.message("alert.note.acknowledged", locale, kpi=name, user=alert.acknowledged_by)

@@ -11,7 +11,7 @@ from typing import Any
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
 
 from bot import render
-from bot.digests.service import Digest, DivisionSummary, sparkline, trend
+from bot.digests.service import Digest, DivisionSummary, on_streak, sparkline, trend
 from bot.models import CountermeasureStatus
 from bot.outbox import Message
 from bot.scorecard import ScoreRow
@@ -130,7 +130,8 @@ def _wrap(line: str, limit: int = SECTION_TEXT_BUDGET) -> list[str]:
 def _row_line(row: ScoreRow, locale: str) -> str:
     arrow = render.message(f"digest.arrow.{trend(row) or 'none'}", locale)
     spark = sparkline(row.history[-6:]) or "·"
-    return render.template("digest/row.md", locale, row=row, arrow=arrow, spark=spark).strip()
+    streak = on_streak(row)
+    return render.template("digest/row.md", locale, row=row, arrow=arrow, spark=spark, streak=streak).strip()
 
 
 def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[Message]:
