@@ -22,7 +22,7 @@ from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
 from handlers.users import UserDirectory
-from handlers.work import keep_ack, on_error
+from handlers.work import acknowledge_other_events, keep_ack, on_error
 
 
 def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False) -> App:
@@ -51,4 +51,5 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     refresher = home.HomeRefresher(deps, client, executor)
     deps.changed.listen(refresher.changed)
     home.register(app, deps, refresher)
+    acknowledge_other_events(app)  # last: only what no listener above took
     return app

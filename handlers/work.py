@@ -14,16 +14,19 @@ is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error
   the channel a view was opened from, the department's language, the words for a refusal by Slack.
 - `tell(...)`: an answer only the user sees, wherever the request came from; a failure to deliver
   it is logged, never raised.
+- `acknowledge_other_events(app)`, registered after every listener: an event none of them takes
+  is answered 200 and dropped (Bolt's answer is a 404, which Slack redelivers and counts as failed).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from slack_bolt import Ack, BoltContext, BoltResponse
+from slack_bolt import Ack, App, BoltContext, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
@@ -182,3 +185,13 @@ def on_error(locale_for: Callable[[str | None], str]) -> Callable[..., None]:
         tell(client, body, render.message(key, locale, **params), channel=context.get(ANSWER_CHANNEL))
 
     return handle
+
+
+def acknowledge_other_events(app: App) -> None:
+    """Register after every other listener: an event no listener takes (`app_home_opened`, which
+    the manifest subscribes to, or a message) is acknowledged and dropped. Bolt would answer it
+    404, and Slack would deliver it three more times and count each as a failed delivery."""
+
+    @app.event(re.compile(".*"))
+    def other_event(body: dict[str, Any]) -> None:
+        log.debug("event %s not handled by kpibot", (body.get("event") or {}).get("type"))
