@@ -26,6 +26,7 @@ from bot.models import Department
 from bot.periods import PeriodError, parse_key
 from bot.plan.service import Plan, PlanInvalid, apply_plan, load_plan
 from bot.scorecard import all_departments
+from handlers.api import commands as source_commands
 
 if TYPE_CHECKING:  # slack_sdk is imported only by the commands that talk to Slack
     from slack_sdk import WebClient
@@ -442,6 +443,8 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be raised, updated or resolved; save nothing"
     )
     alerts.set_defaults(handler=cmd_alerts)
+
+    source_commands.register(commands, locale_option, _database)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""HTTP serving: `POST /slack/events` (Bolt) and `GET /healthz`, under gunicorn in production."""
+"""HTTP serving: `POST /slack/events` (Bolt), `GET /healthz` and the push API (`/api/v1/…`,
+handlers/api), under gunicorn in production."""
 
 from __future__ import annotations
 
@@ -15,28 +16,52 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import Engine
 
 from bot import render
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.database import check_connection, make_engine, require_current_schema
 from bot.errors import DatabaseUnavailable, SlackRefused
+from bot.reports.service import Reported
+from handlers.api.endpoint import PushApi
 from handlers.client import make_web_client
+from handlers.deps import Deps
 from handlers.gate import verified
+from handlers.report.followup import after_reports
+from handlers.users import UserDirectory
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+API_PREFIX = "/api/"
 
 
-def make_wsgi_app(app: App, engine: Engine) -> Any:
+def _push_api(app: App, engine: Engine, settings: Settings | None) -> PushApi:
+    """The push API; values it stores get their follow-ups in Slack (alerts, countermeasure
+    effects) on the listeners' pool, as a report from Slack does after its ack."""
+    if settings is None:  # a test's app: the defaults
+        url = engine.url.render_as_string(hide_password=False)
+        settings = load_settings({"DATABASE_URL": url}, env_file=None)
+    deps = Deps(settings=settings, engine=engine, users=UserDirectory(app.client, settings.admins))
+    executor = app.listener_runner.listener_executor
+
+    def after_commit(saved: list[Reported]) -> None:
+        executor.submit(after_reports, deps, app.client, saved)
+
+    return PushApi(engine, default_locale=settings.locale, after_commit=after_commit)
+
+
+def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) -> Any:
     bolt = SlackRequestHandler(app, path=EVENTS_PATH)
     # Verified on the raw body before Bolt parses anything (handlers/gate.py).
     events = verified(bolt, app._signing_secret)  # noqa: SLF001 (the secret the app was built with)
+    api = _push_api(app, engine, settings)
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO")
+        path = environ.get("PATH_INFO") or ""
         if path == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return _healthz(engine, start_response)
         if path == EVENTS_PATH:
             return events(environ, start_response)
+        if path.startswith(API_PREFIX):
+            return api(environ, start_response)
         return bolt(environ, start_response)
 
     return wsgi
@@ -60,7 +85,7 @@ def build(settings: Settings) -> Any:
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
-    return make_wsgi_app(create_app(settings, engine), engine)
+    return make_wsgi_app(create_app(settings, engine), engine, settings)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]

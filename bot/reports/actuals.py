@@ -69,6 +69,8 @@ def record_actual(
     reported_by: str,
     source: Source,
     note: str | None = None,
+    source_name: str | None = None,
+    external_id: str | None = None,
 ) -> Recorded:
     """Store a value for a KPI and period; the caller's transaction makes it all or nothing."""
     assert kpi.id is not None
@@ -94,6 +96,8 @@ def record_actual(
         reported_at=now,
         source=source,
         note=note,
+        source_name=source_name,
+        external_id=external_id,
     )
     session.add(actual)
     session.flush()
@@ -113,6 +117,8 @@ def record_actual(
                 "period": period,
                 "value": str(value),
                 "previous": None if previous is None else str(previous.value),
+                **({"source_name": source_name} if source_name else {}),
+                **({"external_id": external_id} if external_id else {}),
             },
         )
     )

@@ -254,11 +254,21 @@ def save(
     user_id: str,
     source: Source,
     note: str | None = None,
+    source_name: str | None = None,
+    external_id: str | None = None,
 ) -> Reported:
     """Store an already validated value and score it against its target."""
     assert kpi.id is not None
     recorded = record_actual(
-        session, kpi=kpi, period=period.key, value=value, reported_by=user_id, source=source, note=note
+        session,
+        kpi=kpi,
+        period=period.key,
+        value=value,
+        reported_by=user_id,
+        source=source,
+        note=note,
+        source_name=source_name,
+        external_id=external_id,
     )
     # In the report's transaction: the alert rows move with the value, or neither does.
     alerts.check_after_report(session, kpi, recorded)
@@ -294,6 +304,9 @@ class CheckedReport:
     department: Department
     period: Period
     value: Decimal
+    # A batch from another system gives each value its own note and the sender's id for it.
+    note: str | None = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +434,7 @@ def save_reports(
     user_id: str,
     source: Source,
     note: str | None = None,
+    source_name: str | None = None,
 ) -> SavedReports:
     """Store checked values in the caller's transaction; a value equal to the live one is left alone."""
     saved: list[Reported] = []
@@ -444,7 +458,9 @@ def save_reports(
                 value=item.value,
                 user_id=user_id,
                 source=source,
-                note=note,
+                note=item.note if item.note is not None else note,
+                source_name=source_name,
+                external_id=item.external_id,
             )
         )
     return SavedReports(saved, unchanged)

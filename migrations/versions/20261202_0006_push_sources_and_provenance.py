@@ -29,17 +29,18 @@ depends_on: str | Sequence[str] | None = None
 
 OLD_SOURCES = ("command", "modal", "csv", "api", "demo")
 NEW_SOURCES = (*OLD_SOURCES, "hubspot")
-ADDED = {
-    "actual": (
-        sa.Column("source_name", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-    ),
-    "processed_request": (
-        sa.Column("request_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("response_status", sa.Integer(), nullable=True),
-        sa.Column("response_body", sa.Text(), nullable=True),
-    ),
-}
+def _added() -> dict[str, tuple[sa.Column, ...]]:
+    return {
+        "actual": (
+            sa.Column("source_name", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+            sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
+        ),
+        "processed_request": (
+            sa.Column("request_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+            sa.Column("response_status", sa.Integer(), nullable=True),
+            sa.Column("response_body", sa.Text(), nullable=True),
+        ),
+    }
 
 
 def _check(values: Sequence[str]) -> str:
@@ -94,9 +95,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_source_name")),
         sa.UniqueConstraint("token_id", name=op.f("uq_source_token_id")),
     )
-    for table, columns in ADDED.items():
+    for table, columns in _added().items():
         for column in columns:
-            op.add_column(table, column.copy())
+            op.add_column(table, column)
     _set_source_check(OLD_SOURCES, NEW_SOURCES)
 
 
@@ -105,7 +106,7 @@ def downgrade() -> None:
     if connection.scalar(sa.text("SELECT count(*) FROM actual WHERE source = 'hubspot'")):
         raise RuntimeError("actual holds values from HubSpot; revision 0005 cannot store them")
     _set_source_check(NEW_SOURCES, OLD_SOURCES)
-    for table, columns in ADDED.items():
+    for table, columns in _added().items():
         for column in columns:
             # Native DROP COLUMN on SQLite 3.35+ and PostgreSQL: no table rebuild.
             connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column.name}")

@@ -1,0 +1,99 @@
+"""`kpibot source add|list|revoke|rotate`: the systems allowed to push actuals.
+
+Registered on the `kpibot` parser by handlers/cli.py (the composition root); the rules are in
+bot.sources.service. The token and the signing secret are printed once and never stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from bot import render
+from bot.config import Settings
+from bot.database import transaction
+from bot.errors import KpibotError
+from bot.models import DataSource
+from bot.sources import service as sources
+
+
+def register(
+    commands: Any, locale_option: argparse.ArgumentParser, database: Callable[[Settings], Engine]
+) -> None:
+    source = commands.add_parser(
+        "source", parents=[locale_option], help="systems allowed to push actuals (POST /api/v1/actuals)"
+    )
+    actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[locale_option], help="create a source; prints its token once")
+    add.add_argument("name", help="a short name: lower-case letters, digits, . _ -")
+    add.add_argument("--kpis", default="", help="comma-separated KPI keys it may write")
+    add.add_argument("--departments", default="", help="comma-separated department keys it may write")
+    add.add_argument("--rate", type=int, default=sources.DEFAULT_RATE_PER_MINUTE, help="requests a minute")
+    add.add_argument("--burst", type=int, default=sources.DEFAULT_BURST, help="requests at once")
+    actions.add_parser("list", parents=[locale_option], help="list sources")
+    for name, text in (("revoke", "stop a source's token now"), ("rotate", "a new token; the old one stops")):
+        actions.add_parser(name, parents=[locale_option], help=text).add_argument("name")
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        engine = database(settings)
+        lines: list[str] = []  # printed once committed: a token shown is a token that works
+        try:
+            with transaction(engine) as session:
+                if args.action == "add":
+                    issued = sources.create(
+                        session,
+                        args.name,
+                        kpis=args.kpis.split(","),
+                        departments=args.departments.split(","),
+                        rate_per_minute=args.rate,
+                        burst=args.burst,
+                    )
+                    lines = _issued("sources.added", args.locale, issued)
+                elif args.action == "rotate":
+                    lines = _issued("sources.rotated", args.locale, sources.rotate(session, args.name))
+                elif args.action == "revoke":
+                    revoked = sources.revoke(session, args.name)
+                    lines = [render.message("sources.revoked", args.locale, name=revoked.name)]
+                else:
+                    lines = _listed(sources.all_sources(session), args.locale)
+        except sources.SourceError as error:
+            raise KpibotError(
+                render.message(f"sources.error.{error.code}", args.locale, **error.params)
+            ) from None
+        print("\n".join(lines))
+        return 0
+
+    source.set_defaults(handler=handler)
+
+
+def _issued(key: str, locale: str, issued: sources.Issued) -> list[str]:
+    return [
+        render.message(key, locale, name=issued.source.name),
+        f"token: {issued.token}",
+        f"signing secret: {issued.signing_secret}",
+        render.message("sources.shown_once", locale),
+    ]
+
+
+def _listed(found: list[DataSource], locale: str) -> list[str]:
+    if not found:
+        return [render.message("sources.none", locale)]
+    lines = []
+    for source in found:
+        scope = ", ".join([*source.kpi_keys, *(f"{key}/*" for key in source.department_keys)])
+        lines.append(
+            render.message(
+                "sources.row",
+                locale,
+                name=source.name,
+                token_id=source.token_id,
+                scope=scope or render.message("sources.every_kpi", locale),
+                rate=source.rate_per_minute,
+                revoked=source.revoked_at is not None,
+                last_used=source.last_used_at.isoformat(timespec="seconds") if source.last_used_at else "—",
+            )
+        )
+    return lines
