@@ -117,32 +117,42 @@ def confirmation_message(
         context(render.message("countermeasure.status_line", locale, cm=cm, kpi=kpi, by=by)),
     ]
     if cm.status in service.OPEN:
-        value = str(cm.id)
-        blocks.append(
-            ActionsBlock(
-                block_id=f"countermeasure:{cm.id}",
-                elements=[
-                    ButtonElement(
-                        text=render.message("countermeasure.button.done", locale),
-                        action_id=DONE_ACTION,
-                        value=value,
-                        style="primary",
-                    ),
-                    ButtonElement(
-                        text=render.message("countermeasure.button.dropped", locale),
-                        action_id=DROPPED_ACTION,
-                        value=value,
-                        confirm=ConfirmObject(
-                            title=render.message("countermeasure.confirm_drop.title", locale),
-                            text=render.message("countermeasure.confirm_drop.text", locale),
-                            confirm=render.message("countermeasure.confirm_drop.confirm", locale),
-                            deny=render.message("countermeasure.confirm_drop.deny", locale),
-                        ),
-                    ),
-                ],
-            )
-        )
+        blocks.append(status_buttons(cm, locale))
     return Message(text, [block.to_dict() for block in blocks])
+
+
+def status_buttons(
+    cm: Countermeasure,
+    locale: str,
+    *,
+    done: str = DONE_ACTION,
+    dropped: str = DROPPED_ACTION,
+    block: str = "",
+) -> ActionsBlock:
+    """Done / Dropped (Dropped asks first), on the confirmation and on the Home tab (other action ids)."""
+    value = str(cm.id)
+    return ActionsBlock(
+        block_id=f"{block or 'countermeasure'}:{cm.id}",
+        elements=[
+            ButtonElement(
+                text=render.message("countermeasure.button.done", locale),
+                action_id=done,
+                value=value,
+                style="primary",
+            ),
+            ButtonElement(
+                text=render.message("countermeasure.button.dropped", locale),
+                action_id=dropped,
+                value=value,
+                confirm=ConfirmObject(
+                    title=render.message("countermeasure.confirm_drop.title", locale),
+                    text=render.message("countermeasure.confirm_drop.text", locale),
+                    confirm=render.message("countermeasure.confirm_drop.confirm", locale),
+                    deny=render.message("countermeasure.confirm_drop.deny", locale),
+                ),
+            ),
+        ],
+    )
 
 
 def list_message(department: Department, items: list[Item], today: dt.date, locale: str) -> Message:

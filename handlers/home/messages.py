@@ -10,10 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from slack_sdk.models.blocks import (
-    ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
     DividerBlock,
     HeaderBlock,
     PlainTextObject,
@@ -25,6 +23,7 @@ from bot import render
 from bot.countermeasures.service import Item
 from bot.home.service import DepartmentLine, Home, PlanLine, ReportLine
 from handlers.blocks import MODAL_MAX_BLOCKS, context, pack, section
+from handlers.countermeasures.messages import status_buttons
 
 HOME_MAX_BLOCKS = MODAL_MAX_BLOCKS  # 100, as for a modal
 REPORT_ACTION = "home_report"
@@ -124,32 +123,10 @@ def _countermeasure(item: Item, home: Home, locale: str) -> list[Block]:
     text = render.message(
         "home.countermeasures.line", locale, cm=cm, kpi=item.kpi, overdue=item.overdue(home.day)
     )
-    value = str(cm.id)
-    return [
-        section(text),
-        ActionsBlock(
-            block_id=f"home_countermeasure:{cm.id}",
-            elements=[
-                ButtonElement(
-                    text=render.message("countermeasure.button.done", locale),
-                    action_id=DONE_ACTION,
-                    value=value,
-                    style="primary",
-                ),
-                ButtonElement(
-                    text=render.message("countermeasure.button.dropped", locale),
-                    action_id=DROPPED_ACTION,
-                    value=value,
-                    confirm=ConfirmObject(
-                        title=render.message("countermeasure.confirm_drop.title", locale),
-                        text=render.message("countermeasure.confirm_drop.text", locale),
-                        confirm=render.message("countermeasure.confirm_drop.confirm", locale),
-                        deny=render.message("countermeasure.confirm_drop.deny", locale),
-                    ),
-                ),
-            ],
-        ),
-    ]
+    buttons = status_buttons(
+        cm, locale, done=DONE_ACTION, dropped=DROPPED_ACTION, block="home_countermeasure"
+    )
+    return [section(text), buttons]
 
 
 def _department(line: DepartmentLine, locale: str, links: Mapping[int, str]) -> str:
