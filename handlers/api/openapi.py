@@ -140,6 +140,7 @@ def document() -> dict[str, Any]:
                                             "properties": {
                                                 "actuals": {
                                                     "type": "array",
+                                                    "minItems": 1,
                                                     "maxItems": MAX_ROWS,
                                                     "items": {"$ref": "#/components/schemas/Actual"},
                                                 }
