@@ -439,3 +439,8 @@ class DataSource(SQLModel, table=True):
     rotated_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     revoked_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     last_used_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    # What a receiver needs besides the token: for HubSpot, the app's client secret and the rules
+    # mapping its events to +1 on a KPI (bot/sources/hubspot.py). Empty for a plain push source.
+    config: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default=sa.text("'{}'"))
+    )
