@@ -61,6 +61,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.floor import run_floor  # noqa: E402
 from bench.generate import generate_division  # noqa: E402
+from bench.push import bench_push  # noqa: E402
 from bot.clock import set_clock  # noqa: E402
 from bot.database import make_engine, migrate, transaction  # noqa: E402
 from bot.models import Department  # noqa: E402
@@ -168,6 +169,7 @@ def expected_rows(config: Config, backends: list[str]) -> list[tuple[str, str | 
         ("fan-out: cron fire (APScheduler pool)", None),
         ("fan-out: Web API calls per digest", None),
         ("chart render", None),
+        ("push: values per second, 1,000-value batch", None),
     ]
     for backend in backends:
         label = BACKEND_LABELS[backend]
@@ -921,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", help="PostgreSQL URL (a schema per plan is created and dropped)")
     parser.add_argument(
         "--only",
-        help="comma-separated subset: digest, charts, growth, scheduler, ack (default: all)",
+        help="comma-separated subset: digest, charts, growth, scheduler, ack, push (default: all)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -942,12 +944,14 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(config, postgres, Path(tmp), fake)
         # In this process the clock stands just after the generated plans' Monday digest slot.
         set_clock(lambda: slot_time(bench.day))
+        push_reps = 1 if config.quick else config.reps
         steps: list[tuple[str, str, Callable[[], None]]] = [
             *(("digest", f"digest {b}", lambda b=b: bench_digest(bench, b)) for b in backends),
             ("charts", "charts", lambda: bench_charts(bench)),
             *(("growth", f"growth {b}", lambda b=b: bench_growth(bench, b)) for b in config.growth_backends),
             ("scheduler", "scheduler: memory and fan-out", lambda: bench_scheduler(bench)),
             ("ack", "ack latency", lambda: bench_ack(bench)),
+            ("push", "push API batch", lambda: bench.add(bench_push(bench.workdir, push_reps))),
         ]
         try:
             for group, title, step in steps:
@@ -1020,6 +1024,8 @@ def _group_of(name: str) -> str:
         return "charts"
     if name.startswith("growth"):
         return "growth"
+    if name.startswith("push"):
+        return "push"
     return "digest"
 
 
