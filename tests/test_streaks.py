@@ -185,7 +185,9 @@ def _plan(tmp_path: Path, streak: str) -> Path:
 
 
 @pytest.mark.parametrize("streak", ["0", "100", "three"])
-def test_a_streak_of_0_or_100_is_refused_with_its_line(slack: SlackHarness, tmp_path: Path, streak: str) -> None:
+def test_a_streak_of_0_or_100_is_refused_with_its_line(
+    slack: SlackHarness, tmp_path: Path, streak: str
+) -> None:
     with slack.session() as session, pytest.raises(PlanInvalid) as refused:
         load_plan(_plan(tmp_path, streak), session)
     [problem] = refused.value.problems

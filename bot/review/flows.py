@@ -56,6 +56,8 @@ def post_agenda(posts: Outbox, agenda: Agenda) -> AgendaPosted:
     items = agenda_items(agenda, locale)
     shown = items[:MAX_ITEMS]
     header = render.message("review.header", locale, department=department, day=agenda.day, agenda=agenda)
+    if agenda.uncovered:
+        header += "\n" + render.message("review.uncovered", locale, uncovered=agenda.uncovered)
     if len(items) > len(shown):
         header += "\n" + render.message("review.more", locale, count=len(items) - len(shown))
 

@@ -1,21 +1,22 @@
 """The agenda of a department's weekly review meeting, as plain data (`/kpi review`).
 
 Three kinds of item, each discussed in its own thread: KPIs in red or amber, countermeasures due
-or overdue, and reports missing. Every item has a stable key, so posting the agenda twice on the
-same day posts each item once (handlers/review/interactive.py, through the Post ledger).
+or overdue, and reports missing; the header also names the open alerts without a countermeasure.
+Every item has a stable key, so posting the agenda twice on the same day posts each item once
+(handlers/review/interactive.py, through the Post ledger).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bot.alerts.rules import is_running_total
 from bot.countermeasures.service import Item, due_or_overdue, open_counts
-from bot.models import Department, Kpi
+from bot.models import Alert, AlertStatus, Countermeasure, Department, Kpi
 from bot.periods import Period
 from bot.scorecard import build_scorecard
 from bot.scoring import Score, Status, score
@@ -52,10 +53,37 @@ class Agenda:
     off_track: list[OffTrack]
     due: list[Item]
     missing: list[MissingReports]
+    # Open alerts no countermeasure was logged against yet (the header names them).
+    uncovered: list[Uncovered] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return len(self.off_track) + len(self.due) + len(self.missing)
+
+
+@dataclass(frozen=True)
+class Uncovered:
+    """An open alert without any countermeasure: the review should agree one."""
+
+    kpi: Kpi
+    alert: Alert
+
+
+def uncovered_alerts(session: Session, department: Department) -> list[Uncovered]:
+    """The department's alerts that are not resolved and have no countermeasure logged against
+    them, whatever its status. One query."""
+    covered = select(Countermeasure.id).where(col(Countermeasure.alert_id) == col(Alert.id))
+    rows = session.exec(
+        select(Alert, Kpi)
+        .join(Kpi, col(Kpi.id) == Alert.kpi_id)
+        .where(
+            col(Kpi.department_id) == department.id,
+            col(Alert.status) != AlertStatus.RESOLVED,
+            ~covered.exists(),
+        )
+        .order_by(col(Kpi.position), col(Kpi.id), col(Alert.period))
+    ).all()
+    return [Uncovered(kpi, alert) for alert, kpi in rows]
 
 
 def due_key(item: Item) -> str:
@@ -96,4 +124,5 @@ def build_agenda(session: Session, department: Department, day: dt.date) -> Agen
         off_track,
         due_or_overdue(session, department, day),
         [MissingReports(owner, kpis) for owner, kpis in missing.items()],
+        uncovered_alerts(session, department),
     )

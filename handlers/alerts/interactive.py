@@ -19,10 +19,13 @@ from bot import render
 from bot.alerts import flows
 from bot.alerts import service as alerts
 from bot.alerts.flows import ScanResult, SyncResult
-from bot.models import AlertStatus
+from bot.countermeasures import playbooks
+from bot.countermeasures.service import today_for
+from bot.models import Alert, AlertStatus
 from bot.reports.service import Reported
 from handlers.alerts import messages
-from handlers.alerts.messages import ACTION_ACKNOWLEDGE
+from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_ADOPT, ACTION_ADOPT_EDIT
+from handlers.countermeasures import interactive as countermeasures
 from handlers.deps import Deps
 from handlers.poster import SlackPoster
 from handlers.work import tell, unit_of_work
@@ -105,3 +108,76 @@ def register(app: App, deps: Deps) -> None:
         else:
             text = render.message("alert.already_acknowledged", locale, user=alert.acknowledged_by)
         tell(client, body, text)
+
+    @app.action(ACTION_ADOPT)
+    def adopt_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user_id = body["user"]["id"]
+        chosen = _playbook_value(body)
+        if chosen is None:
+            log.warning("alert_adopt_playbook without a valid value from %s", user_id)
+            return
+        with unit_of_work(deps.engine) as session:
+            adopted = playbooks.adopt(
+                session,
+                alert_id=chosen[0],
+                index=chosen[1],
+                user_id=user_id,
+                is_admin=deps.admin_check(user_id),
+            )
+        target = adopted.target
+        locale = deps.locale_for(user_id, None if target is None else target.department)
+        if adopted.outcome == "adopted":
+            assert target is not None and adopted.countermeasure is not None
+            countermeasures.announce(deps, client, adopted.countermeasure, target.kpi, target.department)
+            return
+        tell(client, body, _adopt_refusal(adopted, locale))
+
+    @app.action(ACTION_ADOPT_EDIT)
+    def adopt_edit_clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user_id = body["user"]["id"]
+        chosen = _playbook_value(body)
+        if chosen is None:
+            log.warning("alert_adopt_playbook_edit without a valid value from %s", user_id)
+            return
+        with unit_of_work(deps.engine) as session:
+            found = playbooks.find(session, *chosen)
+        if found is None:
+            tell(client, body, render.message("alert.playbook.gone", deps.locale_for(user_id)))
+            return
+        target, book = found
+        countermeasures.open_form(
+            deps,
+            client,
+            trigger_id=body["trigger_id"],
+            user_id=user_id,
+            find=lambda session: session.get(Alert, chosen[0]),
+            missing="countermeasure.alert_gone",
+            answer=lambda text, _thread_ts: tell(client, body, text),
+            prefill=book.text,
+            owner=book.owner_for(target.kpi),
+            due=book.due(today_for(target.department)),
+        )
+
+
+def _playbook_value(body: dict[str, Any]) -> tuple[int, int] | None:
+    """The button's "<alert id>:<playbook index>"."""
+    try:
+        alert_id, index = str(body["actions"][0]["value"]).split(":")
+        return int(alert_id), int(index)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _adopt_refusal(adopted: playbooks.Adopted, locale: str) -> str:
+    if adopted.outcome == "already":
+        by = None if adopted.countermeasure is None else adopted.countermeasure.logged_by
+        return render.message("alert.playbook.already", locale, by=by)
+    if adopted.outcome == "not_allowed":
+        assert adopted.target is not None
+        department = adopted.target.department
+        return render.message(
+            "alert.playbook.not_allowed", locale, department=department, head=department.head_user_id
+        )
+    return render.message("alert.playbook.gone", locale)

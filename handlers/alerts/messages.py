@@ -17,13 +17,16 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, PlainTex
 
 from bot import render
 from bot.alerts.service import AlertView
-from bot.models import AlertStatus, Severity
+from bot.countermeasures.playbooks import playbooks_of
+from bot.models import AlertReason, AlertStatus, Severity
 from bot.outbox import Message
 from handlers.blocks import MAX_BLOCKS, context, section, sections
 from handlers.digests.messages import MAX_MESSAGE_CHARS
 
 ACTION_COUNTERMEASURE = "alert_log_countermeasure"
 ACTION_ACKNOWLEDGE = "alert_acknowledge"
+ACTION_ADOPT = "alert_adopt_playbook"  # value "<alert id>:<playbook index>": logs it in one click
+ACTION_ADOPT_EDIT = "alert_adopt_playbook_edit"  # the same value: the countermeasure form, prefilled
 SEVERITY_EMOJI = {Severity.RED: "🔴", Severity.AMBER: "🟡", Severity.MISSING: "⚠️"}
 RESOLVED_EMOJI = "✅"
 
@@ -79,6 +82,46 @@ def _buttons(view: AlertView, locale: str) -> list[Block]:
     return [ActionsBlock(block_id=f"alert-{alert.id}", elements=elements)]
 
 
+def _playbooks(view: AlertView, locale: str) -> list[Block]:
+    """The countermeasures agreed in advance for this KPI, each with Adopt (one click) and
+    Edit first (the countermeasure form, prefilled)."""
+    books = playbooks_of(view.kpi)
+    if not books or view.resolved or view.alert.reason is AlertReason.MISSING:
+        return []
+    blocks: list[Block] = [context(render.message("alert.playbook.title", locale))]
+    for index, book in enumerate(books):
+        value = f"{view.alert.id}:{index}"
+        blocks.append(
+            section(
+                render.message(
+                    "alert.playbook.line",
+                    locale,
+                    text=render.mrkdwn_text(book.text),
+                    owner=book.owner_for(view.kpi),
+                    days=book.due_days,
+                )
+            )
+        )
+        blocks.append(
+            ActionsBlock(
+                block_id=f"playbook-{value}",
+                elements=[
+                    ButtonElement(
+                        text=PlainTextObject(text=render.message("alert.playbook.adopt", locale), emoji=True),
+                        action_id=ACTION_ADOPT,
+                        value=value,
+                    ),
+                    ButtonElement(
+                        text=PlainTextObject(text=render.message("alert.playbook.edit", locale), emoji=True),
+                        action_id=ACTION_ADOPT_EDIT,
+                        value=value,
+                    ),
+                ],
+            )
+        )
+    return blocks
+
+
 def alert_message(view: AlertView) -> Message:
     """A single alert: the root of its discussion thread."""
     locale = view.locale
@@ -86,6 +129,7 @@ def alert_message(view: AlertView) -> Message:
         *sections(render.template("alerts/body.md", locale, **_context(view, locale))),
         context(_state(view, locale)),
         *_buttons(view, locale),
+        *_playbooks(view, locale),
     ]
     return Message(line(view, locale), [block.to_dict() for block in blocks])
 
@@ -94,7 +138,7 @@ def alert_message(view: AlertView) -> Message:
 
 
 def _entry(view: AlertView, locale: str) -> list[Block]:
-    return [section(line(view, locale)), *_buttons(view, locale)]
+    return [section(line(view, locale)), *_buttons(view, locale), *_playbooks(view, locale)]
 
 
 def _size(blocks: Sequence[Block]) -> int:

@@ -93,6 +93,8 @@ def open_form(
     missing: str,
     answer: Callable[[str, str | None], None],
     prefill: str | None = None,
+    owner: str | None = None,
+    due: dt.date | None = None,
 ) -> None:
     """Open the form for the alert `find` returns (or `answer` the `missing` message). The trigger_id
     dies ~3 s after the click, so only a database read and the cached user lookup precede views.open."""
@@ -110,7 +112,10 @@ def open_form(
         answer(refusal(service.not_allowed(target.department), locale), thread_ts)
         return
     try:
-        client.views_open(trigger_id=trigger_id, view=messages.countermeasure_view(target, locale, prefill))
+        client.views_open(
+            trigger_id=trigger_id,
+            view=messages.countermeasure_view(target, locale, prefill, owner=owner, due=due),
+        )
     except SlackApiError as error:
         # Not a failure to log only: the person is told the form could not open, and why.
         code = error_code(error)

@@ -50,8 +50,16 @@ def form_metadata(target: Target) -> str:
     )
 
 
-def countermeasure_view(target: Target, locale: str, prefill: str | None = None) -> View:
-    """The form. slack_sdk's View checks Slack's limits (title, lengths, metadata) when validated."""
+def countermeasure_view(
+    target: Target,
+    locale: str,
+    prefill: str | None = None,
+    *,
+    owner: str | None = None,
+    due: dt.date | None = None,
+) -> View:
+    """The form (prefilled with a playbook's text, owner and due date when one is edited before it is
+    adopted). slack_sdk's View checks Slack's limits (title, lengths, metadata) when validated."""
     kpi = target.kpi
     blocks: list[Block] = [
         section(render.message("countermeasure.modal.intro", locale, kpi=kpi, alert=target.alert)),
@@ -71,14 +79,14 @@ def countermeasure_view(target: Target, locale: str, prefill: str | None = None)
         InputBlock(
             block_id=OWNER_BLOCK,
             label=PlainTextObject(text=render.message("countermeasure.modal.owner_label", locale)),
-            element=UserSelectElement(action_id=VALUE, initial_user=kpi.owner_user_id),
+            element=UserSelectElement(action_id=VALUE, initial_user=owner or kpi.owner_user_id),
         ),
         InputBlock(
             block_id=DUE_BLOCK,
             optional=True,
             label=PlainTextObject(text=render.message("countermeasure.modal.due_label", locale)),
             hint=PlainTextObject(text=render.message("countermeasure.modal.due_hint", locale)),
-            element=DatePickerElement(action_id=VALUE),
+            element=DatePickerElement(action_id=VALUE, initial_date=None if due is None else due.isoformat()),
         ),
         InputBlock(
             block_id=EFFECT_BLOCK,
