@@ -237,6 +237,39 @@ def repoint(session: Session, key: Key, *, ts: str, channel_id: str | None) -> N
 
 # -- posting once -----------------------------------------------------------------------------------
 
+
+def post_tagged(
+    poster: Poster,
+    key: Key,
+    channel: str,
+    message: Message,
+    *,
+    thread_ts: str | None = None,
+    look_first: bool = False,
+) -> tuple[str, bool]:
+    """Post the message a claim is for, tagged with its key, never twice: (its ts, whether it was
+    found posted by an earlier holder of the claim instead). `look_first` (a claim taken over from
+    a holder that may have posted) asks Slack first; after an ambiguous send, Slack is asked whether
+    it has the message before it is sent once more. PostFailed when it is not posted."""
+    token = key.token()
+    if look_first:
+        found = poster.find(channel, token, thread_ts=thread_ts)
+        if found is not None:
+            log.warning("%s was posted before (ts %s): recorded, not sent again", token, found)
+            return found, True
+    for attempt in (1, 2):
+        try:
+            return poster.post(channel, message, thread_ts=thread_ts, key=token), False
+        except PostUncertain as error:
+            found = poster.find(channel, token, thread_ts=thread_ts)
+            if found is not None:
+                return found, False
+            if attempt == 2:
+                raise
+            log.warning("%s is not in Slack after %s: sending it once more", token, error.code)
+    raise AssertionError("unreachable")
+
+
 Status = Literal["posted", "already", "busy", "failed"]
 
 
@@ -294,7 +327,9 @@ class Outbox:
             return Sent("busy")
         root, *rest = built
         try:
-            ts, earlier = self._post_root(key, channel, root, thread_ts, taken)
+            ts, earlier = post_tagged(
+                self.poster, key, channel, root, thread_ts=thread_ts, look_first=taken.look_first
+            )
         except PostFailed as error:
             fail(self.engine, taken, error.code)
             log.error(
@@ -317,30 +352,6 @@ class Outbox:
         with self._mutex:
             self._unrecorded.pop(key, None)
         return Sent("posted", ts)
-
-    def _post_root(
-        self, key: Key, channel: str, root: Message, thread_ts: str | None, taken: Claim
-    ) -> tuple[str, bool]:
-        """Post the first message, tagged with the key, never twice: (its ts, whether it was found
-        posted by an earlier holder of the claim instead). After an ambiguous send, Slack is asked
-        whether it has the message before it is sent once more."""
-        token = key.token()
-        if taken.look_first:
-            found = self.poster.find(channel, token, thread_ts=thread_ts)
-            if found is not None:
-                log.warning("%s was posted before (ts %s): recorded, not sent again", token, found)
-                return found, True
-        for attempt in (1, 2):
-            try:
-                return self.poster.post(channel, root, thread_ts=thread_ts, key=token), False
-            except PostUncertain as error:
-                found = self.poster.find(channel, token, thread_ts=thread_ts)
-                if found is not None:
-                    return found, False
-                if attempt == 2:
-                    raise
-                log.warning("%s is not in Slack after %s: sending it once more", token, error.code)
-        raise AssertionError("unreachable")
 
     def _continue(
         self, channel: str, thread_ts: str, rest: Sequence[Message], files: Sequence[Upload], key: Key

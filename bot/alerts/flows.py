@@ -256,7 +256,7 @@ class _Sync:
             )
             if claim is not None:
                 claims.append((view, claim))
-        posted, error = self._post_roots(channel, [view for view, _ in claims])
+        posted, error = self._post_roots(channel, claims, event)
         if event is not None:
             # Re-posted: the views are in their new thread (their notes are said there).
             posted = [(_moved(view, thread_ts, ts), thread_ts, ts) for view, thread_ts, ts in posted]
@@ -270,42 +270,57 @@ class _Sync:
         for claim in by_id.values():
             outbox.fail(self.engine, claim, error or "not posted")
 
-    def _post_roots(self, channel: str, views: list[AlertView]) -> tuple[list[Shown], str | None]:
+    def _post_roots(
+        self, channel: str, claims: list[tuple[AlertView, outbox.Claim]], event: str | None
+    ) -> tuple[list[Shown], str | None]:
         """Post alerts as new roots: one each, or one grouped message (and its continuations) for a
         storm. Returns (alert, its thread ts, the ts of the message listing it) for those posted, and
-        Slack's last error if any was not."""
+        Slack's last error if any was not.
+
+        Each message carries the ledger key of the (first) alert it lists, so that after an
+        ambiguous send, or when a claim is taken over from a process that may have posted, Slack
+        is asked whether it has the message before it is sent again (bot.outbox.post_tagged)."""
         posted: list[Shown] = []
         errors: list[str] = []
-        if not views:
+        if not claims:
             return posted, None
-        key = views[0].department.key
+        views = [view for view, _ in claims]
+        look_first = {view.alert.id: claim.look_first for view, claim in claims}
+
+        def post(message: Message, listed: Sequence[AlertView], thread_ts: str | None) -> str | None:
+            key = post_key(listed[0], event)
+            try:
+                ts, _earlier = outbox.post_tagged(
+                    self.poster,
+                    key,
+                    channel,
+                    message,
+                    thread_ts=thread_ts,
+                    look_first=any(look_first.get(view.alert.id) for view in listed),
+                )
+                return ts
+            except PostFailed as error:
+                errors.append(error.code)
+                log.error("alert for %s not posted to %s: %s", listed[0].department.key, channel, error.code)
+                return None
+
         if len(views) <= STORM:
             for view in views:
-                ts = self._post(channel, self.messages.alert_message(view), None, errors, view.department.key)
+                ts = post(self.messages.alert_message(view), [view], None)
                 if ts is not None:
                     posted.append((view, ts, ts))
         else:
             (root, first), *rest = self.messages.group_messages(views, views[0].locale)
-            root_ts = self._post(channel, root, None, errors, key)
+            root_ts = post(root, first, None)
             if root_ts is not None:
                 posted += [(view, root_ts, root_ts) for view in first]
                 for message, listed in rest:
-                    ts = self._post(channel, message, root_ts, errors, key)
+                    ts = post(message, listed, root_ts)
                     if ts is not None:
                         posted += [(view, root_ts, ts) for view in listed]
         self.result.posted += len({message_ts for _, _, message_ts in posted})
         self.result.failed += len(errors)
         return posted, errors[-1] if errors else None
-
-    def _post(
-        self, channel: str, message: Message, thread_ts: str | None, errors: list[str], department_key: str
-    ) -> str | None:
-        try:
-            return self.poster.post(channel, message, thread_ts=thread_ts)
-        except PostFailed as error:
-            errors.append(error.code)
-            log.error("alert for %s not posted to %s: %s", department_key, channel, error.code)
-            return None
 
     def _record_posted(self, shown: Sequence[Shown]) -> None:
         if shown:
