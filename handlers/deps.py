@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -10,8 +11,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot.config import Settings
+from bot.database import transaction
+from bot.home.service import watchers_of
 from bot.models import Department
 from handlers.users import UserDirectory
+
+log = logging.getLogger(__name__)
 
 
 class Changes:
@@ -27,6 +32,18 @@ class Changes:
         users = list(users)
         for listener in self._listeners:
             listener(users)
+
+    def about_kpis(self, engine: Engine, kpi_ids: Iterable[int], *users: str | None) -> None:
+        """A change to these KPIs: whoever's Home shows them (bot.home.service.watchers), and
+        `users` besides. Never raises: the change is made whether or not a Home tab follows."""
+        if not self._listeners:
+            return
+        try:
+            with transaction(engine) as session:
+                seen = {user for kpi_id in set(kpi_ids) for user in watchers_of(session, kpi_id)}
+            self([*seen, *users])
+        except Exception:
+            log.exception("telling App Home of a change to KPIs %s failed", sorted(set(kpi_ids)))
 
 
 @dataclass(frozen=True)

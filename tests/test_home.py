@@ -173,12 +173,13 @@ def test_countermeasures_overdue_first_with_done_and_dropped(slack: SlackHarness
         view={"id": "VHOME", "type": "home"},
     )
     assert response.status == 200
-    calls = slack.fake.wait_for("views.publish", count=2)
     slack.settle()
     with slack.session() as session:
         closed = session.get(Countermeasure, int(done[0]["value"]))
         assert closed is not None and closed.status is CountermeasureStatus.DONE
-    assert len(buttons(calls[-1].args["view"], "home_countermeasure_done")) == 1
+    mine = [call for call in slack.fake.calls("views.publish") if call.args["user_id"] == SALES1]
+    assert len(mine) == 2  # opened, then refreshed once
+    assert len(buttons(mine[-1].args["view"], "home_countermeasure_done")) == 1
 
 
 def test_someone_else_cannot_close_from_the_home_tab(slack: SlackHarness) -> None:
@@ -254,3 +255,25 @@ def _kpi_id(slack: SlackHarness, key: str) -> int:
         kpi = session.exec(select(Kpi).where(Kpi.key == key)).one()
         assert kpi.id is not None
         return kpi.id
+
+
+def test_an_acknowledged_alert_refreshes_the_heads_tab(slack: SlackHarness) -> None:
+    kpi_id = _kpi_id(slack, "new_approaches")
+    with slack.session() as session:
+        alert = Alert(
+            kpi_id=kpi_id,
+            period="2026-10",
+            severity=Severity.RED,
+            status=AlertStatus.OPEN,
+            reason=AlertReason.MISSING,
+            channel_id="C0SALES",
+            thread_ts="1700000000.000200",
+        )
+        session.add(alert)
+        session.commit()
+        alert_id = alert.id
+    response = slack.client.block_action("alert_acknowledge", value=str(alert_id), user_id=SALES_HEAD)
+    assert response.status == 200
+    slack.settle()
+    published = {call.args["user_id"] for call in slack.fake.calls("views.publish")}
+    assert {SALES_HEAD, SALES1, DIVISION_HEAD} <= published

@@ -165,6 +165,11 @@ def build_home(session: Session, user_id: str, is_admin: Callable[[], bool]) -> 
     return home
 
 
+def watchers_of(session: Session, kpi_id: int) -> set[str]:
+    kpi = session.get(Kpi, kpi_id)
+    return set() if kpi is None else watchers(session, kpi)
+
+
 def watchers(session: Session, kpi: Kpi) -> set[str]:
     """Whose Home shows this KPI: its owner, its department's head and the division heads."""
     department = session.get(Department, kpi.department_id)

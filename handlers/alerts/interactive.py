@@ -92,6 +92,8 @@ def register(app: App, deps: Deps) -> None:
             )
         if outcome.won:
             sync_alerts(deps, client, alert_ids=[alert_id])
+            if outcome.alert is not None:  # the Home tabs listing it (handlers/home)
+                deps.changed.about_kpis(deps.engine, [outcome.alert.kpi_id], user_id)
             return
         locale = deps.locale_for(user_id, outcome.department)
         alert = outcome.alert

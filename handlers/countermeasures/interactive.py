@@ -248,6 +248,9 @@ def change_status(deps: Deps, client: WebClient, body: dict[str, Any]) -> None:
         channel=channel,
         message_ts=message_ts,
     )
+    if closing.change is not None and closing.outcome == "changed":  # the Home tabs listing it
+        cm = closing.change.countermeasure
+        deps.changed.about_kpis(deps.engine, [cm.kpi_id], user_id, cm.owner_user_id)
     locale = deps.locale_for(user_id, closing.department)
     if closing.outcome == "gone":
         text = render.message("countermeasure.gone", locale)

@@ -152,7 +152,10 @@ def register(app: App, deps: Deps, refresher: HomeRefresher) -> None:
             channel=channel,
             message_ts=message_ts,
         )
-        refresher.changed([user_id, item.countermeasure.owner_user_id if item else None])
+        if item is not None and closing.outcome == "changed":
+            deps.changed.about_kpis(
+                deps.engine, [item.kpi.id or 0], user_id, item.countermeasure.owner_user_id
+            )
         locale = deps.locale_for(user_id, closing.department)
         if closing.outcome == "gone":
             _tell_in_home(client, user_id, render.message("countermeasure.gone", locale))

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 
 from slack_sdk import WebClient
 
-from bot.database import transaction
-from bot.home.service import watchers
 from bot.reports.service import Reported
 from handlers.alerts import interactive as alerts
 from handlers.countermeasures import interactive as countermeasures
@@ -28,9 +26,6 @@ def after_reports(deps: Deps, client: WebClient, reported: Sequence[Reported]) -
                 step(deps, client, item)
             except Exception:
                 log.exception("follow-up %s failed for %s %s", step.__module__, item.kpi.key, item.period.key)
-    try:  # the App Home of whoever sees these KPIs, debounced (handlers/home)
-        with transaction(deps.engine) as session:
-            users = {user for item in reported for user in watchers(session, item.kpi)}
-        deps.changed([*users, *(item.recorded.actual.reported_by for item in reported)])
-    except Exception:
-        log.exception("refreshing App Home after %d report(s) failed", len(reported))
+    # The App Home of whoever sees these KPIs, debounced (handlers/home).
+    reporters = {item.recorded.actual.reported_by for item in reported}
+    deps.changed.about_kpis(deps.engine, [item.kpi.id for item in reported if item.kpi.id], *reporters)
