@@ -24,7 +24,8 @@ from bot.database import make_engine, migrate, require_current_schema, schema_re
 from bot.errors import KpibotError
 from bot.models import Department
 from bot.periods import PeriodError, parse_key
-from bot.plan.service import Plan, PlanInvalid, apply_plan, load_plan
+from bot.plan.history import plan_warnings
+from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
 
@@ -70,16 +71,13 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
     engine = _database(settings)
     try:
         with transaction(engine) as session:
-            result = apply_plan(session, _read_plan(path, session, args.locale))
+            plan = _read_plan(path, session, args.locale)
+            warnings = plan_warnings(session, path, plan)  # against the history before the import
+            result = apply_plan(session, plan)
             if args.dry_run:
                 session.rollback()
     except PlanInvalid as invalid:
-        print(
-            render.message("cli.plan_invalid", args.locale, source=path, count=len(invalid.problems)),
-            file=sys.stderr,
-        )
-        for problem in invalid.problems:
-            print(f"  {problem.describe(args.locale)}", file=sys.stderr)
+        _print_problems(invalid, path, args.locale)
         return 1
     if args.dry_run:
         headline = "cli.plan_checked"
@@ -98,7 +96,44 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
                 unchanged=counter["unchanged"],
             )
         )
+    _print_warnings(warnings, path, args.locale, quiet_when_none=True)
     return 0
+
+
+def cmd_plan_check(args: argparse.Namespace, settings: Settings) -> int:
+    """`kpibot plan check FILE`: the problems that block an import (exit 1), else the warnings (exit 0)."""
+    path: Path = args.file
+    if not path.exists():
+        raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
+    engine = _database(settings)
+    try:
+        with transaction(engine) as session:
+            warnings = plan_warnings(session, path, _read_plan(path, session, args.locale))
+    except PlanInvalid as invalid:
+        _print_problems(invalid, path, args.locale)
+        return 1
+    _print_warnings(warnings, path, args.locale)
+    return 0
+
+
+def _print_warnings(
+    warnings: list[Problem], path: Path, locale: str, *, quiet_when_none: bool = False
+) -> None:
+    if not warnings:
+        if not quiet_when_none:
+            print(render.message("plan.check_ok", locale, source=path))
+        return
+    print(render.message("plan.check_warnings", locale, source=path, count=len(warnings)))
+    for warning in warnings:
+        print(f"  {warning.describe(locale)}")
+
+
+def _print_problems(invalid: PlanInvalid, path: Path, locale: str) -> None:
+    print(
+        render.message("cli.plan_invalid", locale, source=path, count=len(invalid.problems)), file=sys.stderr
+    )
+    for problem in invalid.problems:
+        print(f"  {problem.describe(locale)}", file=sys.stderr)
 
 
 def _read_plan(path: Path, session: Session, locale: str) -> Plan:
@@ -383,6 +418,15 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
     importer.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     importer.set_defaults(handler=cmd_import_plan)
+
+    plan_commands = commands.add_parser(
+        "plan", parents=[locale_option], help="check a plan file"
+    ).add_subparsers(dest="plan_command", required=True, metavar="SUBCOMMAND")
+    checker = plan_commands.add_parser(
+        "check", parents=[locale_option], help="list a plan's problems and design warnings; write nothing"
+    )
+    checker.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
+    checker.set_defaults(handler=cmd_plan_check)
 
     exporter = commands.add_parser("export", parents=[locale_option], help="write actuals or targets as CSV")
     exporter.add_argument("what", nargs="?", choices=("actuals", "targets"), default="actuals")
