@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from bot.alerts.rules import below_streak, streak_length
 from bot.digests.charts import ChartSeries
+from bot.funnel.service import Funnel, build_funnel
 from bot.models import (
     Countermeasure,
     CountermeasureStatus,
@@ -103,6 +104,7 @@ class DivisionSummary:
     day: dt.date
     digests: list[Digest]
     goal: GoalProgress | None
+    funnel: Funnel | None = None  # the funnel across departments, its leaking hand-off marked
 
 
 def worst(statuses: list[Status]) -> Status:
@@ -250,4 +252,4 @@ def build_division_summary(session: Session, division: Department, day: dt.date)
         for department in all_departments(session)
         if not department.is_division
     ]
-    return DivisionSummary(division, day, digests, goal)
+    return DivisionSummary(division, day, digests, goal, build_funnel(session, day))

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-SECTIONS = ("goals", "success_factors", "departments", "kpis", "targets")
+SECTIONS = ("goals", "success_factors", "departments", "kpis", "targets", "funnel")
 
 # The fields each section accepts: anything else is reported, so a typo such as
 # `treshold` cannot silently leave a KPI on its defaults.
@@ -37,6 +37,8 @@ FIELDS: dict[str, frozenset[str]] = {
         }
     ),
     "targets": frozenset({"kpi", "period", "target", "value", "min", "max"}),
+    # The division's funnel, stage by stage in order (bot/funnel/): each a KPI of some department.
+    "funnel": frozenset({"kpi", "conversion", "leak_below"}),
 }
 
 

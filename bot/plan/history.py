@@ -39,4 +39,5 @@ def check_context(
 
 def plan_warnings(session: Session, path: Path, plan: Plan) -> list[Problem]:
     """The design warnings of a validated plan file, against the database's history."""
-    return check_plan(read_plan(path), plan, check_context(session, [kpi.key for kpi in plan.kpis]))
+    funnel = [FunnelStep(stage.kpi_key, stage.conversion_pct, stage.where) for stage in plan.funnel]
+    return check_plan(read_plan(path), plan, check_context(session, [kpi.key for kpi in plan.kpis], funnel))

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot import render
 from bot.alerts.rules import STREAK_DEFAULT, STREAK_RANGE
@@ -32,6 +32,7 @@ from bot.models import (
     Cadence,
     Department,
     Direction,
+    FunnelStage,
     Goal,
     Kpi,
     KpiKind,
@@ -175,6 +176,17 @@ class TargetSpec:
 
 
 @dataclass
+class FunnelSpec:
+    """A funnel stage: its KPI, the planned conversion into it from the stage before (%, None: from
+    the stages' targets), and under what % of that plan the hand-off leaks."""
+
+    kpi_key: str
+    conversion_pct: Decimal | None
+    leak_pct: Decimal
+    where: str = ""
+
+
+@dataclass
 class Plan:
     source: str
     departments: list[DepartmentSpec] = field(default_factory=list)
@@ -182,6 +194,7 @@ class Plan:
     factors: list[FactorSpec] = field(default_factory=list)
     kpis: list[KpiSpec] = field(default_factory=list)
     targets: list[TargetSpec] = field(default_factory=list)
+    funnel: list[FunnelSpec] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -455,9 +468,61 @@ def validate(document: PlanDocument, existing: Existing) -> Plan:
                 )
             )
 
+    plan.funnel = _funnel(reader, sections["funnel"], known, known.keys() | written["kpis"])
     if reader.problems:
         raise PlanInvalid(document.source, reader.problems)
     return plan
+
+
+FUNNEL_LEAK_DEFAULT = Decimal(90)
+
+
+def _funnel(
+    reader: _Reader, records: list[Record], known: dict[str, KnownKpi], kpi_keys: set[Any]
+) -> list[FunnelSpec]:
+    """The funnel's stages: known KPIs, each once (a stage twice would make a cycle), one cadence."""
+    stages: list[FunnelSpec] = []
+    seen: dict[str, str] = {}
+    cadence: tuple[Cadence, str] | None = None
+    for position, record in enumerate(records):
+        before = len(reader.problems)
+        key = reader.key(record, "kpi")
+        if key is not None and key not in kpi_keys:
+            reader.problem(record, "kpi", "unknown_kpi", value=key)
+        elif key is not None and key in seen:
+            reader.problem(record, "kpi", "funnel_cycle", kpi=key, first=seen[key])
+        elif key is not None and key in known:
+            if cadence is None:
+                cadence = (known[key].cadence, key)
+            elif known[key].cadence is not cadence[0]:
+                reader.problem(
+                    record,
+                    "kpi",
+                    "funnel_cadence",
+                    kpi=key,
+                    cadence=known[key].cadence.value,
+                    first=cadence[1],
+                    first_cadence=cadence[0].value,
+                )
+        conversion = None
+        if record.fields.get("conversion") not in (None, ""):
+            conversion = reader.number(record, "conversion")
+            if position == 0 and conversion is not None:
+                reader.problem(record, "conversion", "funnel_first_conversion")
+            elif conversion is not None and not 0 < conversion <= 1000:
+                reader.problem(record, "conversion", "funnel_conversion_range", value=conversion)
+        leak = FUNNEL_LEAK_DEFAULT
+        if record.fields.get("leak_below") not in (None, ""):
+            leak = reader.number(record, "leak_below") or FUNNEL_LEAK_DEFAULT
+            if not 0 < leak <= 100:
+                reader.problem(record, "leak_below", "funnel_leak_range", value=leak)
+        if key is not None:
+            seen.setdefault(key, record.where)
+        if len(reader.problems) == before and key is not None:
+            stages.append(FunnelSpec(key, conversion, leak, record.where))
+    if len(records) == 1:
+        reader.problem(records[0], "kpi", "funnel_too_short")
+    return stages
 
 
 def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
@@ -842,6 +907,7 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
             result.count(entity, "updated")
         else:
             result.count(entity, "unchanged")
+    _write_funnel(session, result, plan.funnel, kpi_ids)
     if result.changed:  # a re-import that changes nothing leaves no trace
         session.add(
             AuditEvent(
@@ -855,6 +921,38 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
         )
     session.flush()
     return result
+
+
+def _write_funnel(
+    session: Session, result: ImportResult, funnel: list[FunnelSpec], kpi_ids: dict[str | None, int]
+) -> None:
+    """A file with a funnel replaces the stored one (stages are a definition, not history); a file
+    without one leaves it as it is."""
+    if not funnel:
+        return
+    wanted = [
+        (position, kpi_ids[spec.kpi_key], spec.conversion_pct, spec.leak_pct)
+        for position, spec in enumerate(funnel)
+    ]
+    stored = session.exec(select(FunnelStage).order_by(col(FunnelStage.position))).all()
+    current = [
+        (
+            row.position,
+            row.kpi_id,
+            None if row.conversion_pct is None else Decimal(row.conversion_pct),
+            Decimal(row.leak_pct),
+        )
+        for row in stored
+    ]
+    if current == wanted:
+        result.count("funnel_stage", "unchanged")
+        return
+    for row in stored:
+        session.delete(row)
+    session.flush()
+    for position, kpi_id, conversion, leak in wanted:
+        session.add(FunnelStage(position=position, kpi_id=kpi_id, conversion_pct=conversion, leak_pct=leak))
+    result.count("funnel_stage", "updated" if stored else "created")
 
 
 def _target_columns(target: TargetValue) -> dict[str, Decimal | None]:

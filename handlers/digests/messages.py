@@ -94,6 +94,8 @@ def division_messages(summary: DivisionSummary, locale: str) -> list[Message]:
             )
         )
     blocks += sections("\n".join(lines) or "—")
+    if summary.funnel is not None:  # the hand-offs between departments
+        blocks += sections(render.template("digest/funnel.md", locale, funnel=summary.funnel))
     fallback = render.message("digest.division_fallback", locale, departments=len(summary.digests))
     return split_messages(blocks, fallback, locale)
 
