@@ -18,6 +18,7 @@ from handlers.deps import Deps
 # Imported for their @subcommand registrations.
 from handlers.digests import interactive as _digests  # noqa: F401
 from handlers.home import interactive as home
+from handlers.plan import interactive as plan
 from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
@@ -51,5 +52,6 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     refresher = home.HomeRefresher(deps, client, executor)
     deps.changed.listen(refresher.changed)
     home.register(app, deps, refresher)
+    plan.register(app, deps)
     acknowledge_other_events(app)  # last: only what no listener above took
     return app

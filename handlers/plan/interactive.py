@@ -1,0 +1,188 @@
+"""Editing the plan in Slack, for department heads (their department) and admins (all):
+
+- `/kpi target <kpi> <value|range> [period | from period]`: a KPI's target, confirmed before → after;
+- `/kpi edit <kpi>`: the form for its names, owner and thresholds (`kpi_edit_modal`); two people
+  saving the same KPI at once: the first wins, the second is told who changed it (its version);
+- `/kpi department <department> channel #channel | head @user` (admins).
+
+Every change is an AuditEvent (bot/plan/edit.py); alerts follow at once (shown in Slack here, after
+the change commits) and so do the Home tabs that list the KPI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+
+from bot import render
+from bot.departments import find_department
+from bot.plan import edit
+from bot.plan.edit import KpiFields, PlanEditError
+from bot.scorecard import all_departments
+from handlers.alerts.interactive import sync_alerts
+from handlers.commands import CommandRequest, subcommand
+from handlers.deps import Deps
+from handlers.plan import messages
+from handlers.work import answer_in, tell, unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+def _after_change(request_deps: Deps, client: WebClient, kpi_id: int | None, user_id: str) -> None:
+    """Alerts shown as they now stand, and the Home tabs listing the KPI; never raises."""
+    if kpi_id is None:
+        return
+    try:
+        sync_alerts(request_deps, client, kpi_ids=[kpi_id])
+    except Exception:
+        log.exception("showing the alerts of KPI %s after a plan change failed", kpi_id)
+    request_deps.changed.about_kpis(request_deps.engine, [kpi_id], user_id)
+
+
+@subcommand("target", "目標")
+def target_command(request: CommandRequest) -> None:
+    with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
+        try:
+            change = edit.set_target(
+                session,
+                text=request.text,
+                user_id=request.user_id,
+                is_admin=request.deps.admin_check(request.user_id),
+            )
+        except PlanEditError as error:
+            answer = messages.error_text(error, request.locale())
+            session.rollback()
+            request.reply(answer)
+            return
+    request.reply(messages.target_confirmation(change, request.locale(change.department)))
+    _after_change(request.deps, request.client, change.kpi.id, request.user_id)
+
+
+@subcommand("edit", "編集")
+def edit_command(request: CommandRequest) -> None:
+    locale = request.locale()
+    if not request.text:
+        request.reply(render.message("plan_edit.error.edit_usage", locale))
+        return
+    with unit_of_work(request.deps.engine) as session:
+        try:
+            kpi, department = edit.find_edit_kpi(session, request.text)
+            if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
+                raise PlanEditError("not_allowed", department=department, head=department.head_user_id)
+        except PlanEditError as error:
+            request.reply(messages.error_text(error, locale))
+            return
+    answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
+    request.client.views_open(
+        trigger_id=request.trigger_id, view=messages.kpi_form(kpi, department, request.channel_id, locale)
+    )
+
+
+@subcommand("department", "部門")
+def department_command(request: CommandRequest) -> None:
+    locale = request.locale()
+    words = request.text.split()
+    if len(words) < 3:
+        request.reply(render.message("plan_edit.error.department_usage", locale))
+        return
+    name, what, value = " ".join(words[:-2]), words[-2].lower(), words[-1]
+    what = {"チャンネル": "channel", "責任者": "head"}.get(what, what)
+    with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
+        department = find_department(all_departments(session), name)
+        try:
+            if department is None:
+                raise PlanEditError("department_unknown", text=name)
+            change = edit.set_department(
+                session,
+                department=department,
+                what=what,
+                value=value,
+                user_id=request.user_id,
+                is_admin=request.deps.is_admin(request.user_id),
+            )
+        except PlanEditError as error:
+            answer = messages.error_text(error, locale)
+            session.rollback()
+            request.reply(answer)
+            return
+    request.reply(messages.department_confirmation(change, locale))
+    request.deps.changed([request.user_id, change.before if what == "head" else None, change.after])
+
+
+def read_form(body: dict[str, Any]) -> tuple[dict[str, Any], KpiFields]:
+    view = body["view"]
+    state: dict[str, Any] = view.get("state", {}).get("values", {})
+
+    def value(block: str) -> str | None:
+        element = (state.get(block) or {}).get(messages.VALUE) or {}
+        return element.get("selected_user") if block == "owner_user_id" else element.get("value")
+
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        metadata = {}
+    fields = KpiFields(
+        name_ja=value("name_ja") or "",
+        name_en=value("name_en") or "",
+        owner_user_id=value("owner_user_id"),
+        amber=value("amber_pct") or "",
+        red=value("red_pct") or "",
+    )
+    return metadata, fields
+
+
+def register(app: App, deps: Deps) -> None:
+    @app.view(messages.CALLBACK_ID)
+    def submit(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        user_id = body["user"]["id"]
+        metadata, fields = read_form(body)
+        locale = deps.locale_for(user_id)
+        is_admin = deps.admin_check(user_id)
+        # Checked while the form is open: problems show beside their field, nothing is saved.
+        with unit_of_work(deps.engine) as session:
+            found = edit.kpi_and_department(session, int(metadata.get("kpi") or 0))
+            if found is None:
+                ack(
+                    response_action="errors",
+                    errors={"name_ja": messages.error_text(PlanEditError("kpi_gone"), locale)},
+                )
+                return
+            kpi, department = found
+            values, problems = edit.check_kpi_fields(kpi, fields)
+            if not edit.may_edit(department, user_id, is_admin):
+                problems["name_ja"] = PlanEditError(
+                    "not_allowed", department=department, head=department.head_user_id
+                )
+            elif edit.version_of(kpi) != metadata.get("version"):
+                by = edit.last_editor(session, kpi.key)
+                problems["name_ja"] = PlanEditError("changed_meanwhile", kpi=kpi, by=by)
+        if problems:
+            errors = {block: messages.error_text(problem, locale) for block, problem in problems.items()}
+            ack(response_action="errors", errors=errors)
+            return
+        ack()
+        channel = metadata.get("channel") or None
+        answer_in(context, channel=channel, locale=locale)
+        try:
+            # A retried submission carries the same view id: saved once.
+            with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
+                change = edit.update_kpi(
+                    session,
+                    kpi_id=kpi.id or 0,
+                    version=str(metadata.get("version")),
+                    values=values,
+                    user_id=user_id,
+                    is_admin=is_admin,
+                )
+        except PlanEditError as error:  # someone saved between the check and now
+            tell(client, body, messages.error_text(error, locale), channel=channel or user_id)
+            return
+        tell(client, body, messages.kpi_confirmation(change, locale), channel=channel or user_id)
+        if change.changes:
+            _after_change(deps, client, change.kpi.id, user_id)
+            if "owner_user_id" in change.changes:
+                deps.changed(change.changes["owner_user_id"])

@@ -1,0 +1,113 @@
+"""What editing the plan says in Slack: the KPI form, refusals and confirmations (before → after).
+Every word in templates/<locale>/messages/plan_edit.yaml."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, PlainTextObject, UserSelectElement
+from slack_sdk.models.views import View
+
+from bot import render
+from bot.models import Department, Kpi
+from bot.plan.edit import DepartmentChange, KpiChange, PlanEditError, TargetChange, version_of
+from bot.reports.service import plain_number
+from handlers.blocks import section
+
+CALLBACK_ID = "kpi_edit_modal"
+VALUE = "value"
+FIELDS = ("name_ja", "name_en", "owner_user_id", "amber_pct", "red_pct")
+_USER_FIELDS = {"owner_user_id", "head"}
+
+
+def error_text(error: PlanEditError, locale: str) -> str:
+    code = error.code
+    if code.startswith("period_"):  # the same periods as /kpi report, the same words
+        return render.message(f"report.error.{code}", locale, **error.params)
+    if code.startswith("threshold_") and code != "threshold_not_a_number":  # as when importing a plan
+        return render.message(f"plan.{code}", locale, **error.params)
+    return render.message(f"plan_edit.error.{code}", locale, **error.params)
+
+
+def target_confirmation(change: TargetChange, locale: str) -> str:
+    return render.message("plan_edit.target_set", locale, change=change)
+
+
+def _shown(name: str, value: Any, locale: str) -> str:
+    if value is None or value == "":
+        return render.message("plan_edit.none", locale)
+    if name in _USER_FIELDS:
+        return f"<@{value}>"
+    if name == "channel":
+        return f"<#{value}>"
+    return render.mrkdwn_text(str(value))
+
+
+def kpi_confirmation(change: KpiChange, locale: str) -> str:
+    if not change.changes:
+        return render.message("plan_edit.kpi_unchanged", locale, change=change)
+    rows = [
+        (
+            render.message(f"plan_edit.field.{name}", locale),
+            _shown(name, before, locale),
+            _shown(name, after, locale),
+        )
+        for name, (before, after) in change.changes.items()
+    ]
+    return render.message("plan_edit.kpi_updated", locale, change=change, rows=rows)
+
+
+def department_confirmation(change: DepartmentChange, locale: str) -> str:
+    return render.message(
+        "plan_edit.department_set",
+        locale,
+        change=change,
+        label=render.message(f"plan_edit.field.{change.field}", locale),
+        before=_shown(change.field, change.before, locale),
+        after=_shown(change.field, change.after, locale),
+    )
+
+
+def kpi_form(kpi: Kpi, department: Department, channel_id: str, locale: str) -> View:
+    """The form: names, owner, thresholds; its metadata carries the KPI's version."""
+
+    def text_input(name: str, label: str, value: str, hint: str | None = None) -> InputBlock:
+        return InputBlock(
+            block_id=name,
+            label=PlainTextObject(text=render.message(label, locale)),
+            hint=None if hint is None else PlainTextObject(text=hint),
+            element=PlainTextInputElement(action_id=VALUE, initial_value=value, max_length=200),
+        )
+
+    hint = render.message("plan_edit.form.threshold_hint", locale, kpi=kpi)
+    view = View(
+        type="modal",
+        callback_id=CALLBACK_ID,
+        title=PlainTextObject(text=render.message("plan_edit.form.title", locale)),
+        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
+        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        private_metadata=json.dumps(
+            {"kpi": kpi.id, "version": version_of(kpi), "channel": channel_id}, separators=(",", ":")
+        ),
+        blocks=[
+            section(render.message("plan_edit.form.intro", locale, kpi=kpi, department=department)),
+            text_input("name_ja", "plan_edit.form.name_ja", kpi.name_ja),
+            text_input("name_en", "plan_edit.form.name_en", kpi.name_en),
+            InputBlock(
+                block_id="owner_user_id",
+                optional=True,
+                label=PlainTextObject(text=render.message("plan_edit.form.owner", locale)),
+                element=UserSelectElement(action_id=VALUE, initial_user=kpi.owner_user_id),
+            ),
+            text_input("amber_pct", "plan_edit.form.amber", _number(kpi.amber_pct), hint),
+            text_input("red_pct", "plan_edit.form.red", _number(kpi.red_pct), hint),
+        ],
+    )
+    view.validate_json()
+    return view
+
+
+def _number(value: Any) -> str:
+    return plain_number(Decimal(value))
