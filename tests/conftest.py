@@ -93,13 +93,20 @@ def engine(database_url: URL, request: pytest.FixtureRequest) -> Iterator[Engine
 
 
 def _empty_tables(engine: Engine) -> None:
+    # Children first (the one cycle, goal → kpi, is ON DELETE SET NULL). On PostgreSQL a DELETE of
+    # a test's few rows takes milliseconds where TRUNCATE takes a quarter of a second (new files
+    # for every table); the sequences start again as TRUNCATE … RESTART IDENTITY would have them.
     tables = [table.name for table in reversed(SQLModel.metadata.sorted_tables)]
     with engine.begin() as connection:
+        for table in tables:
+            connection.execute(sa.text(f"DELETE FROM {table}"))
         if engine.dialect.name == "postgresql":
-            connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                connection.execute(sa.text(f"DELETE FROM {table}"))
+            connection.execute(
+                sa.text(
+                    "SELECT setval(format('%I', sequencename)::regclass, start_value, false)"
+                    " FROM pg_sequences WHERE schemaname = current_schema()"
+                )
+            )
 
 
 @pytest.fixture
