@@ -1,4 +1,5 @@
-"""CSV export of what is stored: live actuals, or targets (in the import format)."""
+"""Export of what is stored: live actuals or targets as CSV (in the import format), or the whole
+plan as a YAML plan file (bot/plan/export.py) that imports back unchanged."""
 
 from __future__ import annotations
 
@@ -74,6 +75,14 @@ def export_targets(session: Session, out: TextIO) -> int:
         for t, key in session.exec(query).all()
     )
     return _write(out, TARGET_COLUMNS, rows)
+
+
+def export_plan(session: Session, out: TextIO) -> int:
+    """The plan as a YAML plan file; returns how many KPIs it holds."""
+    from bot.plan.export import plan_document, plan_yaml
+
+    out.write(plan_yaml(session))
+    return len(plan_document(session).get("kpis", []))
 
 
 def _write(out: TextIO, header: list[str], rows: Iterable[list[str]]) -> int:

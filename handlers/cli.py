@@ -28,6 +28,7 @@ from bot.plan.history import plan_warnings
 from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
+from handlers.hubspot import commands as hubspot_commands
 
 if TYPE_CHECKING:  # slack_sdk is imported only by the commands that talk to Slack
     from slack_sdk import WebClient
@@ -152,7 +153,7 @@ def _reason(error: OSError) -> str:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.export import export_actuals, export_targets
+    from bot.export import export_actuals, export_plan, export_targets
 
     engine = _database(settings)
     if args.output == "-":
@@ -166,7 +167,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             ) from None
     try:
         with transaction(engine) as session:
-            if args.what == "targets":
+            if args.what == "plan":
+                count = export_plan(session, out)
+            elif args.what == "targets":
                 count = export_targets(session, out)
             else:
                 count = export_actuals(session, out, include_history=args.history)
@@ -428,8 +431,10 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     checker.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
     checker.set_defaults(handler=cmd_plan_check)
 
-    exporter = commands.add_parser("export", parents=[locale_option], help="write actuals or targets as CSV")
-    exporter.add_argument("what", nargs="?", choices=("actuals", "targets"), default="actuals")
+    exporter = commands.add_parser(
+        "export", parents=[locale_option], help="write actuals or targets as CSV, or the plan as YAML"
+    )
+    exporter.add_argument("what", nargs="?", choices=("actuals", "targets", "plan"), default="actuals")
     exporter.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
     exporter.add_argument("--history", action="store_true", help="include superseded actuals (corrections)")
     exporter.set_defaults(handler=cmd_export)
@@ -489,6 +494,7 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     alerts.set_defaults(handler=cmd_alerts)
 
     source_commands.register(commands, locale_option, _database)
+    hubspot_commands.register(commands, locale_option, _database)
     return parser
 
 

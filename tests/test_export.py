@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot.database import transaction
-from bot.export import ACTUAL_COLUMNS, export_actuals, export_targets
-from bot.models import Kpi, Source
+from bot.export import ACTUAL_COLUMNS, export_actuals, export_plan, export_targets
+from bot.models import Department, FunnelStage, Goal, Kpi, Source, SuccessFactor, Target
 from bot.reports.actuals import record_actual
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
@@ -134,3 +134,65 @@ def test_exported_targets_reimport_unchanged(engine: Engine, tmp_path: Path) -> 
         assert line in lines
 
     assert outcomes(import_plan(engine, exported)) == {"target": {"unchanged": 22}}
+
+
+# -- the plan as YAML ------------------------------------------------------------------------------
+
+
+def plan_text(engine: Engine) -> str:
+    with transaction(engine) as session:
+        out = io.StringIO()
+        export_plan(session, out)
+        return out.getvalue()
+
+
+def stored_plan(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Every plan row as stored, without ids and timestamps: what a round trip must keep."""
+    skip = {"id", "created_at", "updated_at", "department_id", "success_factor_id", "goal_id", "kpi_id"}
+    tables: dict[str, list[tuple[object, ...]]] = {}
+    with transaction(engine) as session:
+        for model in (Department, Goal, SuccessFactor, Kpi, Target, FunnelStage):
+            rows = []
+            for row in session.exec(select(model)).all():
+                rows.append(tuple(str(v) for k, v in sorted(row.model_dump().items()) if k not in skip))
+            tables[model.__tablename__] = sorted(rows)
+    return tables
+
+
+def test_the_plan_exported_imports_back_unchanged(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE_PLAN)
+    text = plan_text(engine)
+    assert text.startswith("# The plan as kpibot holds it")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    again = import_plan(engine, path)  # into the database it came from: nothing to do
+    assert not again.changed, outcomes(again)
+    assert plan_text(engine) == text
+
+
+def test_the_plan_exported_rebuilds_the_same_plan_in_an_empty_database(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import_plan(engine, EXAMPLE_PLAN)
+    with transaction(engine) as session:  # a plan changed since the file: a range, an owner, a threshold
+        kpi = session.exec(select(Kpi).where(Kpi.key == "new_approaches")).one()
+        kpi.owner_user_id, kpi.amber_pct = "U0NEW", Decimal("85.5")
+        session.add(
+            Target(kpi_id=kpi.id or 0, period="2027-01", min_value=Decimal(90), max_value=Decimal(110))
+        )
+    before = stored_plan(engine)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_text(engine), encoding="utf-8")
+    with transaction(engine) as session:  # an empty database (goal → KPI closes a cycle: cut it first)
+        for goal in session.exec(select(Goal)).all():
+            goal.kpi_id = None
+            session.add(goal)
+        session.flush()
+        for model in (FunnelStage, Target, Kpi, SuccessFactor, Goal, Department):
+            for row in session.exec(select(model)).all():
+                session.delete(row)
+            session.flush()
+
+    import_plan(engine, path)
+    assert stored_plan(engine) == before
