@@ -1,5 +1,6 @@
-"""HTTP serving: `POST /slack/events` (Bolt), `GET /healthz` and the push API (`/api/v1/…`,
-handlers/api), under gunicorn in production."""
+"""HTTP serving: `POST /slack/events` (Bolt), `GET /healthz`, the push API (`/api/v1/…`,
+handlers/api) and HubSpot's webhooks (`/hooks/hubspot/<source>`, handlers/hubspot), under
+gunicorn in production."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from handlers.api.endpoint import PushApi
 from handlers.client import make_web_client
 from handlers.deps import Deps
 from handlers.gate import verified
+from handlers.hubspot.receiver import PREFIX as HUBSPOT_PREFIX
+from handlers.hubspot.receiver import HubSpotReceiver
 from handlers.report.followup import after_reports
 from handlers.users import UserDirectory
 
@@ -53,6 +56,8 @@ def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) ->
     # Verified on the raw body before Bolt parses anything (handlers/gate.py).
     events = verified(bolt, app._signing_secret)  # noqa: SLF001 (the secret the app was built with)
     api = _push_api(app, engine, settings)
+    # Values HubSpot counts get the same follow-ups in Slack as pushed ones.
+    hooks = HubSpotReceiver(engine, locale=api.default_locale, after_commit=api.after_commit)
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or ""
@@ -62,6 +67,8 @@ def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) ->
             return events(environ, start_response)
         if path.startswith(API_PREFIX):
             return api(environ, start_response)
+        if path.startswith(HUBSPOT_PREFIX):
+            return hooks(environ, start_response)
         return bolt(environ, start_response)
 
     return wsgi

@@ -132,14 +132,7 @@ class PushApi:
         except Exception:
             log.exception("push API: unexpected failure on %s", environ.get("PATH_INFO"))
             answer = Refusal(500, "internal_error", locale).answer
-        payload = json.dumps(answer.body, ensure_ascii=False).encode()
-        headers = [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-            *answer.headers,
-        ]
-        start_response(f"{answer.status} {_STATUS_TEXT.get(answer.status, '')}".strip(), headers)
-        return [payload]
+        return write_answer(answer, start_response)
 
     def _route(self, environ: dict[str, Any], locale: str) -> Answer:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
@@ -232,6 +225,18 @@ class PushApi:
             except Exception:  # the values are stored whatever Slack does
                 log.exception("push API: follow-ups failed to start")
         return answer
+
+
+def write_answer(answer: Answer, start_response: Any) -> list[bytes]:
+    """An answer as JSON over WSGI (the push API's and the HubSpot receiver's)."""
+    payload = json.dumps(answer.body, ensure_ascii=False).encode()
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Content-Length", str(len(payload))),
+        *answer.headers,
+    ]
+    start_response(f"{answer.status} {_STATUS_TEXT.get(answer.status, '')}".strip(), headers)
+    return [payload]
 
 
 def _content_type(raw: str) -> tuple[str, str | None]:
