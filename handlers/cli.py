@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import prepare_demo
     from bot.digests.flows import build
     from bot.outbox import Message
-    from handlers.demo import alert_loop
+    from handlers.demo import alert_loop, home_tab
     from handlers.digests import messages as digest_messages
     from handlers.digests.messages import as_text
     from handlers.preview import write_preview
@@ -216,7 +216,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             print()
             print(f"#{channel}")
             print(as_text([Message(m.text, m.blocks) for m in (root, *replies)]))
-    preview = write_preview(Path(args.preview), digests, threads, args.locale)
+    home = home_tab(engine, settings, slack, locale=args.locale)
+    shown = None if home is None else (home[0], home[1].to_dict())
+    preview = write_preview(Path(args.preview), digests, threads, args.locale, home=shown)
     print()
     print(render.message("cli.demo_preview", args.locale, path=preview.resolve()))
     return 0

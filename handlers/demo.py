@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
+from slack_sdk.models.views import View
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -22,6 +24,7 @@ from bot.reports.service import save
 from handlers.alerts.interactive import scan_and_post, sync_alerts
 from handlers.countermeasures.interactive import announce
 from handlers.deps import Deps
+from handlers.home.interactive import HomeRefresher
 from handlers.preview_client import PreviewClient
 from handlers.report.followup import after_reports
 from handlers.users import UserDirectory
@@ -80,6 +83,20 @@ def _last_months_review(
             )
             logged = countermeasures.log(session, draft, logged_by=head, source="demo")
         announce(deps, client, logged, draft.kpi, draft.department)
+
+
+def home_tab(
+    engine: Engine, settings: Settings, client: PreviewClient, *, locale: str
+) -> tuple[str, View] | None:
+    """The story department head's App Home after the demo (handlers/home), for the preview."""
+    with transaction(engine) as session:
+        kpi = session.exec(select(Kpi).where(Kpi.key == STORY_KPI)).first()
+        department = session.get(Department, kpi.department_id) if kpi else None
+    if department is None or not department.head_user_id:
+        return None
+    deps = Deps(settings=settings, engine=engine, users=UserDirectory(client))
+    refresher = HomeRefresher(deps, client, ThreadPoolExecutor(max_workers=1))
+    return department.head_user_id, refresher.view_for(department.head_user_id, locale)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from handlers.preview_client import PreviewMessage
 PreviewThreads = dict[str, list[tuple[PreviewMessage, list[PreviewMessage]]]]
 
 _MRKDWN = [
+    (re.compile(r"&lt;(https?://[^|\s]+)\|([^&]+)&gt;"), r'<a href="\1">\2</a>'),
     (re.compile(r"&lt;@(\w+)&gt;"), r'<span class="mention">@\1</span>'),
     (re.compile(r"&lt;#(\w+)&gt;"), r'<span class="mention">#\1</span>'),
     (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
@@ -44,7 +45,11 @@ def block_to_html(block: dict[str, Any]) -> str:
         texts = [mrkdwn_to_html(element.get("text", "")) for element in block.get("elements", [])]
         return f'<div class="context">{" ".join(texts)}</div>'
     if kind == "section":
-        return f"<p>{mrkdwn_to_html(block['text']['text'])}</p>"
+        accessory = block.get("accessory") or {}
+        button = ""
+        if accessory.get("type") == "button":
+            button = f"<button>{html.escape(accessory.get('text', {}).get('text', ''))}</button>"
+        return f"<p>{button}{mrkdwn_to_html(block['text']['text'])}</p>"
     if kind == "actions":
         labels = [
             html.escape(element.get("text", {}).get("text", "")) for element in block.get("elements", [])
@@ -53,8 +58,15 @@ def block_to_html(block: dict[str, Any]) -> str:
     return f"<pre>{html.escape(str(block))}</pre>"
 
 
-def write_preview(path: Path, digests: list[Built], threads: PreviewThreads, locale: str) -> Path:
-    """The digests (with charts), then every other thread the demo posted, channel by channel."""
+def write_preview(
+    path: Path,
+    digests: list[Built],
+    threads: PreviewThreads,
+    locale: str,
+    home: tuple[str, dict[str, Any]] | None = None,
+) -> Path:
+    """A person's App Home tab (`home`: user id and view), the digests (with charts), then every
+    other thread the demo posted, channel by channel."""
     channels = []
     for built in digests:
         messages = [
@@ -76,7 +88,14 @@ def write_preview(path: Path, digests: list[Built], threads: PreviewThreads, loc
             messages.append(_message(root.text, root.blocks, thread=False))
             messages += [_message(reply.text, reply.blocks, thread=True) for reply in replies]
         channels.append({"channel": channel, "title": "", "messages": messages, "chart": None})
-    path.write_text(render.template("preview.html", locale, channels=channels), encoding="utf-8")
+    shown_home = None
+    if home is not None:
+        shown_home = {
+            "user": home[0],
+            "blocks": [block_to_html(block) for block in home[1].get("blocks", [])],
+        }
+    page = render.template("preview.html", locale, channels=channels, home=shown_home)
+    path.write_text(page, encoding="utf-8")
     return path
 
 

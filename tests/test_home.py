@@ -277,3 +277,20 @@ def test_an_acknowledged_alert_refreshes_the_heads_tab(slack: SlackHarness) -> N
     slack.settle()
     published = {call.args["user_id"] for call in slack.fake.calls("views.publish")}
     assert {SALES_HEAD, SALES1, DIVISION_HEAD} <= published
+
+
+def test_the_demo_preview_shows_a_home_tab(tmp_path: Any, monkeypatch: Any) -> None:
+    from bot.clock import set_clock
+    from handlers.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "KPIBOT_LOCALE", "KPIBOT_TIMEZONE", "SLACK_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    set_clock(lambda: dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC))
+    assert main(["--locale", "en", "demo"]) == 0
+    page = (tmp_path / "kpibot-demo.html").read_text(encoding="utf-8")
+    home = page[page.index('class="channel home"') :]
+    home = home[: home.index('<div class="channel">')]
+    assert "App Home of" in home and "My reports" in home and "My departments" in home
+    assert "<button>Report</button>" in home
+    assert '<a href="https://' in home  # an open alert, linked to its thread

@@ -23,6 +23,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.models.views import View
 
 from bot import render
 from bot.countermeasures import flows
@@ -74,14 +75,17 @@ class HomeRefresher:
             self._pending.discard(user)
         self.publish(user)
 
+    def view_for(self, user: str, locale: str | None = None) -> View:
+        """The user's tab as it stands now, in their language (or `locale`)."""
+        with unit_of_work(self._deps.engine) as session:
+            home = build_home(session, user, self._deps.admin_check(user))
+        locale = locale or self._deps.locale_for(user)
+        return messages.home_view(home, locale, self._permalinks(messages.alert_threads(home)))
+
     def publish(self, user: str) -> bool:
         """Build and publish one user's tab; never raises (a failure is logged)."""
         try:
-            with unit_of_work(self._deps.engine) as session:
-                home = build_home(session, user, self._deps.admin_check(user))
-            locale = self._deps.locale_for(user)
-            view = messages.home_view(home, locale, self._permalinks(messages.alert_threads(home)))
-            self._client.views_publish(user_id=user, view=view)
+            self._client.views_publish(user_id=user, view=self.view_for(user))
             return True
         except SlackApiError as error:
             log.error("views.publish for %s failed: %s", user, error.response.get("error"))
