@@ -29,7 +29,6 @@ from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
 from handlers.hubspot import commands as hubspot_commands
-from handlers.hubspot import commands as hubspot_commands
 
 if TYPE_CHECKING:  # slack_sdk is imported only by the commands that talk to Slack
     from slack_sdk import WebClient
@@ -497,7 +496,6 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
     alerts.set_defaults(handler=cmd_alerts)
 
     source_commands.register(commands, locale_option, _database)
-    hubspot_commands.register(commands, locale_option, _database)
     hubspot_commands.register(commands, locale_option, _database)
     return parser
 
