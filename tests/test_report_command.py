@@ -43,28 +43,14 @@ def test_correction_supersedes_and_says_what_changed(slack: SlackHarness) -> Non
         assert history[0].superseded_by_id == history[1].id
 
 
+# Every way of typing a value and a period: tests/unit/test_report_text.py. Over HTTP, one of each
+# kind: a unit word and a relative period, a Japanese name and a percent, an ISO week.
 @pytest.mark.parametrize(
     ("text", "user", "key", "period", "value"),
     [
-        ("report mqls 1,200", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
-        ("report mqls １，２００", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
-        ("report mqls 1.2k", "U0MKT1", "mqls", "2026-11", Decimal(1200)),
         ("report mqls 1.2万 先月", "U0MKT1", "mqls", "2026-10", Decimal(12000)),
-        ("report MQL数 180 last month", "U0MKT1", "mqls", "2026-10", Decimal(180)),
-        ("report close_rate 15.5 % 2026-10", OWNER, "close_rate", "2026-10", Decimal("15.5")),
         ("report 成約率 18%", OWNER, "close_rate", "2026-11", Decimal(18)),
-        ("report New approaches 70", OWNER, "new_approaches", "2026-11", Decimal(70)),
-        (
-            "report average_deal_size ¥3,000万",
-            "U0SALES2",
-            "average_deal_size",
-            "2026-11",
-            Decimal(30_000_000),
-        ),
         ("report pipeline_deals 38 2026-W48", "U0SALES2", "pipeline_deals", "2026-W48", Decimal(38)),
-        ("report pipeline_deals 41 先週", "U0SALES2", "pipeline_deals", "2026-W48", Decimal(41)),
-        ("report pipeline_deals 41 this week", "U0SALES2", "pipeline_deals", "2026-W49", Decimal(41)),
-        ("report website_visits 4800 last week", "U0MKT2", "website_visits", "2026-W48", Decimal(4800)),
     ],
 )
 def test_values_and_periods_as_people_type_them(
@@ -90,25 +76,16 @@ def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
     assert "at risk" in answer.args["text"]
 
 
+# Why each value, period or note is refused: tests/unit/test_report_text.py. Over HTTP, one case
+# per answer: a near miss, a value, a period, who may report, a derived KPI, the form, the usage.
 @pytest.mark.parametrize(
     ("text", "user", "expected"),
     [
         ("report new_aproaches 85", OWNER, ["new_approaches", "もしかして"]),
-        ("report nothing_like_it 85", OWNER, ["nothing_like_it", "/kpi list"]),
         ("report new_approaches eighty", OWNER, ["新規アプローチ数 の値「eighty」は数値として読めません"]),
-        ("report new_approaches 1,20", OWNER, ["1,20", "カンマ"]),
-        ("report new_approaches -5", OWNER, ["-5", "マイナス"]),
-        ("report new_approaches 8.5", OWNER, ["8.5", "整数"]),
-        ("report close_rate 150%", OWNER, ["150%", "100 %"]),
-        ("report new_approaches 15%", OWNER, ["15%", "単位"]),
-        ("report average_deal_size $12k", "U0SALES2", ["$12k", "単位"]),
         ("report new_approaches 85 2027-01", OWNER, ["2027-01", "まだ始まっていない"]),
-        ("report new_approaches 85 2026-13", OWNER, ["2026-13", "という月はありません"]),
-        ("report new_approaches 85 2026-W48", OWNER, ["2026-W48", "月次"]),
-        ("report pipeline_deals 40 先月", "U0SALES2", ["先月", "週次"]),
         ("report mqls 200", OWNER, ["MQL 数", "U0MKT1", "U0MKTHEAD"]),
         ("report sql_conversion 30", "U0MKT1", ["sqls / mqls * 100"]),
-        ("report new_approaches 85 " + "x" * 2001, OWNER, ["2000"]),
         ("report", "U0NOBODY", []),  # handled by the modal; just must not store anything
         ("report new_approaches", OWNER, ["KPI と値を指定してください"]),
     ],
@@ -133,6 +110,8 @@ EXAMPLES_JA = "`1200`、`1,200`、`１,２００`、`1.2万`、`15%`、`¥3,000�
 EXAMPLES_EN = "Write it like `1200`, `1,200`, `１,２００`, `1.2万`, `1.2k`, `15%` or `¥3,000万`."
 
 
+# Every value and period a known KPI cannot take, in both languages: tests/unit/test_report_text.py.
+# Over HTTP: the KPI named by key or by name, with the value mistyped or left out.
 @pytest.mark.parametrize(
     ("text", "locale", "expected"),
     [
@@ -152,46 +131,10 @@ EXAMPLES_EN = "Write it like `1200`, `1,200`, `１,２００`, `1.2万`, `1.2k`,
             f"MQL 数 の値「abc」は数値として読めません。{EXAMPLES_JA}例: `/kpi report mqls 1200`",
         ),
         (
-            "report mqls 1.2.3",
-            "ja-JP",
-            f"MQL 数 の値「1.2.3」は数値として読めません。{EXAMPLES_JA}例: `/kpi report mqls 1200`",
-        ),
-        (
-            "report mqls --5",
-            "en-US",
-            f"“--5” is not a number I can read for MQLs. {EXAMPLES_EN} For example: `/kpi report mqls 1200`",
-        ),
-        (
             "report mqls 先月",
             "ja-JP",
             "MQL 数 の値がありません。"
             "`/kpi report mqls 1200 先月` のように、KPI の次に値を入力してください。",
-        ),
-        (
-            "report mqls 100,000,000,000,000",
-            "ja-JP",
-            "「100,000,000,000,000」は大きすぎて MQL 数 の値として保存できません。"
-            "絶対値が 100兆 未満の値を入力してください。",
-        ),
-        (
-            "report mqls 1e30",
-            "en-US",
-            f"“1e30” is not a number I can read for MQLs. {EXAMPLES_EN} For example: `/kpi report mqls 1200`",
-        ),
-        (
-            "report mqls 1" + "0" * 30,
-            "en-US",
-            f"“1{'0' * 30}” is too large to store for MQLs. Keep it under 100,000,000,000,000.",
-        ),
-        (
-            "report mqls 120 2026-13",
-            "ja-JP",
-            "「2026-13」という月はありません。`2026-11` のように入力してください。",
-        ),
-        (
-            "report mqls 120 2026-13",
-            "en-US",
-            "“2026-13” has no such month. Write it like `2026-11`.",
         ),
     ],
 )
@@ -205,15 +148,6 @@ def test_a_known_kpi_with_a_value_or_period_it_cannot_take(
     with slack.session() as session:
         assert session.exec(select(Actual)).all() == []
         assert session.exec(select(AuditEvent).where(AuditEvent.action.startswith("actual."))).all() == []
-
-
-def test_the_example_command_fits_the_kpis_unit(slack: SlackHarness) -> None:
-    answer = slack.command("report close_rate high", user_id=OWNER)
-    assert answer.args["text"].endswith("例: `/kpi report close_rate 15%`")
-    answer = slack.command("report average_deal_size lots", user_id="U0SALES2")
-    assert answer.args["text"].endswith("例: `/kpi report average_deal_size ¥3,000万`")
-    with slack.session() as session:
-        assert session.exec(select(Actual)).all() == []
 
 
 def test_a_known_kpi_still_checks_who_may_report_before_the_value(slack: SlackHarness) -> None:
