@@ -17,6 +17,7 @@ from handlers.deps import Deps
 
 # Imported for their @subcommand registrations.
 from handlers.digests import interactive as _digests  # noqa: F401
+from handlers.history import interactive as _history  # noqa: F401
 from handlers.home import interactive as home
 from handlers.plan import interactive as plan
 from handlers.report import interactive as report

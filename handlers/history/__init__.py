@@ -1,0 +1,1 @@
+"""`/kpi history <kpi> [period]`: where each value of a KPI came from."""
