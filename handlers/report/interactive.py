@@ -9,7 +9,6 @@ confirmation in the channel the command ran in.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +127,7 @@ class Submission:
     periods: dict[int, str]  # KPI id → period key shown
     note: str | None
     first_block: str  # where an error about the whole form is shown
+    foreign: bool = False  # its private_metadata is not what kpibot wrote
 
 
 def read_submission(body: dict[str, Any]) -> Submission:
@@ -139,21 +139,19 @@ def read_submission(body: dict[str, Any]) -> Submission:
         if block_id.startswith(KPI_BLOCK_PREFIX)
     }
     note = (state.get(NOTE_BLOCK, {}).get(NOTE_ACTION) or {}).get("value")
-    try:
-        metadata = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        metadata = {}
-    periods = {int(kpi_id): key for key, ids in metadata.get("periods", {}).items() for kpi_id in ids}
+    metadata = messages.read_metadata(view.get("private_metadata"))
+    channel_id, periods = metadata or ("", {})
     input_blocks = [block["block_id"] for block in view.get("blocks", []) if block.get("type") == "input"]
     first_block = next(iter(input_blocks or list(state) or [NOTE_BLOCK]))
     return Submission(
         view_id=view["id"],
         user_id=body["user"]["id"],
-        channel_id=metadata.get("channel") or "",
+        channel_id=channel_id,
         values=values,
         periods=periods,
         note=note,
         first_block=first_block,
+        foreign=metadata is None,
     )
 
 
@@ -170,10 +168,7 @@ def register(app: App, deps: Deps) -> None:
         period = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get(
             "value"
         ) or messages.CURRENT
-        try:
-            channel_id = json.loads(view.get("private_metadata") or "{}").get("channel") or ""
-        except ValueError:
-            channel_id = ""
+        channel_id, _ = messages.read_metadata(view.get("private_metadata")) or ("", {})
         locale = deps.locale_for(user_id)
         answer_in(context, channel=channel_id or None, locale=locale, slack_error="modal.open_failed")
         new = form_view(deps, user_id, channel_id, locale, period)
@@ -214,6 +209,11 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
     if department is None and checked:
         department = checked[0].department
     locale = deps.locale_for(form.user_id, department)
+    # Not the form kpibot opened (a forged or mangled private_metadata): which periods were shown
+    # is unknown, so nothing is saved.
+    if form.foreign or any(item.kpi.id not in form.periods for item in checked):
+        _refuse(ack, {form.first_block: render.message("modal.foreign", locale)})
+        return
     if errors:
         _refuse(ack, {block: messages.error_text(problem, locale) for block, problem in errors.items()})
         return

@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import render
+from bot.periods import PeriodError, parse_key
 from bot.reports.periods_open import PeriodChoice
 from bot.reports.service import (
     NOTE_MAX_LENGTH,
@@ -145,6 +146,35 @@ def _metadata(channel_id: str, shown: Sequence[ReportableKpi]) -> str:
         assert item.kpi.id is not None
         periods.setdefault(item.period.key, []).append(item.kpi.id)
     return json.dumps({"channel": channel_id, "periods": periods}, separators=(",", ":"))
+
+
+METADATA_MAX = 3000  # Slack's limit on private_metadata
+
+
+def read_metadata(raw: str | None) -> tuple[str, dict[int, str]] | None:
+    """What `_metadata` wrote: (the channel, KPI id → period key shown); None for anything else
+    (empty, not JSON, another shape, a period that is none, longer than Slack allows)."""
+    if not raw or len(raw) > METADATA_MAX:
+        return None
+    try:
+        metadata = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(metadata, dict) or set(metadata) != {"channel", "periods"}:
+        return None
+    channel, periods = metadata["channel"], metadata["periods"]
+    if not isinstance(channel, str) or not isinstance(periods, dict):
+        return None
+    shown: dict[int, str] = {}
+    for key, ids in periods.items():
+        try:
+            parse_key(key)
+        except PeriodError:
+            return None
+        if not isinstance(ids, list) or not all(type(kpi_id) is int for kpi_id in ids):
+            return None
+        shown.update(dict.fromkeys(ids, key))
+    return channel, shown
 
 
 def error_text(error: ReportError, locale: str) -> str:
