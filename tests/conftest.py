@@ -20,10 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlmodel import Session, SQLModel
 
+import bot.clock
 import bot.models  # noqa: F401  (registers the tables)
 from bot.clock import set_clock
 from bot.database import make_engine, migrate
-from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
+from tests.fakeslack.harness import NOW, SlackHarness, start_harness, stop_harness
+from tests.plans import EXAMPLE_PLAN, import_plan_into_empty
 
 POSTGRES_ENV = "KPIBOT_TEST_POSTGRES_URL"
 _postgres_tests_run = 0
@@ -40,7 +42,7 @@ def _postgres_url() -> URL | None:
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
-    """A migrated, empty database for this test session: a SQLite file or a fresh PostgreSQL schema."""
+    """A migrated, empty database for this test session: a SQLite file or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("sqlite") / "kpibot.db"
         url = sa.make_url(f"sqlite:///{path}")
@@ -52,29 +54,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
     base = _postgres_url()
     assert base is not None
-    schema = f"kpibot_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base)
+    # A database of this session's own, not only a schema: PostgreSQL's advisory locks (the
+    # report writers' and the scheduler's) are per database, so sessions sharing one would wait
+    # on, or deadlock with, each other's locks (xdist workers, other runs on the same server).
+    name = f"kpibot_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
         pytest.fail(f"PostgreSQL at {base.render_as_string(hide_password=True)} is unreachable: {exc.orig}")
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    # The app's tables in a schema (tests/plans.py keeps copies of imported plans beside it).
+    url = base.set(database=name).update_query_dict({"options": f"-csearch_path={name}"})
     engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))
     migrate(engine)
     engine.dispose()
     try:
         yield url
     finally:
-        with admin.begin() as connection:
-            # With it go the copies of imported plans kept beside it (tests/plans.py).
-            copies = connection.execute(
-                sa.text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :prefix)"),
-                {"prefix": f"{schema}_plan"},
-            ).scalars()
-            for name in [schema, *copies]:
-                connection.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -199,3 +201,18 @@ def slack(engine: Engine) -> Iterator[SlackHarness]:
         yield harness
     finally:
         stop_harness(harness)
+
+
+@pytest.fixture
+def example_plan(engine: Engine) -> Engine:
+    """`engine` with the example plan imported, as `import_plan` into the empty database would
+    leave it, its rows stamped at the harness's NOW (Monday 2026-11-30 10:00 JST) whatever the
+    clock says, so that after a worker's first import it is written back from a snapshot
+    (tests/plans.py). The clock is left as it was."""
+    clock = bot.clock._now
+    set_clock(lambda: NOW.astimezone(dt.UTC))
+    try:
+        import_plan_into_empty(engine, EXAMPLE_PLAN)
+    finally:
+        set_clock(clock)
+    return engine

@@ -52,7 +52,7 @@ from handlers.digests import messages as slack_messages
 from handlers.digests.messages import as_text, digest_messages, division_messages
 from handlers.poster import SlackPoster
 from tests.fakeslack import FakeSlack
-from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
+from tests.plans import count_kpi
 
 DAY = dt.date(2026, 11, 30)
 M = 1_000_000
@@ -166,11 +166,10 @@ def assert_block_kit_limits(messages: list[Message]) -> None:
 
 
 @pytest.fixture
-def plan(engine: Engine) -> Iterator[Engine]:
+def plan(example_plan: Engine) -> Iterator[Engine]:
     """The example plan with the actuals above."""
-    import_plan(engine, EXAMPLE_PLAN)
-    record(engine, ACTUALS)
-    yield engine
+    record(example_plan, ACTUALS)
+    yield example_plan
 
 
 # -- sparkline and trend --------------------------------------------------------------------------------
@@ -527,9 +526,8 @@ def test_a_kpi_without_target_says_no_target_never_zero_percent(plan: Engine) ->
     ]
 
 
-def test_a_department_with_no_actuals_lists_every_owner_as_not_reported(engine: Engine) -> None:
-    import_plan(engine, EXAMPLE_PLAN)  # nothing recorded anywhere
-    digest = digest_of(engine, "customer_success")
+def test_a_department_with_no_actuals_lists_every_owner_as_not_reported(example_plan: Engine) -> None:
+    digest = digest_of(example_plan, "customer_success")  # nothing recorded anywhere
     assert digest.goal is not None and digest.goal.actual is None
 
     en = digest_messages(digest, "en")

@@ -47,7 +47,7 @@ from handlers.client import make_web_client
 from handlers.digests import interactive as digests_surface
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
-from tests.plans import EXAMPLE_PLAN, count_kpi, import_plan
+from tests.plans import count_kpi
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -186,9 +186,8 @@ def fake() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def plan(engine: Engine) -> Engine:
-    import_plan(engine, EXAMPLE_PLAN)
-    return engine
+def plan(example_plan: Engine) -> Engine:
+    return example_plan
 
 
 @pytest.fixture
