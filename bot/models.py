@@ -228,6 +228,8 @@ class Kpi(SQLModel, table=True):
     position: int = Field(default=0)
     # Finished periods in a row below amber that make a streak alert (bot/alerts/rules.py).
     streak: int = Field(default=3, sa_column_kwargs={"server_default": "3"})
+    # Retired from the plan (bot/plan/edit.py): no longer reported, scored or alerted on; its history stays.
+    retired_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     # Countermeasures agreed in advance for when it is amber or red: [{text, owner, due_days}].
     playbooks: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa.text("'[]'"))

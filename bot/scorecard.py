@@ -50,7 +50,10 @@ def current_period(cadence: Cadence, today: dt.date) -> Period:
 def department_kpis(session: Session, department_id: int) -> list[Kpi]:
     return list(
         session.exec(
-            select(Kpi).where(Kpi.department_id == department_id).order_by(col(Kpi.position), col(Kpi.id))
+            # A retired KPI (bot/plan/edit.py) keeps its history but is no longer scored.
+            select(Kpi)
+            .where(Kpi.department_id == department_id, col(Kpi.retired_at).is_(None))
+            .order_by(col(Kpi.position), col(Kpi.id))
         ).all()
     )
 

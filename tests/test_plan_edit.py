@@ -5,6 +5,7 @@ at once, and a department's channel and head."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlmodel import col, select
 
 from bot.alerts import service as alerts
 from bot.models import EVERY_PERIOD, Alert, AlertStatus, AuditEvent, Department, Kpi, Target
+from bot.scorecard import build_scorecard
 from tests.fakeslack.harness import SlackHarness
 
 SALES1 = "U0SALES1"  # owns new_approaches (count, monthly, higher is better)
@@ -223,3 +225,32 @@ def test_alert_view_of_the_unchanged_plan_is_untouched(slack: SlackHarness) -> N
         views = alerts.load(session, col(Alert.period) == "2026-10")
         assert [view.alert.status for view in views if view.kpi.key == "new_approaches"] == [AlertStatus.OPEN]
     assert targets(slack, "new_approaches") == PLANNED
+
+
+# -- retiring a KPI -------------------------------------------------------------------------------
+
+
+def test_a_retired_kpi_keeps_its_history_and_refuses_reports(slack: SlackHarness) -> None:
+    slack.command("report new_approaches 50 2026-10", user_id=SALES1)  # red: an open alert
+    slack.settle()
+    answer = slack.command("retire new_approaches", user_id=SALES_HEAD).args["text"]
+    assert "廃止しました" in answer and "履歴は残ります" in answer and "1 件" in answer
+    slack.settle()
+
+    refused = slack.command("report new_approaches 90", user_id=SALES1).args["text"]
+    assert "廃止" in refused and "何も保存していません" in refused
+    assert slack.live_values("new_approaches") == {"2026-10": Decimal(50)}  # history kept
+    with slack.session() as session:
+        sales = session.exec(select(Department).where(Department.key == "sales")).one()
+        card = build_scorecard(session, sales, dt.date(2026, 11, 30))
+        assert "new_approaches" not in [row.kpi.key for row in card.rows]
+        alert = session.exec(select(Alert).join(Kpi).where(Kpi.key == "new_approaches")).one()
+        assert alert.status is AlertStatus.RESOLVED
+    assert [event.action for event in audit(slack)] == ["kpi.retire"]
+
+
+def test_a_kpi_in_another_kpis_formula_is_not_retired(slack: SlackHarness) -> None:
+    slack.fake.set_user(ADMIN, is_admin=True)
+    answer = slack.command("retire sqls", user_id=ADMIN).args["text"]
+    assert "sql_conversion" in answer and "何も変更していません" in answer
+    assert audit(slack) == []

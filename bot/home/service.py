@@ -81,7 +81,11 @@ def _day_in(department: Department) -> dt.date:
 def report_lines(session: Session, user_id: str) -> list[ReportLine]:
     """The KPIs the user owns or heads (admins report through the form, not a list of everything):
     the period in progress of each, and the finished open periods still unreported, oldest first."""
-    rows = [(kpi, dept) for kpi, dept in all_kpis(session, reported_by=user_id) if not kpi.formula]
+    rows = [
+        (kpi, dept)
+        for kpi, dept in all_kpis(session, reported_by=user_id)
+        if not kpi.formula and kpi.retired_at is None
+    ]
     days = {kpi.id: _day_in(department) for kpi, department in rows}
     missing = unreported(session, [(kpi, days[kpi.id]) for kpi, _ in rows])
     wanted: list[tuple[Kpi, Department, Period, bool]] = []

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
 from bot.clock import today, utcnow
-from bot.models import EVERY_PERIOD, Actual, AuditEvent, Department, Kpi, Target, Unit
+from bot.models import EVERY_PERIOD, Actual, Alert, AlertStatus, AuditEvent, Department, Kpi, Target, Unit
 from bot.numbers import NumberFormatError, parse_amount
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.reports.service import ReportError, all_kpis, find_kpi, kpi_by_key
@@ -390,6 +390,48 @@ def last_editor(session: Session, kpi_key: str) -> str | None:
         .where(AuditEvent.entity == "kpi", AuditEvent.entity_id == kpi_key)
         .order_by(col(AuditEvent.id).desc())
     ).first()
+
+
+# -- retiring a KPI --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retired:
+    kpi: Kpi
+    department: Department
+    resolved: int  # open alerts closed with it
+
+
+def retire_kpi(session: Session, *, text: str, user_id: str, is_admin: Callable[[], bool]) -> Retired:
+    """Retire a KPI: no more reports, scores or alerts; its actuals, targets and countermeasures
+    stay. Its open alerts are resolved (their messages follow at the edge). Audited."""
+    if not text.strip():
+        raise PlanEditError("retire_usage")
+    kpi, department = find_edit_kpi(session, text.strip().split()[0])
+    _check_allowed(department, user_id, is_admin)
+    if kpi.retired_at is not None:
+        raise PlanEditError("already_retired", kpi=kpi, day=kpi.retired_at.date())
+    dependants = [
+        other.key
+        for other, _ in all_kpis(session)
+        if other.formula
+        and other.retired_at is None
+        and kpi.key in re.findall(r"[a-z_][a-z0-9_]*", other.formula)
+    ]
+    if dependants:
+        raise PlanEditError("retire_used_in_formula", kpi=kpi, dependants=dependants)
+    now = utcnow()
+    kpi.retired_at = kpi.updated_at = now
+    session.add(kpi)
+    open_alerts = session.exec(
+        select(Alert).where(Alert.kpi_id == kpi.id, col(Alert.status) != AlertStatus.RESOLVED)
+    ).all()
+    for alert in open_alerts:
+        alert.status, alert.resolved_at, alert.updated_at = AlertStatus.RESOLVED, now, now
+        session.add(alert)
+    _audit(session, user_id, "kpi.retire", "kpi", kpi.key, resolved_alerts=len(open_alerts))
+    session.flush()
+    return Retired(kpi, department, len(open_alerts))
 
 
 # -- a department's channel and head (admins) -----------------------------------------------------

@@ -40,9 +40,18 @@ def plan_document(session: Session) -> dict[str, Any]:
     departments = list(session.exec(select(Department).order_by(col(Department.id))).all())
     goals = list(session.exec(select(Goal).order_by(col(Goal.id))).all())
     factors = list(session.exec(select(SuccessFactor).order_by(col(SuccessFactor.id))).all())
-    kpis = list(session.exec(select(Kpi).order_by(col(Kpi.position), col(Kpi.id))).all())
+    # Retired KPIs (bot/plan/edit.py) are no longer part of the plan; their history stays stored.
+    kpis = list(
+        session.exec(
+            select(Kpi).where(col(Kpi.retired_at).is_(None)).order_by(col(Kpi.position), col(Kpi.id))
+        ).all()
+    )
     targets = list(session.exec(select(Target).order_by(col(Target.kpi_id), col(Target.period))).all())
-    stages = list(session.exec(select(FunnelStage).order_by(col(FunnelStage.position))).all())
+    stages = [
+        stage
+        for stage in session.exec(select(FunnelStage).order_by(col(FunnelStage.position))).all()
+        if stage.kpi_id in {kpi.id for kpi in kpis}
+    ]
     department_keys = {d.id: d.key for d in departments}
     goal_keys = {g.id: g.key for g in goals}
     factor_keys = {f.id: f.key for f in factors}
@@ -71,6 +80,7 @@ def plan_document(session: Session) -> dict[str, Any]:
     document["departments"] = [_department(d) for d in departments]
     defaults = {row.kpi_id: row for row in targets if row.period == EVERY_PERIOD}
     document["kpis"] = [_kpi(kpi, department_keys, factor_keys, defaults.get(kpi.id)) for kpi in kpis]
+    targets = [row for row in targets if row.kpi_id in kpi_keys]
     document["targets"] = [
         {"kpi": kpi_keys[row.kpi_id], "period": row.period, "target": _target(row)}
         for row in targets

@@ -69,7 +69,11 @@ def reportable_in(
     """The KPIs `user_id` may report for `period` (those of its cadence, derived ones left out),
     with the live value and target of that period."""
     rows = all_kpis(session) if is_admin() else all_kpis(session, reported_by=user_id)
-    rows = [(kpi, dept) for kpi, dept in rows if kpi.cadence is period.cadence and not kpi.formula]
+    rows = [
+        (kpi, dept)
+        for kpi, dept in rows
+        if kpi.cadence is period.cadence and not kpi.formula and kpi.retired_at is None
+    ]
     ids = [kpi.id for kpi, _ in rows if kpi.id is not None]
     values = live_values(session, ids, {period.key})
     targets = targets_for(session, ids, {period.key})

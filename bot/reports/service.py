@@ -238,6 +238,8 @@ def report(
 
 
 def _check_reportable(kpi: Kpi, department: Department, user_id: str, is_admin: Callable[[], bool]) -> None:
+    if kpi.retired_at is not None:
+        raise ReportError("retired", kpi=kpi, day=kpi.retired_at.date())
     if kpi.formula:
         raise ReportError("derived_kpi", kpi=kpi, formula=kpi.formula)
     if not can_report(kpi, department, user_id, is_admin):
@@ -348,6 +350,7 @@ def reportable_kpis(session: Session, *, user_id: str, is_admin: Callable[[], bo
     # An admin may report everything; anyone else only what they own or head, found by SQL
     # rather than by reading a whole division's KPIs.
     rows = all_kpis(session) if is_admin() else all_kpis(session, reported_by=user_id)
+    rows = [(kpi, department) for kpi, department in rows if kpi.retired_at is None]
     periods: dict[int, Period] = {}
     for kpi, department in rows:
         assert kpi.id is not None

@@ -82,6 +82,25 @@ def edit_command(request: CommandRequest) -> None:
     )
 
 
+@subcommand("retire", "廃止")
+def retire_command(request: CommandRequest) -> None:
+    with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
+        try:
+            retired = edit.retire_kpi(
+                session,
+                text=request.text,
+                user_id=request.user_id,
+                is_admin=request.deps.admin_check(request.user_id),
+            )
+        except PlanEditError as error:
+            answer = messages.error_text(error, request.locale())
+            session.rollback()
+            request.reply(answer)
+            return
+    request.reply(render.message("plan_edit.retired", request.locale(retired.department), retired=retired))
+    _after_change(request.deps, request.client, retired.kpi.id, request.user_id)
+
+
 @subcommand("department", "部門")
 def department_command(request: CommandRequest) -> None:
     locale = request.locale()
