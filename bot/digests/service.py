@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
 from bot.alerts.rules import below_streak, streak_length
 from bot.digests.charts import ChartSeries
+from bot.digests.provenance import Mark, marks
 from bot.funnel.service import Funnel, build_funnel
 from bot.models import (
     Countermeasure,
@@ -89,6 +90,8 @@ class Digest:
     goal: GoalProgress | None
     countermeasures: list[OpenCountermeasure]
     missing: list[MissingReports]
+    # By KPI id: a value from a system, or corrected since the last digest (bot/digests/provenance.py).
+    marks: dict[int, Mark] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[ScoreRow]:
@@ -228,7 +231,11 @@ def _digest_from(session: Session, card: Scorecard, day: dt.date, goal: GoalProg
             missing_by_owner[row.kpi.owner_user_id].append(row.kpi)
     missing = [MissingReports(owner, kpis) for owner, kpis in missing_by_owner.items()]
 
-    return Digest(department, day, results, processes, progress, goal, countermeasures, missing)
+    assert department.id is not None
+    return Digest(
+        department, day, results, processes, progress, goal, countermeasures, missing,
+        marks(session, department.id, rows),
+    )  # fmt: skip
 
 
 def chart_series(digest: Digest, locale: str) -> list[ChartSeries]:

@@ -11,6 +11,7 @@ from typing import Any
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
 
 from bot import render
+from bot.digests.provenance import Mark
 from bot.digests.service import Digest, DivisionSummary, on_streak, sparkline, trend
 from bot.models import CountermeasureStatus
 from bot.outbox import Message
@@ -38,7 +39,8 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
     for kind, rows in (("result", digest.results), ("process", digest.processes)):
         if rows:
             blocks.append(DividerBlock())
-            blocks += _titled(kind, [_row_line(row, locale) for row in rows], locale)
+            lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in rows]
+            blocks += _titled(kind, lines, locale)
     if digest.factors:
         lines = [render.template("digest/factor.md", locale, factor=factor) for factor in digest.factors]
         blocks += _titled("factors", lines, locale)
@@ -129,11 +131,13 @@ def _wrap(line: str, limit: int = SECTION_TEXT_BUDGET) -> list[str]:
     return [*pieces, line]
 
 
-def _row_line(row: ScoreRow, locale: str) -> str:
+def _row_line(row: ScoreRow, locale: str, mark: Mark | None = None) -> str:
     arrow = render.message(f"digest.arrow.{trend(row) or 'none'}", locale)
     spark = sparkline(row.history[-6:]) or "·"
     streak = on_streak(row)
-    return render.template("digest/row.md", locale, row=row, arrow=arrow, spark=spark, streak=streak).strip()
+    return render.template(
+        "digest/row.md", locale, row=row, arrow=arrow, spark=spark, streak=streak, mark=mark
+    ).strip()
 
 
 def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[Message]:
