@@ -334,35 +334,71 @@ def demo_database_counts(folder: Path) -> dict[str, int]:
         engine.dispose()
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    code: int
+    out: str
+    err: str
+    folder: Path  # where it ran: kpibot-demo.db and kpibot-demo.html
+
+
+@dataclass
+class DemoRuns:
+    """`kpibot demo` run once per day and locale in a module: the tests that only read what a run
+    printed and wrote share it (a run takes seconds, most of it drawing the charts)."""
+
+    folders: pytest.TempPathFactory
+    runs: dict[tuple[dt.date, str], DemoRun]
+
+    def get(self, capsys: pytest.CaptureFixture[str], day: dt.date, locale: str) -> DemoRun:
+        """The demo at 10:00 in Tokyo on `day` (the clock is left there), in an empty directory."""
+        set_clock(lambda: dt.datetime.combine(day, dt.time(10, 0), tzinfo=ZoneInfo("Asia/Tokyo")))
+        if (day, locale) not in self.runs:
+            folder = self.folders.mktemp(f"demo-{day}-{locale}")
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(folder)
+                argv = ["demo"] if locale == "ja" else ["demo", "--locale", "en"]
+                self.runs[day, locale] = DemoRun(*run(capsys, *argv), folder)
+        return self.runs[day, locale]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> DemoRuns:
+    return DemoRuns(tmp_path_factory, {})
+
+
 @pytest.mark.parametrize("locale", ["ja", "en"])
-def test_demo_needs_no_configuration(capsys: pytest.CaptureFixture[str], tmp_path: Path, locale: str) -> None:
-    pin_clock()
-    argv = ["demo"] if locale == "ja" else ["demo", "--locale", "en"]
+def test_demo_needs_no_configuration(
+    capsys: pytest.CaptureFixture[str], demos: DemoRuns, locale: str
+) -> None:
+    # The environment holds none of kpibot's settings and the directory nothing (_clean_environment).
+    demo = demos.get(capsys, dt.date(2026, 11, 30), locale)
 
-    code, out, err = run(capsys, *argv)
-
-    assert (code, err) == (0, "")
-    assert (tmp_path / "kpibot-demo.db").is_file()
-    _assert_digests(out, locale, tmp_path / "kpibot-demo.html", dt.date(2026, 11, 30))
-    assert len([line for line in out.splitlines() if "🔴" in line]) >= 2
+    assert (demo.code, demo.err) == (0, "")
+    assert (demo.folder / "kpibot-demo.db").is_file()
+    _assert_digests(demo.out, locale, demo.folder / "kpibot-demo.html", dt.date(2026, 11, 30))
+    assert len([line for line in demo.out.splitlines() if "🔴" in line]) >= 2
 
 
-def test_demo_is_repeatable(capsys: pytest.CaptureFixture[str]) -> None:
-    # Each run starts from a fresh file, so a second run shows the same quarter, not corrections.
-    pin_clock()
-    first = run(capsys, "--locale", "en", "demo")
+def test_demo_is_repeatable(
+    capsys: pytest.CaptureFixture[str], demos: DemoRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each run starts from a fresh file, so a second run in the same directory shows the same
+    # quarter, not corrections (and the locale may come before the command).
+    first = demos.get(capsys, dt.date(2026, 11, 30), "en")
+    monkeypatch.chdir(first.folder)
     second = run(capsys, "--locale", "en", "demo")
-    assert first == second
+    assert (first.code, first.out, first.err) == second
 
 
 def test_demo_tells_its_story_on_any_day(
-    any_day: dt.date, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    any_day: dt.date, capsys: pytest.CaptureFixture[str], demos: DemoRuns
 ) -> None:
-    code, out, err = run(capsys, "demo", "--locale", "en")
+    demo = demos.get(capsys, any_day, "en")
 
-    assert (code, err) == (0, "")
-    _assert_digests(out, "en", tmp_path / "kpibot-demo.html", any_day)
-    assert demo_database_counts(tmp_path)["actual"] == demo_actuals(any_day)
+    assert (demo.code, demo.err) == (0, "")
+    _assert_digests(demo.out, "en", demo.folder / "kpibot-demo.html", any_day)
+    assert demo_database_counts(demo.folder)["actual"] == demo_actuals(any_day)
 
 
 # Each row: the day, then exactly what its story shows — the shortfall month and figure, the
@@ -383,15 +419,15 @@ PINNED = [
 
 @pytest.mark.parametrize(("day", "effect", "due", "fiscal_year"), PINNED, ids=[row[0] for row in PINNED])
 def test_demo_at_pinned_dates(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, day: str, effect: str, due: str, fiscal_year: str
+    capsys: pytest.CaptureFixture[str], demos: DemoRuns, day: str, effect: str, due: str, fiscal_year: str
 ) -> None:
     date = dt.date.fromisoformat(day)
-    set_clock(lambda: dt.datetime.combine(date, dt.time(10, 0), tzinfo=ZoneInfo("Asia/Tokyo")))
 
-    code, out, err = run(capsys, "demo", "--locale", "en")
+    demo = demos.get(capsys, date, "en")
+    out = demo.out
 
-    assert (code, err) == (0, "")
-    _assert_digests(out, "en", tmp_path / "kpibot-demo.html", date)
+    assert (demo.code, demo.err) == (0, "")
+    _assert_digests(out, "en", demo.folder / "kpibot-demo.html", date)
     assert f"{effect} 🟢 on track · better than before" in out
     assert f"*Owner* <@U0MKT1> · *Due* {due}" in out
     assert ":white_check_mark: Back on track: resolved" in out
@@ -404,7 +440,7 @@ def test_demo_at_pinned_dates(
     else:
         assert out.count("Revenue so far: *¥") == 5
     assert re.search(rf"\*Revenue\* ¥[\d,]+ / ¥84,000,000 \(\d+ %\) \S+ `[^`]+` _{month}_", out)
-    assert demo_database_counts(tmp_path)["actual"] == demo_actuals(date)
+    assert demo_database_counts(demo.folder)["actual"] == demo_actuals(date)
 
 
 def test_demo_on_the_test_database(
