@@ -19,6 +19,7 @@ from handlers.deps import Deps
 from handlers.digests import interactive as _digests  # noqa: F401
 from handlers.history import interactive as _history  # noqa: F401
 from handlers.home import interactive as home
+from handlers.imports import interactive as imports
 from handlers.plan import interactive as plan
 from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
@@ -54,5 +55,6 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     deps.changed.listen(refresher.changed)
     home.register(app, deps, refresher)
     plan.register(app, deps)
+    imports.register(app, deps)
     acknowledge_other_events(app)  # last: only what no listener above took
     return app
