@@ -254,3 +254,61 @@ def test_a_kpi_in_another_kpis_formula_is_not_retired(slack: SlackHarness) -> No
     answer = slack.command("retire sqls", user_id=ADMIN).args["text"]
     assert "sql_conversion" in answer and "何も変更していません" in answer
     assert audit(slack) == []
+
+
+# -- adding a KPI ---------------------------------------------------------------------------------
+
+
+def submit_add(slack: SlackHarness, view: JsonDict, user_id: str, **typed: str) -> Any:
+    values: dict[str, dict[str, JsonDict]] = {}
+    for block in view["blocks"]:
+        if block["type"] != "input":
+            continue
+        element, name = block["element"], block["block_id"]
+        if element["type"] == "static_select":
+            chosen = typed.get(name, element["initial_option"]["value"])
+            values[name] = {"value": {"type": "static_select", "selected_option": {"value": chosen}}}
+        elif element["type"] == "users_select":
+            values[name] = {"value": {"type": "users_select", "selected_user": typed.get(name)}}
+        else:
+            values[name] = {"value": {"type": "plain_text_input", "value": typed.get(name)}}
+    return slack.client.view_submission(
+        "kpi_add_modal", values, user_id=user_id, private_metadata=view["private_metadata"]
+    )
+
+
+def test_a_head_adds_a_kpi_to_their_department(slack: SlackHarness) -> None:
+    slack.send("add", user_id=SALES_HEAD, channel_id="C0SALES", trigger_id="t-add")
+    view = slack.fake.wait_for("views.open")[0].args["view"]
+    assert view["callback_id"] == "kpi_add_modal" and "営業部" in view["blocks"][0]["text"]["text"]
+
+    bad = submit_add(slack, view, SALES_HEAD, key="New Approaches", name_ja="デモ", name_en="", target="-3")
+    errors = bad.json()["errors"]
+    assert set(errors) == {"key", "name_en", "target"}
+
+    taken = submit_add(slack, view, SALES_HEAD, key="revenue", name_ja="デモ", name_en="Demos")
+    assert "revenue" in taken.json()["errors"]["key"]
+
+    done = submit_add(
+        slack,
+        view,
+        SALES_HEAD,
+        key="demo_requests",
+        name_ja="デモ依頼数",
+        name_en="Demo requests",
+        owner_user_id=SALES1,
+        target="12",
+    )
+    assert done.status == 200 and done.body == ""
+    answer = slack.fake.wait_for("chat.postEphemeral")[0].args["text"]
+    assert "デモ依頼数" in answer and "`/kpi report demo_requests <値>`" in answer
+    assert targets(slack, "demo_requests") == {EVERY_PERIOD: Decimal(12)}
+    reported = slack.command("report demo_requests 3", user_id=SALES1).args["text"]
+    assert "3" in reported and "デモ依頼数" in reported
+    assert [event.action for event in audit(slack)] == ["kpi.add"]
+
+
+def test_adding_to_another_department_is_refused(slack: SlackHarness) -> None:
+    answer = slack.command("add marketing", user_id=SALES_HEAD).args["text"]
+    assert "マーケティング部" in answer and "何も変更していません" in answer
+    assert slack.fake.calls("views.open") == []

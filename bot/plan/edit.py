@@ -19,16 +19,32 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
 from bot.clock import today, utcnow
-from bot.models import EVERY_PERIOD, Actual, Alert, AlertStatus, AuditEvent, Department, Kpi, Target, Unit
+from bot.models import (
+    EVERY_PERIOD,
+    Actual,
+    Aggregation,
+    Alert,
+    AlertStatus,
+    AuditEvent,
+    Cadence,
+    Department,
+    Direction,
+    Kpi,
+    KpiKind,
+    Target,
+    Unit,
+)
 from bot.numbers import NumberFormatError, parse_amount
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
+from bot.plan.service import KEY_PATTERN
 from bot.reports.service import ReportError, all_kpis, find_kpi, kpi_by_key
 from bot.scorecard import current_period, targets_for
-from bot.scoring import TargetValue, threshold_problem
+from bot.scoring import TargetValue, default_thresholds, threshold_problem
 from bot.text import clean_text
 
 SOURCE = "slack"
@@ -309,16 +325,8 @@ class KpiChange:
 
 def check_kpi_fields(kpi: Kpi, fields: KpiFields) -> tuple[dict[str, Any], dict[str, PlanEditError]]:
     """The form's values as columns, or the problems by field; nothing stored."""
-    problems: dict[str, PlanEditError] = {}
-    values: dict[str, Any] = {}
-    for name, text in (("name_ja", fields.name_ja), ("name_en", fields.name_en)):
-        text = (text or "").strip()
-        if not text:
-            problems[name] = PlanEditError("name_required")
-        elif len(text) > NAME_MAX or clean_text(text).removed:
-            problems[name] = PlanEditError("name_invalid", max=NAME_MAX)
-        else:
-            values[name] = text
+    values: dict[str, Any]
+    values, problems = _names_checked(fields.name_ja, fields.name_en)
     values["owner_user_id"] = fields.owner_user_id or None
     thresholds: dict[str, Decimal] = {}
     for name, text in (("amber_pct", fields.amber), ("red_pct", fields.red)):
@@ -390,6 +398,116 @@ def last_editor(session: Session, kpi_key: str) -> str | None:
         .where(AuditEvent.entity == "kpi", AuditEvent.entity_id == kpi_key)
         .order_by(col(AuditEvent.id).desc())
     ).first()
+
+
+# -- adding a KPI (the form) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewKpi:
+    key: str
+    name_ja: str
+    name_en: str
+    owner_user_id: str | None
+    unit: str
+    direction: str
+    cadence: str
+    kind: str
+    target: str
+
+
+def check_new_kpi(
+    session: Session, fields: NewKpi
+) -> tuple[Kpi | None, TargetValue | None, dict[str, PlanEditError]]:
+    """The form's KPI (not stored, no department yet) and its target, or the problems by field."""
+    problems: dict[str, PlanEditError] = {}
+    key = (fields.key or "").strip().lower()
+    if not KEY_PATTERN.match(key):
+        problems["key"] = PlanEditError("key_invalid", text=fields.key)
+    elif kpi_by_key(session, key) is not None:
+        problems["key"] = PlanEditError("key_taken", kpi_key=key)
+    names, name_problems = _names_checked(fields.name_ja, fields.name_en)
+    problems.update(name_problems)
+    try:
+        unit, direction = Unit(fields.unit), Direction(fields.direction)
+        cadence, kind = Cadence(fields.cadence), KpiKind(fields.kind)
+    except ValueError:
+        problems["unit"] = PlanEditError("choice_missing")
+        return None, None, problems
+    amber, red = default_thresholds(direction)
+    aggregation = Aggregation.AVERAGE if unit in (Unit.PERCENT, Unit.SCORE) else Aggregation.SUM
+    kpi = Kpi(
+        key=key,
+        department_id=0,
+        owner_user_id=fields.owner_user_id or None,
+        unit=unit,
+        direction=direction,
+        cadence=cadence,
+        kind=kind,
+        aggregation=aggregation,
+        amber_pct=amber,
+        red_pct=red,
+        **names,
+    )
+    target = None
+    if (fields.target or "").strip():
+        try:
+            target = parse_target(fields.target, kpi)
+        except PlanEditError as problem:
+            problems["target"] = problem
+    return kpi, target, problems
+
+
+def _names_checked(name_ja: str, name_en: str) -> tuple[dict[str, str], dict[str, PlanEditError]]:
+    names: dict[str, str] = {}
+    problems: dict[str, PlanEditError] = {}
+    for name, text in (("name_ja", name_ja), ("name_en", name_en)):
+        text = (text or "").strip()
+        if not text:
+            problems[name] = PlanEditError("name_required")
+        elif len(text) > NAME_MAX or clean_text(text).removed:
+            problems[name] = PlanEditError("name_invalid", max=NAME_MAX)
+        else:
+            names[name] = text
+    return names, problems
+
+
+def add_kpi(
+    session: Session,
+    *,
+    department_id: int,
+    kpi: Kpi,
+    target: TargetValue | None,
+    user_id: str,
+    is_admin: Callable[[], bool],
+) -> tuple[Kpi, Department]:
+    """Store a checked new KPI at the end of its department, with its target for every period."""
+    department = session.get(Department, department_id)
+    if department is None or department.is_division:
+        raise PlanEditError("department_unknown", text=str(department_id))
+    _check_allowed(department, user_id, is_admin)
+    if kpi_by_key(session, kpi.key) is not None:  # added by someone else since the form was checked
+        raise PlanEditError("key_taken", kpi_key=kpi.key)
+    last = session.exec(select(sa.func.max(Kpi.position))).one()
+    kpi.department_id, kpi.position = department_id, (last or 0) + 1
+    session.add(kpi)
+    session.flush()
+    assert kpi.id is not None
+    if target is not None:
+        _put(session, kpi.id, EVERY_PERIOD, target)
+    _audit(
+        session,
+        user_id,
+        "kpi.add",
+        "kpi",
+        kpi.key,
+        department=department.key,
+        unit=kpi.unit.value,
+        cadence=kpi.cadence.value,
+        target=_target_json(target),
+    )
+    session.flush()
+    return kpi, department
 
 
 # -- retiring a KPI --------------------------------------------------------------------------------

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot import render
-from bot.departments import find_department
+from bot.departments import find_department, own_department
 from bot.plan import edit
-from bot.plan.edit import KpiFields, PlanEditError
+from bot.plan.edit import KpiFields, NewKpi, PlanEditError
 from bot.scorecard import all_departments
 from handlers.alerts.interactive import sync_alerts
 from handlers.commands import CommandRequest, subcommand
@@ -101,6 +102,30 @@ def retire_command(request: CommandRequest) -> None:
     _after_change(request.deps, request.client, retired.kpi.id, request.user_id)
 
 
+@subcommand("add", "追加")
+def add_command(request: CommandRequest) -> None:
+    """`/kpi add [department]`: the form for a new KPI (the department of the channel, or the one
+    the user heads, when none is named)."""
+    locale = request.locale()
+    with unit_of_work(request.deps.engine) as session:
+        departments = [d for d in all_departments(session) if not d.is_division]
+        if request.text:
+            department = find_department(departments, request.text)
+        else:
+            department = request.channel_department or own_department(session, departments, request.user_id)
+        if department is None or department.is_division:
+            request.reply(render.message("plan_edit.error.add_usage", locale))
+            return
+        if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
+            error = PlanEditError("not_allowed", department=department, head=department.head_user_id)
+            request.reply(messages.error_text(error, locale))
+            return
+    answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
+    request.client.views_open(
+        trigger_id=request.trigger_id, view=messages.add_form(department, request.channel_id, locale)
+    )
+
+
 @subcommand("department", "部門")
 def department_command(request: CommandRequest) -> None:
     locale = request.locale()
@@ -133,17 +158,7 @@ def department_command(request: CommandRequest) -> None:
 
 
 def read_form(body: dict[str, Any]) -> tuple[dict[str, Any], KpiFields]:
-    view = body["view"]
-    state: dict[str, Any] = view.get("state", {}).get("values", {})
-
-    def value(block: str) -> str | None:
-        element = (state.get(block) or {}).get(messages.VALUE) or {}
-        return element.get("selected_user") if block == "owner_user_id" else element.get("value")
-
-    try:
-        metadata = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        metadata = {}
+    metadata, value = _state(body)
     fields = KpiFields(
         name_ja=value("name_ja") or "",
         name_en=value("name_en") or "",
@@ -154,7 +169,70 @@ def read_form(body: dict[str, Any]) -> tuple[dict[str, Any], KpiFields]:
     return metadata, fields
 
 
+def _state(body: dict[str, Any]) -> tuple[dict[str, Any], Callable[[str], str | None]]:
+    """The view's private metadata, and the value of an input by block id (text, user or choice)."""
+    view = body["view"]
+    state: dict[str, Any] = view.get("state", {}).get("values", {})
+
+    def value(block: str) -> str | None:
+        element = (state.get(block) or {}).get(messages.VALUE) or {}
+        chosen = (element.get("selected_option") or {}).get("value")
+        return element.get("selected_user") or chosen or element.get("value")
+
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        metadata = {}
+    return metadata, value
+
+
+def submit_new_kpi(
+    deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext
+) -> None:
+    user_id = body["user"]["id"]
+    metadata, value = _state(body)
+    locale = deps.locale_for(user_id)
+    fields = NewKpi(
+        key=value("key") or "",
+        name_ja=value("name_ja") or "",
+        name_en=value("name_en") or "",
+        owner_user_id=value("owner_user_id"),
+        unit=value("unit") or "",
+        direction=value("direction") or "",
+        cadence=value("cadence") or "",
+        kind=value("kind") or "",
+        target=value("target") or "",
+    )
+    with unit_of_work(deps.engine) as session:
+        kpi, target, problems = edit.check_new_kpi(session, fields)
+    if problems or kpi is None:
+        ack(response_action="errors", errors={b: messages.error_text(p, locale) for b, p in problems.items()})
+        return
+    ack()
+    channel = metadata.get("channel") or None
+    answer_in(context, channel=channel, locale=locale)
+    try:
+        with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
+            kpi, department = edit.add_kpi(
+                session,
+                department_id=int(metadata.get("department") or 0),
+                kpi=kpi,
+                target=target,
+                user_id=user_id,
+                is_admin=deps.admin_check(user_id),
+            )
+    except PlanEditError as error:
+        tell(client, body, messages.error_text(error, locale), channel=channel)
+        return
+    tell(client, body, messages.added_confirmation(kpi, department, target, locale), channel=channel)
+    deps.changed.about_kpis(deps.engine, [kpi.id or 0], user_id)
+
+
 def register(app: App, deps: Deps) -> None:
+    @app.view(messages.ADD_CALLBACK_ID)
+    def submit_add(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        submit_new_kpi(deps, ack, body, client, context)
+
     @app.view(messages.CALLBACK_ID)
     def submit(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         user_id = body["user"]["id"]

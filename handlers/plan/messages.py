@@ -7,11 +7,18 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, PlainTextObject, UserSelectElement
+from slack_sdk.models.blocks import (
+    InputBlock,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    StaticSelectElement,
+    UserSelectElement,
+)
 from slack_sdk.models.views import View
 
 from bot import render
-from bot.models import Department, Kpi
+from bot.models import Cadence, Department, Direction, Kpi, KpiKind, Unit
 from bot.plan.edit import DepartmentChange, KpiChange, PlanEditError, TargetChange, version_of
 from bot.reports.service import plain_number
 from handlers.blocks import section
@@ -107,6 +114,73 @@ def kpi_form(kpi: Kpi, department: Department, channel_id: str, locale: str) -> 
     )
     view.validate_json()
     return view
+
+
+ADD_CALLBACK_ID = "kpi_add_modal"
+_CHOICES = {
+    "unit": [unit.value for unit in Unit],
+    "direction": [direction.value for direction in Direction],
+    "cadence": [cadence.value for cadence in Cadence],
+    "kind": [kind.value for kind in KpiKind],
+}
+
+
+def add_form(department: Department, channel_id: str, locale: str) -> View:
+    """The form for a new KPI in `department`: key, names, owner, unit, direction, cadence, kind, target."""
+
+    def text_input(name: str, optional: bool = False, hint: bool = False) -> InputBlock:
+        return InputBlock(
+            block_id=name,
+            optional=optional,
+            label=PlainTextObject(text=render.message(f"plan_edit.add.{name}", locale)),
+            hint=PlainTextObject(text=render.message(f"plan_edit.add.{name}_hint", locale)) if hint else None,
+            element=PlainTextInputElement(action_id=VALUE, max_length=200),
+        )
+
+    def choice(name: str) -> InputBlock:
+        options = [
+            Option(value=value, text=render.message(f"plan_edit.add.{name}.{value}", locale))
+            for value in _CHOICES[name]
+        ]
+        return InputBlock(
+            block_id=name,
+            label=PlainTextObject(text=render.message(f"plan_edit.add.{name}", locale)),
+            element=StaticSelectElement(action_id=VALUE, options=options, initial_option=options[0]),
+        )
+
+    view = View(
+        type="modal",
+        callback_id=ADD_CALLBACK_ID,
+        title=PlainTextObject(text=render.message("plan_edit.add.title", locale)),
+        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
+        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        private_metadata=json.dumps(
+            {"department": department.id, "channel": channel_id}, separators=(",", ":")
+        ),
+        blocks=[
+            section(render.message("plan_edit.add.intro", locale, department=department)),
+            text_input("key", hint=True),
+            text_input("name_ja"),
+            text_input("name_en"),
+            InputBlock(
+                block_id="owner_user_id",
+                optional=True,
+                label=PlainTextObject(text=render.message("plan_edit.form.owner", locale)),
+                element=UserSelectElement(action_id=VALUE),
+            ),
+            choice("unit"),
+            choice("direction"),
+            choice("cadence"),
+            choice("kind"),
+            text_input("target", optional=True, hint=True),
+        ],
+    )
+    view.validate_json()
+    return view
+
+
+def added_confirmation(kpi: Kpi, department: Department, target: Any, locale: str) -> str:
+    return render.message("plan_edit.added", locale, kpi=kpi, department=department, target=target)
 
 
 def _number(value: Any) -> str:
