@@ -294,3 +294,30 @@ def test_the_demo_preview_shows_a_home_tab(tmp_path: Any, monkeypatch: Any) -> N
     assert "App Home of" in home and "My reports" in home and "My departments" in home
     assert "<button>Report</button>" in home
     assert '<a href="https://' in home  # an open alert, linked to its thread
+
+
+def test_report_from_the_home_tab_is_confirmed_in_the_dm(slack: SlackHarness) -> None:
+    view = open_home(slack, SALES1)
+    button = next(b for b in buttons(view, "home_report") if b["value"].endswith(":2026-11"))
+    slack.client.block_action(
+        "home_report", value=button["value"], user_id=SALES1, view={"id": "VH", "type": "home"}
+    )
+    form = slack.fake.wait_for("views.open")[0].args["view"]
+    assert list(json.loads(form["private_metadata"])["periods"]) == ["2026-11"]  # the month in progress only
+    values = {
+        block["block_id"]: {
+            "value": {
+                "type": "plain_text_input",
+                "value": "77" if "new_approaches" in block["block_id"] else None,
+            }
+        }
+        for block in form["blocks"]
+        if block["type"] == "input"
+    }
+    response = slack.client.view_submission(
+        "report_modal", values, user_id=SALES1, private_metadata=form["private_metadata"]
+    )
+    assert response.status == 200
+    confirmation = slack.fake.wait_for("chat.postEphemeral")[0].args
+    assert confirmation["user"] == SALES1 and confirmation["channel"].startswith("D")
+    assert slack.live_values("new_approaches") == {"2026-11": Decimal(77)}

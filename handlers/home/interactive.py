@@ -121,7 +121,9 @@ def register(app: App, deps: Deps, refresher: HomeRefresher) -> None:
         _, _, period = str((body.get("actions") or [{}])[0].get("value") or "").partition(":")
         locale = deps.locale_for(user_id)
         answer_in(context, locale=locale, slack_error="modal.open_failed")
-        view = form_view(deps, user_id, "", locale, period or "current")
+        # The Home tab has no channel: the form's confirmation goes to the user's DM with kpibot.
+        dm = client.conversations_open(users=user_id)["channel"]["id"]
+        view = form_view(deps, user_id, dm, locale, period or "current")
         if isinstance(view, str):
             _tell_in_home(client, user_id, view)
             return

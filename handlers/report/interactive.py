@@ -102,8 +102,11 @@ def form_view(deps: Deps, user_id: str, channel_id: str, locale: str, period: st
             item for item in reportable_kpis(session, user_id=user_id, is_admin=is_admin) if not item.derived
         ]
         choices = periods_open.finished_choices(session, current)
+        in_progress = {item.period.key for item in current}
         if period == messages.CURRENT:
             kpis = current
+        elif period in in_progress:  # one period in progress (a Home tab's Report button)
+            kpis = [item for item in current if item.period.key == period]
         elif period not in {choice.period.key for choice in choices}:
             return render.message("modal.period_closed", locale, period=period)
         else:
