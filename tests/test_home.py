@@ -211,19 +211,7 @@ def test_department_line_links_open_alerts_and_division_head_sees_every_departme
     slack: SlackHarness,
 ) -> None:
     kpi_id = _kpi_id(slack, "new_approaches")
-    with slack.session() as session:
-        session.add(
-            Alert(
-                kpi_id=kpi_id,
-                period="2026-10",
-                severity=Severity.RED,
-                status=AlertStatus.OPEN,
-                reason=AlertReason.MISSING,
-                channel_id="C0SALES",
-                thread_ts="1700000000.000100",
-            )
-        )
-        session.commit()
+    _open_alert(slack, kpi_id, "1700000000.000100")
     view = open_home(slack, SALES_HEAD)
     valid(view)
     assert "https://fake.slack.com/archives/C0SALES/p1700000000000100" in texts(view)
@@ -250,6 +238,24 @@ def test_an_admin_with_hundreds_of_kpis_gets_a_tab_within_the_limits(slack: Slac
     assert "計画(管理者)" in shown and "`/kpi list`" in shown  # collapsed, pointing to the full list
 
 
+def _open_alert(slack: SlackHarness, kpi_id: int, thread_ts: str) -> int:
+    """A red alert on new_approaches for 2026-10, posted in the sales channel."""
+    with slack.session() as session:
+        alert = Alert(
+            kpi_id=kpi_id,
+            period="2026-10",
+            severity=Severity.RED,
+            status=AlertStatus.OPEN,
+            reason=AlertReason.MISSING,
+            channel_id="C0SALES",
+            thread_ts=thread_ts,
+        )
+        session.add(alert)
+        session.commit()
+        assert alert.id is not None
+        return alert.id
+
+
 def _kpi_id(slack: SlackHarness, key: str) -> int:
     with slack.session() as session:
         kpi = session.exec(select(Kpi).where(Kpi.key == key)).one()
@@ -259,19 +265,7 @@ def _kpi_id(slack: SlackHarness, key: str) -> int:
 
 def test_an_acknowledged_alert_refreshes_the_heads_tab(slack: SlackHarness) -> None:
     kpi_id = _kpi_id(slack, "new_approaches")
-    with slack.session() as session:
-        alert = Alert(
-            kpi_id=kpi_id,
-            period="2026-10",
-            severity=Severity.RED,
-            status=AlertStatus.OPEN,
-            reason=AlertReason.MISSING,
-            channel_id="C0SALES",
-            thread_ts="1700000000.000200",
-        )
-        session.add(alert)
-        session.commit()
-        alert_id = alert.id
+    alert_id = _open_alert(slack, kpi_id, "1700000000.000200")
     response = slack.client.block_action("alert_acknowledge", value=str(alert_id), user_id=SALES_HEAD)
     assert response.status == 200
     slack.settle()

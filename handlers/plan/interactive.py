@@ -44,11 +44,12 @@ def _after_change(request_deps: Deps, client: WebClient, kpi_id: int | None, use
     request_deps.changed.about_kpis(request_deps.engine, [kpi_id], user_id)
 
 
-@subcommand("target", "目標")
-def target_command(request: CommandRequest) -> None:
+def _kpi_command(request: CommandRequest, change: Callable[..., Any]) -> Any | None:
+    """One change to a KPI from a command (`edit.set_target`, `edit.retire_kpi`): done once however
+    often Slack delivers the command, or refused in words with nothing written (None)."""
     with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
         try:
-            change = edit.set_target(
+            return change(
                 session,
                 text=request.text,
                 user_id=request.user_id,
@@ -58,7 +59,14 @@ def target_command(request: CommandRequest) -> None:
             answer = messages.error_text(error, request.locale())
             session.rollback()
             request.reply(answer)
-            return
+            return None
+
+
+@subcommand("target", "目標")
+def target_command(request: CommandRequest) -> None:
+    change = _kpi_command(request, edit.set_target)
+    if change is None:
+        return
     request.reply(messages.target_confirmation(change, request.locale(change.department)))
     _after_change(request.deps, request.client, change.kpi.id, request.user_id)
 
@@ -85,19 +93,9 @@ def edit_command(request: CommandRequest) -> None:
 
 @subcommand("retire", "廃止")
 def retire_command(request: CommandRequest) -> None:
-    with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
-        try:
-            retired = edit.retire_kpi(
-                session,
-                text=request.text,
-                user_id=request.user_id,
-                is_admin=request.deps.admin_check(request.user_id),
-            )
-        except PlanEditError as error:
-            answer = messages.error_text(error, request.locale())
-            session.rollback()
-            request.reply(answer)
-            return
+    retired = _kpi_command(request, edit.retire_kpi)
+    if retired is None:
+        return
     request.reply(render.message("plan_edit.retired", request.locale(retired.department), retired=retired))
     _after_change(request.deps, request.client, retired.kpi.id, request.user_id)
 
