@@ -54,26 +54,33 @@ class HomeRefresher:
         self._debounce = debounce
         self._lock = threading.Lock()
         self._pending: set[str] = set()
+        self._flushing = False
         self._links: dict[tuple[str, str], str] = {}  # permalinks never change
 
     def changed(self, users: Iterable[str | None]) -> None:
-        """Refresh these users' tabs soon, once however many changes arrive meanwhile."""
-        for user in {user for user in users if user}:
+        """Refresh these users' tabs soon, once however many changes arrive meanwhile. One task
+        at a time waits out the debounce (never one per user: the listeners share the pool)."""
+        with self._lock:
+            self._pending.update(user for user in users if user)
+            start = bool(self._pending) and not self._flushing
+            self._flushing = self._flushing or start
+        if not start:
+            return
+        try:
+            self._executor.submit(self._flush)
+        except RuntimeError:  # shutting down
             with self._lock:
-                if user in self._pending:
-                    continue
-                self._pending.add(user)
-            try:
-                self._executor.submit(self._later, user)
-            except RuntimeError:  # shutting down
-                with self._lock:
-                    self._pending.discard(user)
+                self._flushing = False
 
-    def _later(self, user: str) -> None:
+    def _flush(self) -> None:
         time.sleep(self._debounce)
         with self._lock:
-            self._pending.discard(user)
-        self.publish(user)
+            users, self._pending, self._flushing = sorted(self._pending), set(), False
+        for user in users:
+            try:
+                self._executor.submit(self.publish, user)
+            except RuntimeError:  # shutting down
+                return
 
     def view_for(self, user: str, locale: str | None = None) -> View:
         """The user's tab as it stands now, in their language (or `locale`)."""
