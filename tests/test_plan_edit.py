@@ -312,3 +312,41 @@ def test_adding_to_another_department_is_refused(slack: SlackHarness) -> None:
     answer = slack.command("add marketing", user_id=SALES_HEAD).args["text"]
     assert "マーケティング部" in answer and "何も変更していません" in answer
     assert slack.fake.calls("views.open") == []
+
+
+# -- targets period by period (the form) ------------------------------------------------------------
+
+
+def test_the_targets_form_sets_periods_its_own_targets(slack: SlackHarness) -> None:
+    slack.command("report new_approaches 90 2026-10", user_id=SALES1)
+    slack.send("targets new_approaches", user_id=SALES_HEAD, trigger_id="t-targets")
+    view = slack.fake.wait_for("views.open")[0].args["view"]
+    assert view["callback_id"] == "kpi_targets_modal" and len(view["blocks"]) <= 100
+    fields = {block["block_id"]: block for block in view["blocks"] if block["type"] == "input"}
+    assert list(fields)[:3] == ["period:2026-09", "period:2026-10", "period:2026-11"]
+    assert fields["period:2026-12"]["element"]["initial_value"] == "80"  # the plan's December target
+
+    def submit(**typed: str) -> Any:
+        values = {
+            block_id: {
+                "value": {
+                    "type": "plain_text_input",
+                    "value": typed.get(block_id.removeprefix("period:").replace("-", "_")),
+                }
+            }
+            for block_id in fields
+        }
+        return slack.client.view_submission(
+            "kpi_targets_modal", values, user_id=SALES_HEAD, private_metadata=view["private_metadata"]
+        )
+
+    refused = submit(**{"2027_01": "20-10", "2027_02": "many"})
+    assert set(refused.json()["errors"]) == {"period:2027-01", "period:2027-02"}
+    assert audit(slack) == []
+
+    assert submit(**{"2026_10": "90", "2027_01": "110-130"}).body == ""
+    answer = slack.fake.wait_for("chat.postEphemeral")[0].args["text"]
+    assert "2026-10" in answer and "再計算" in answer and "110" in answer
+    found = targets(slack, "new_approaches")
+    assert found["2026-10"] == Decimal(90) and found["2027-01"] == (Decimal(110), Decimal(130))
+    assert [event.details["period"] for event in audit(slack)] == ["2026-10", "2027-01"]

@@ -42,6 +42,7 @@ from bot.models import (
 from bot.numbers import NumberFormatError, parse_amount
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.plan.service import KEY_PATTERN
+from bot.reports.periods_open import finished_open
 from bot.reports.service import ReportError, all_kpis, find_kpi, kpi_by_key
 from bot.scorecard import current_period, targets_for
 from bot.scoring import TargetValue, default_thresholds, threshold_problem
@@ -289,6 +290,90 @@ def _target_json(target: TargetValue | None) -> Any:
     if target.is_range:
         return {"min": _plain(target.low), "max": _plain(target.high)}
     return _plain(target.low)
+
+
+# -- targets period by period (the form) ---------------------------------------------------------------
+
+AHEAD = 6  # periods after the one in progress that the targets form shows
+
+
+def target_periods(kpi: Kpi, department: Department) -> list[Period]:
+    """The periods the targets form shows: the finished ones still open, the one in progress, and
+    the next AHEAD, oldest first."""
+    current = current_period(kpi.cadence, _day_in(department))
+    return [*finished_open(kpi.cadence, _day_in(department)), *(current.shift(n) for n in range(AHEAD + 1))]
+
+
+def current_targets(session: Session, kpi: Kpi, periods: list[Period]) -> dict[str, TargetValue]:
+    assert kpi.id is not None
+    found = targets_for(session, [kpi.id], {period.key for period in periods})
+    return {key: value for (_, key), value in found.items()}
+
+
+def check_period_targets(
+    kpi: Kpi, typed: dict[str, str]
+) -> tuple[dict[str, TargetValue], dict[str, PlanEditError]]:
+    """The targets typed per period key (empty: leave as is), or the problems by period key."""
+    checked: dict[str, TargetValue] = {}
+    problems: dict[str, PlanEditError] = {}
+    for key, text in typed.items():
+        if not (text or "").strip():
+            continue
+        try:
+            parse_key(key)
+            checked[key] = parse_target(text, kpi)
+        except PeriodError:
+            problems[key] = PlanEditError("period_malformed", text=key, cadence=kpi.cadence.value)
+        except PlanEditError as problem:
+            problems[key] = problem
+    return checked, problems
+
+
+def set_period_targets(
+    session: Session,
+    *,
+    kpi_id: int,
+    targets: dict[str, TargetValue],
+    user_id: str,
+    is_admin: Callable[[], bool],
+) -> list[TargetChange]:
+    """Store the checked targets that differ from what each period has now; each one audited."""
+    found = kpi_and_department(session, kpi_id)
+    if found is None:
+        raise PlanEditError("kpi_gone")
+    kpi, department = found
+    _check_allowed(department, user_id, is_admin)
+    _lock(session, kpi)
+    periods = [parse_key(key) for key in sorted(targets)]
+    before = current_targets(session, kpi, periods)
+    changes: list[TargetChange] = []
+    for period in periods:
+        after = targets[period.key]
+        if before.get(period.key) == after:
+            continue
+        _put(session, kpi_id, period.key, after)
+        recomputed = _with_actuals(session, kpi_id, [period.key])
+        _audit(
+            session,
+            user_id,
+            "target.set",
+            "kpi",
+            kpi.key,
+            period=period.key,
+            onward=False,
+            before=_target_json(before.get(period.key)),
+            after=_target_json(after),
+            recomputed=recomputed,
+        )
+        changes.append(
+            TargetChange(kpi, department, period, False, before.get(period.key), after, recomputed)
+        )
+    if changes:
+        kpi.updated_at = utcnow()
+        session.add(kpi)
+        session.flush()
+        alerts.check_kpi(session, kpi, department, _day_in(department))
+    return changes
 
 
 # -- a KPI's owner, names and thresholds (the form) --------------------------------------------------

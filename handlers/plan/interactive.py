@@ -91,6 +91,77 @@ def edit_command(request: CommandRequest) -> None:
     )
 
 
+@subcommand("targets", "目標一覧")
+def targets_command(request: CommandRequest) -> None:
+    """`/kpi targets <kpi>`: the form with the KPI's target period by period."""
+    locale = request.locale()
+    if not request.text:
+        request.reply(render.message("plan_edit.error.targets_usage", locale))
+        return
+    with unit_of_work(request.deps.engine) as session:
+        try:
+            kpi, department = edit.find_edit_kpi(session, request.text)
+            if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
+                raise PlanEditError("not_allowed", department=department, head=department.head_user_id)
+        except PlanEditError as error:
+            request.reply(messages.error_text(error, locale))
+            return
+        periods = edit.target_periods(kpi, department)
+        now = edit.current_targets(session, kpi, periods)
+    answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
+    view = messages.targets_form(kpi, department, periods, now, request.channel_id, locale)
+    request.client.views_open(trigger_id=request.trigger_id, view=view)
+
+
+def submit_targets(
+    deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext
+) -> None:
+    user_id = body["user"]["id"]
+    metadata, value = _state(body)
+    locale = deps.locale_for(user_id)
+    blocks = (body["view"].get("state") or {}).get("values") or {}
+    typed = {
+        block.removeprefix(messages.PERIOD_PREFIX): value(block) or ""
+        for block in blocks
+        if block.startswith(messages.PERIOD_PREFIX)
+    }
+    with unit_of_work(deps.engine) as session:
+        found = edit.kpi_and_department(session, int(metadata.get("kpi") or 0))
+        if found is None:
+            first = next(iter(blocks), "")
+            ack(
+                response_action="errors",
+                errors={first: messages.error_text(PlanEditError("kpi_gone"), locale)},
+            )
+            return
+        kpi, _ = found
+        checked, problems = edit.check_period_targets(kpi, typed)
+    if problems:
+        errors = {
+            f"{messages.PERIOD_PREFIX}{key}": messages.error_text(p, locale) for key, p in problems.items()
+        }
+        ack(response_action="errors", errors=errors)
+        return
+    ack()
+    channel = metadata.get("channel") or None
+    answer_in(context, channel=channel, locale=locale)
+    try:
+        with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
+            changes = edit.set_period_targets(
+                session,
+                kpi_id=kpi.id or 0,
+                targets=checked,
+                user_id=user_id,
+                is_admin=deps.admin_check(user_id),
+            )
+    except PlanEditError as error:
+        tell(client, body, messages.error_text(error, locale), channel=channel)
+        return
+    tell(client, body, messages.targets_confirmation(changes, kpi, locale), channel=channel)
+    if changes:
+        _after_change(deps, client, kpi.id, user_id)
+
+
 @subcommand("retire", "廃止")
 def retire_command(request: CommandRequest) -> None:
     retired = _kpi_command(request, edit.retire_kpi)
@@ -227,6 +298,10 @@ def submit_new_kpi(
 
 
 def register(app: App, deps: Deps) -> None:
+    @app.view(messages.TARGETS_CALLBACK_ID)
+    def submit_targets_form(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        submit_targets(deps, ack, body, client, context)
+
     @app.view(messages.ADD_CALLBACK_ID)
     def submit_add(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         submit_new_kpi(deps, ack, body, client, context)

@@ -116,6 +116,56 @@ def kpi_form(kpi: Kpi, department: Department, channel_id: str, locale: str) -> 
     return view
 
 
+TARGETS_CALLBACK_ID = "kpi_targets_modal"
+PERIOD_PREFIX = "period:"
+
+
+def targets_form(
+    kpi: Kpi, department: Department, periods: list[Any], now: dict[str, Any], channel_id: str, locale: str
+) -> View:
+    """One input per period, with the target it has now; empty keeps it."""
+    blocks: list[Any] = [
+        section(render.message("plan_edit.targets.intro", locale, kpi=kpi, department=department))
+    ]
+    for period in periods:
+        target = now.get(period.key)
+        blocks.append(
+            InputBlock(
+                block_id=f"{PERIOD_PREFIX}{period.key}",
+                optional=True,
+                label=PlainTextObject(text=period.key),
+                element=PlainTextInputElement(
+                    action_id=VALUE,
+                    initial_value=None if target is None else _target_input(target),
+                    placeholder=PlainTextObject(text=render.message("plan_edit.targets.placeholder", locale)),
+                ),
+            )
+        )
+    view = View(
+        type="modal",
+        callback_id=TARGETS_CALLBACK_ID,
+        title=PlainTextObject(text=render.message("plan_edit.targets.title", locale)),
+        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
+        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        private_metadata=json.dumps({"kpi": kpi.id, "channel": channel_id}, separators=(",", ":")),
+        blocks=blocks,
+    )
+    view.validate_json()
+    return view
+
+
+def _target_input(target: Any) -> str:
+    if target.is_range:
+        return f"{plain_number(target.low)}-{plain_number(target.high)}"
+    return plain_number(target.low)
+
+
+def targets_confirmation(changes: list[TargetChange], kpi: Kpi, locale: str) -> str:
+    if not changes:
+        return render.message("plan_edit.targets.unchanged", locale, kpi=kpi)
+    return "\n".join(target_confirmation(change, locale) for change in changes)
+
+
 ADD_CALLBACK_ID = "kpi_add_modal"
 _CHOICES = {
     "unit": [unit.value for unit in Unit],
