@@ -86,6 +86,10 @@ _LineLoader.add_constructor(
 # different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.service` parses
 # the text exactly, with the storable range, like any typed number.
 _LineLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node))
+# An integer too, so it means what it means when typed in Slack: YAML 1.1 reads `017` as octal 15,
+# `0x1F` as 31, `1_000` as 1000 and `1:30` as 90; as text, `017` is 17 and the others are refused
+# at their line as not a number.
+_LineLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: loader.construct_scalar(node))
 
 
 def read_plan(path: Path) -> PlanDocument:

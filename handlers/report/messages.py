@@ -32,6 +32,7 @@ from bot.reports.service import (
     SavedReports,
     plain_number,
 )
+from bot.text import clean_text
 from handlers.blocks import MODAL_MAX_BLOCKS, context, section
 
 CALLBACK_ID = "report_modal"
@@ -178,8 +179,10 @@ def read_metadata(raw: str | None) -> tuple[str, dict[int, str]] | None:
 
 
 def error_text(error: ReportError, locale: str) -> str:
-    """A report refused, as the command's answer or a form field's error."""
-    return render.message(f"report.error.{error.code}", locale, **error.params)
+    """A report refused, as the command's answer or a form field's error. What it quotes of the
+    words typed is quoted without their control characters (a NUL would come back as typed)."""
+    params = {name: clean_text(v).text if isinstance(v, str) else v for name, v in error.params.items()}
+    return render.message(f"report.error.{error.code}", locale, **params)
 
 
 def report_confirmation(reported: Reported, locale: str) -> str:
