@@ -17,7 +17,7 @@ from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
 from bot.plan.service import apply_plan, load_plan
 from bot.reports.actuals import record_actual
-from bot.resources import EXAMPLE_PLAN
+from bot.resources import EXAMPLE_FUNNEL, EXAMPLE_PLAN
 from bot.scorecard import reviewed_period, targets_for
 
 WEEKS = 13
@@ -43,6 +43,8 @@ DRIFTS = {
     "nps": Drift(1.10, 1.00, 0.05),
     "retention_rate": Drift(1.02, 1.01, 0.004),
     "revenue": Drift(1.00, 0.88, 0.05),
+    # Deals keep coming but fewer close: the deals → won hand-off is the one that leaks.
+    "won_deals": Drift(0.95, 0.55, 0.02),
 }
 DEFAULT_DRIFT = Drift(1.02, 1.00)
 
@@ -154,6 +156,8 @@ def prepare_demo(engine: Engine, *, today: dt.date, locale: str, plan_path: Path
     current fiscal year's, so the digests show its progress whatever the date."""
     with transaction(engine) as session:
         apply_plan(session, load_plan(plan_path, session), actor="demo")
+        if plan_path == EXAMPLE_PLAN:  # the seed's funnel, which the example plan ships beside it
+            apply_plan(session, load_plan(EXAMPLE_FUNNEL, session), actor="demo")
         for department in session.exec(select(Department)).all():
             department.locale = locale
             session.add(department)

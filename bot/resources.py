@@ -23,3 +23,5 @@ def _folder(package: str) -> Path:
 TEMPLATES_DIR = _folder("bot.templates")
 MIGRATIONS_DIR = _folder("bot.migrations")
 EXAMPLE_PLAN = _folder("bot.examples") / "b2b-plan.yaml"
+# The seed's funnel (and the KPIs it needs) for the example plan, imported after it.
+EXAMPLE_FUNNEL = _folder("bot.examples") / "b2b-funnel.yaml"

@@ -321,9 +321,10 @@ def _assert_digests(out: str, locale: str, preview: Path, day: dt.date) -> None:
 
 def demo_actuals(day: dt.date) -> int:
     """Actuals the demo stores: a quarter for every reported (non-formula) KPI, 3 weekly × 13 weeks
-    and 11 monthly × 3 months (MQLs' ending the month before last), the fiscal year so far or at
-    least the quarter for revenue, which measures the KGI, and last month's MQLs the story reports."""
-    return 3 * 13 + 11 * 3 + max(3, Calendar(day).fiscal_months_finished) + 1
+    and 15 monthly × 3 months (MQLs' ending the month before last; 4 of them the funnel's), the fiscal
+    year so far or at least the quarter for revenue, which measures the KGI, and last month's MQLs the
+    story reports."""
+    return 3 * 13 + 15 * 3 + max(3, Calendar(day).fiscal_months_finished) + 1
 
 
 def demo_database_counts(folder: Path) -> dict[str, int]:
@@ -454,7 +455,7 @@ def test_demo_on_the_test_database(
     # A quarter for every reported (non-formula) KPI: 3 weekly × 13 weeks + 11 monthly × 3 months
     # (MQLs' July–September), the fiscal year so far (April–October) for revenue, which measures
     # the KGI, and the October MQLs the story reports to show the countermeasure's effect.
-    assert table_counts(db)["actual"] == 3 * 13 + 11 * 3 + 7 + 1 == demo_actuals(dt.date(2026, 11, 30))
+    assert table_counts(db)["actual"] == 3 * 13 + 15 * 3 + 7 + 1 == demo_actuals(dt.date(2026, 11, 30))
     assert not (tmp_path / "kpibot-demo.db").exists()
 
 
