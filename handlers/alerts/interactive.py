@@ -21,7 +21,9 @@ from bot.alerts import service as alerts
 from bot.alerts.flows import ScanResult, SyncResult
 from bot.countermeasures import playbooks
 from bot.countermeasures.service import today_for
+from bot.funnel import flows as funnel
 from bot.models import Alert, AlertStatus
+from bot.outbox import Outbox
 from bot.reports.service import Reported
 from handlers.alerts import messages
 from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_ADOPT, ACTION_ADOPT_EDIT
@@ -50,11 +52,23 @@ def scan_and_post(
     dry_run: bool = False,
     department_key: str | None = None,
 ) -> ScanResult:
-    """The hourly scan (bot.alerts.flows.scan_and_post), posting through `client` unless None."""
+    """The hourly scan (bot.alerts.flows.scan_and_post), posting through `client` unless None; then
+    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks)."""
     poster = None if client is None else SlackPoster(client)
-    return flows.scan_and_post(
-        _engine(target), poster, messages, now, dry_run=dry_run, department_key=department_key
+    engine = _engine(target)
+    result = flows.scan_and_post(
+        engine, poster, messages, now, dry_run=dry_run, department_key=department_key
     )
+    if poster is not None and not dry_run and department_key is None:
+        try:
+            leaks = funnel.alert_leaks(Outbox(engine, poster), messages, now)
+        except Exception as error:
+            log.exception("the funnel's alerts failed")
+            result.failed.append(("funnel", str(error) or type(error).__name__))
+        else:
+            result.slack.posted += sum(leak.sent.status == "posted" for leak in leaks)
+            result.slack.failed += sum(leak.sent.status == "failed" for leak in leaks)
+    return result
 
 
 def sync_alerts(

@@ -18,7 +18,8 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, PlainTex
 from bot import render
 from bot.alerts.service import AlertView
 from bot.countermeasures.playbooks import playbooks_of
-from bot.models import AlertReason, AlertStatus, Severity
+from bot.funnel.service import Funnel, HandOff
+from bot.models import AlertReason, AlertStatus, Department, Severity
 from bot.outbox import Message
 from handlers.blocks import MAX_BLOCKS, context, section, sections
 from handlers.digests.messages import MAX_MESSAGE_CHARS
@@ -259,3 +260,33 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
     if event == "acknowledged":
         return render.message("alert.note.acknowledged", locale, kpi=name, user=alert.acknowledged_by)
     return render.message("alert.note.resolved", locale, kpi=name)
+
+
+# -- the funnel's own alert (bot.funnel.flows) -----------------------------------------------------
+
+
+def funnel_alert(hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
+    """A leaking hand-off, in the division channel: both stages, the conversion against plan, and
+    the heads of both departments (once when one department hands off to itself)."""
+    locale = division.locale
+    both = (hand_off.before.department.head_user_id, hand_off.after.department.head_user_id)
+    heads = list(dict.fromkeys(head for head in both if head))
+    words = {
+        "before": hand_off.before.kpi.name(locale),
+        "after": hand_off.after.kpi.name(locale),
+        "from_department": hand_off.before.department.name(locale),
+        "to_department": hand_off.after.department.name(locale),
+        "period": funnel.period.key,
+        "actual": hand_off.actual_pct,
+        "planned": hand_off.planned_pct,
+        "vs_plan": hand_off.vs_plan_pct,
+        "leak": hand_off.leak_pct,
+        "before_value": hand_off.before.actual,
+        "after_value": hand_off.after.actual,
+        "heads": heads,
+    }
+    blocks: list[Block] = [
+        section(render.message("alert.funnel.body", locale, **words)),
+        context(render.message("alert.funnel.hint", locale, **words)),
+    ]
+    return Message(render.message("alert.funnel.fallback", locale, **words), [b.to_dict() for b in blocks])

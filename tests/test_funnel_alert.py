@@ -1,0 +1,114 @@
+"""The funnel's own alert: a leaking hand-off (conversion under its `leak_below` % of plan) is said
+once per period in the division channel, naming the heads of both departments, and its message
+starts its own thread. Through the hourly scan, posting over HTTP to the fake Slack, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlmodel import select
+
+from bot.clock import set_clock
+from bot.database import transaction
+from bot.models import Department, Kpi, Post, PostKind, Source
+from bot.plan.service import apply_plan, load_plan
+from bot.reports.actuals import record_actual
+from bot.resources import EXAMPLE_FUNNEL
+from handlers.alerts.interactive import scan_and_post
+from handlers.client import make_web_client
+from tests.fakeslack.harness import SlackHarness
+from tests.fakeslack.server import Call
+
+TOKYO = dt.timezone(dt.timedelta(hours=9))
+DIVISION = "C0DIVISION"
+# November: 60 of 200 MQLs became SQLs (30 %, as planned), but only 10 of the 60 SQLs became deals
+# (17 % against a plan of 40 ÷ 60 = 67 %): the Inside Sales → Sales hand-off leaks.
+NOVEMBER = {"mqls": "200", "sqls": "60", "deals": "10", "won_deals": "3", "upsells": "2"}
+
+
+def at(day: dt.date) -> None:
+    now = dt.datetime.combine(day, dt.time(10), tzinfo=TOKYO).astimezone(dt.UTC)
+    set_clock(lambda: now)
+
+
+def with_funnel(slack: SlackHarness, locale: str = "ja") -> None:
+    with transaction(slack.engine) as session:
+        apply_plan(session, load_plan(EXAMPLE_FUNNEL, session), actor="test")
+        division = session.exec(select(Department).where(Department.key == "division")).one()
+        division.locale = locale
+        session.add(division)
+
+
+def seed(slack: SlackHarness, period: str, values: dict[str, str]) -> None:
+    with transaction(slack.engine) as session:
+        for key, value in values.items():
+            kpi = session.exec(select(Kpi).where(Kpi.key == key)).one()
+            record_actual(
+                session, kpi=kpi, period=period, value=Decimal(value), reported_by="U0TEST", source=Source.CSV
+            )
+
+
+def scan(slack: SlackHarness) -> None:
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+
+
+def division_roots(slack: SlackHarness) -> list[Call]:
+    return [
+        call
+        for call in slack.fake.calls("chat.postMessage")
+        if not call.failed and call.args["channel"] == DIVISION and "thread_ts" not in call.args
+    ]
+
+
+def funnel_posts(slack: SlackHarness) -> list[Post]:
+    with slack.session() as session:
+        return list(
+            session.exec(
+                select(Post).where(Post.kind == PostKind.ALERT, Post.subject.startswith("funnel:"))  # type: ignore[attr-defined]
+            ).all()
+        )
+
+
+def text_of(call: Call) -> str:
+    return " ".join([str(call.args.get("text", "")), str(call.args.get("blocks", ""))])
+
+
+def test_a_leaking_hand_off_is_said_once_in_the_division_channel_naming_both_heads(
+    slack: SlackHarness,
+) -> None:
+    with_funnel(slack)
+    seed(slack, "2026-11", NOVEMBER)
+    at(dt.date(2026, 12, 7))  # reviews November
+
+    scan(slack)
+    scan(slack)  # the next hour's scan: nothing new to say
+
+    [root] = [call for call in division_roots(slack) if "ファネル" in text_of(call)]
+    text = text_of(root)
+    assert "インサイドセールス部 → 営業部" in text
+    assert "<@U0ISHEAD>" in text and "<@U0SALESHEAD>" in text
+    assert "16.7 %" in text and "66.7 %" in text  # converted, against plan
+    # The one leaking hand-off, once, and its ledger row holds the thread its discussion happens in.
+    [post] = funnel_posts(slack)
+    assert (post.period, post.subject, post.channel_id) == ("2026-11", "funnel:deals", DIVISION)
+    assert post.ts is not None
+
+
+def test_the_next_period_leaking_again_is_a_new_alert_and_a_healthy_funnel_says_nothing(
+    slack: SlackHarness,
+) -> None:
+    with_funnel(slack, locale="en")
+    seed(slack, "2026-11", {**NOVEMBER, "deals": "40", "won_deals": "8", "upsells": "4"})
+    at(dt.date(2026, 12, 7))
+    scan(slack)
+    assert funnel_posts(slack) == []  # every hand-off converts as planned: no alert
+
+    seed(slack, "2026-12", {**NOVEMBER, "deals": "40", "won_deals": "2", "upsells": "1"})
+    at(dt.date(2027, 1, 11))  # reviews December: 2 of 40 deals won (5 % against 20 %)
+    scan(slack)
+    [root] = [call for call in division_roots(slack) if "funnel leaks" in text_of(call)]
+    assert "Sales → Sales" in text_of(root) and "<@U0SALESHEAD>" in text_of(root)
+    assert text_of(root).count("<@U0SALESHEAD>") <= 2  # one head named once (text and blocks)
+    assert [(p.period, p.subject) for p in funnel_posts(slack)] == [("2026-12", "funnel:won_deals")]
