@@ -8,10 +8,10 @@ import datetime as dt
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 from sqlmodel import Session, col, select
 
 from bench.common import Row
@@ -41,10 +41,10 @@ def _post(api: PushApi, token: str, body: bytes) -> int:
     return int(status[0].split()[0])
 
 
-def bench_push(workdir: Path, reps: int) -> Row:
+def bench_push(url: URL, reps: int) -> Row:
     now = dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC)
     set_clock(lambda: now)
-    engine = make_engine(f"sqlite:///{workdir / 'push.db'}")
+    engine = make_engine(url)
     migrate(engine)
     with transaction(engine) as session:
         apply_plan(session, load_plan(EXAMPLE_PLAN, session))
@@ -81,7 +81,7 @@ def bench_push(workdir: Path, reps: int) -> Row:
     set_clock(None)
     return Row(
         "push: values per second, 1,000-value batch",
-        f"SQLite, {len(keys)} KPIs × {months} months",
+        f"{'PG' if url.get_backend_name() == 'postgresql' else 'SQLite'}, {len(keys)} KPIs × {months} months",
         "values/s",
         ours,
         floor,

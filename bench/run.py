@@ -169,10 +169,10 @@ def expected_rows(config: Config, backends: list[str]) -> list[tuple[str, str | 
         ("fan-out: cron fire (APScheduler pool)", None),
         ("fan-out: Web API calls per digest", None),
         ("chart render", None),
-        ("push: values per second, 1,000-value batch", None),
     ]
     for backend in backends:
         label = BACKEND_LABELS[backend]
+        rows.append(("push: values per second, 1,000-value batch", label))
         for name in (
             "digest build, all departments",
             "digest SQL statements per department",
@@ -231,18 +231,9 @@ class Bench:
                 f"{backend} {departments} departments × {weeks} weeks: ~{rows:,} rows, projected "
                 f"{rows / rate:.0f} s to generate (> {MAX_GENERATION_SECONDS:.0f} s)"
             )
-        if backend == "postgresql":
-            schema = f"bench_{self.token}_{departments}_{weeks}"
-            admin = make_engine(self.postgres)
-            try:
-                with admin.begin() as connection:
-                    connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            finally:
-                admin.dispose()
-            self.schemas.append(schema)
-            url = schema_url(self.postgres, schema)
-        else:
-            url = sa.make_url(f"sqlite:///{self.workdir / f'plan-{departments}-{weeks}.db'}")
+        url = self.empty(
+            backend, f"{departments}_{weeks}" if backend == "postgresql" else f"plan-{departments}-{weeks}"
+        )
         engine = make_engine(url)
         try:
             migrate(engine)
@@ -266,6 +257,20 @@ class Bench:
         self.plans[key] = url
         return url
 
+    def empty(self, backend: str, name: str) -> URL:
+        """A new empty database (a schema of its own on PostgreSQL, dropped at the end)."""
+        if backend == "sqlite":
+            return sa.make_url(f"sqlite:///{self.workdir / f'{name}.db'}")
+        schema = f"bench_{self.token}_{name}"
+        admin = make_engine(self.postgres)
+        try:
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        finally:
+            admin.dispose()
+        self.schemas.append(schema)
+        return schema_url(self.postgres, schema)
+
     def drop_schemas(self) -> None:
         if not self.schemas:
             return
@@ -277,6 +282,10 @@ class Bench:
         finally:
             admin.dispose()
         self.schemas.clear()
+
+
+def bench_push_on(bench: Bench, backend: str, reps: int) -> None:
+    bench.add(bench_push(bench.empty(backend, "push"), reps))
 
 
 class Skipped(Exception):
@@ -951,7 +960,10 @@ def main(argv: list[str] | None = None) -> int:
             *(("growth", f"growth {b}", lambda b=b: bench_growth(bench, b)) for b in config.growth_backends),
             ("scheduler", "scheduler: memory and fan-out", lambda: bench_scheduler(bench)),
             ("ack", "ack latency", lambda: bench_ack(bench)),
-            ("push", "push API batch", lambda: bench.add(bench_push(bench.workdir, push_reps))),
+            *(
+                ("push", f"push API batch {b}", lambda b=b: bench_push_on(bench, b, push_reps))
+                for b in backends
+            ),
         ]
         try:
             for group, title, step in steps:

@@ -7,6 +7,7 @@ need (derived KPIs included) are each loaded with one statement.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -47,15 +48,15 @@ def current_period(cadence: Cadence, today: dt.date) -> Period:
     return period_of(today, cadence)
 
 
-def department_kpis(session: Session, department_id: int) -> list[Kpi]:
-    return list(
-        session.exec(
-            # A retired KPI (bot/plan/edit.py) keeps its history but is no longer scored.
-            select(Kpi)
-            .where(Kpi.department_id == department_id, col(Kpi.retired_at).is_(None))
-            .order_by(col(Kpi.position), col(Kpi.id))
-        ).all()
-    )
+def department_kpis(
+    session: Session, department_id: int, kpi_ids: Collection[int] | None = None
+) -> list[Kpi]:
+    """A department's KPIs in plan order (only `kpi_ids` of them, if given)."""
+    # A retired KPI (bot/plan/edit.py) keeps its history but is no longer scored.
+    query = select(Kpi).where(Kpi.department_id == department_id, col(Kpi.retired_at).is_(None))
+    if kpi_ids is not None:
+        query = query.where(col(Kpi.id).in_(sorted(kpi_ids)))
+    return list(session.exec(query.order_by(col(Kpi.position), col(Kpi.id))).all())
 
 
 def targets_for(
@@ -93,11 +94,13 @@ def build_scorecard(
     history_length: int = HISTORY_LENGTH,
     *,
     current: bool = False,
+    kpi_ids: Collection[int] | None = None,
 ) -> Scorecard:
-    """Score every KPI of a department for the period that last ended (a review), or with
-    `current=True` for the period in progress (`/kpi status`); `previous` is the one before."""
+    """Score every KPI of a department (or only `kpi_ids` of them: what one report moves) for
+    the period that last ended (a review), or with `current=True` for the period in progress
+    (`/kpi status`); `previous` is the one before."""
     assert department.id is not None
-    kpis = department_kpis(session, department.id)
+    kpis = department_kpis(session, department.id, kpi_ids)
     period_for = current_period if current else reviewed_period
     windows = {kpi.id: period_for(kpi.cadence, today).last(history_length) for kpi in kpis}
     period_keys = {period.key for window in windows.values() for period in window}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -46,9 +47,11 @@ def _history(session: Session, department: Department) -> int:
     return history_needed(streaks)
 
 
-def _scorecard(session: Session, department: Department, today: dt.date) -> Scorecard:
+def _scorecard(
+    session: Session, department: Department, today: dt.date, kpi_ids: Collection[int] | None = None
+) -> Scorecard:
     history = _history(session, department)
-    return build_scorecard(session, department, today, history_length=history, current=True)
+    return build_scorecard(session, department, today, history_length=history, current=True, kpi_ids=kpi_ids)
 
 
 def scan_department(session: Session, department: Department, today: dt.date) -> list[Finding]:
@@ -167,7 +170,7 @@ def check_department(
 ) -> list[Change]:
     """Evaluate a department's KPIs (or only `kpi_ids`) and update their alerts in the caller's
     transaction: raise, move, reopen, resolve. A constant number of queries per department."""
-    card = _scorecard(session, department, today)
+    card = _scorecard(session, department, today, kpi_ids)
     rows = [row for row in card.rows if kpi_ids is None or row.kpi.id in kpi_ids]
     if not rows:
         return []
@@ -187,10 +190,13 @@ def check_department(
     return changes
 
 
-def check_kpi(session: Session, kpi: Kpi, department: Department, today: dt.date) -> list[Change]:
-    """After a report: evaluate one KPI and update its alerts (the caller's transaction)."""
+def check_kpi(
+    session: Session, kpi: Kpi, department: Department, today: dt.date, also: Collection[int] = ()
+) -> list[Change]:
+    """After a report: evaluate one KPI (and the department's KPIs `also`) and update their
+    alerts (the caller's transaction)."""
     assert kpi.id is not None
-    return check_department(session, department, today, kpi_ids={kpi.id})
+    return check_department(session, department, today, kpi_ids={kpi.id, *also})
 
 
 def _known_alerts(session: Session, rows: Sequence[ScoreRow]) -> Known:
@@ -207,11 +213,14 @@ def _known_alerts(session: Session, rows: Sequence[ScoreRow]) -> Known:
     return {(alert.kpi_id, alert.period): alert for alert in alerts}
 
 
-def affected_kpis(session: Session, kpi: Kpi) -> list[tuple[Kpi, Department]]:
-    """The KPI and every derived KPI whose formula uses it, each with its department."""
-    found = [kpi]
-    for candidate in session.exec(select(Kpi).where(col(Kpi.formula).is_not(None))).all():
-        if candidate.id != kpi.id and kpi.key in _formula_names(candidate):
+def affected_kpis(session: Session, *kpis: Kpi) -> list[tuple[Kpi, Department]]:
+    """The KPIs and every derived KPI whose formula uses one of them, each with its department."""
+    found = list({kpi.id: kpi for kpi in kpis}.values())
+    keys, ids = {kpi.key for kpi in found}, {kpi.id for kpi in found}
+    # Only formulas that mention one of the keys are read (then parsed: "mqls" is in "sqls / mqls").
+    mentions = or_(*(col(Kpi.formula).contains(key, autoescape=True) for key in sorted(keys)))
+    for candidate in session.exec(select(Kpi).where(col(Kpi.formula).is_not(None), mentions)).all():
+        if candidate.id not in ids and keys & _formula_names(candidate):
             found.append(candidate)
     departments = {
         department.id: department
@@ -233,17 +242,52 @@ def check_after_report(session: Session, kpi: Kpi, recorded: Recorded) -> None:
     """After a report is stored (bot.reports.service.save calls it): the report moves its KPI's
     alerts (and its derived KPIs') in the report's own transaction. A fault in the rules never
     loses the report: it is logged, the alert rows are left as they were, and the hourly scan
-    evaluates the KPI again."""
-    if not recorded.changed:
+    evaluates the KPI again. Inside `checks_after_reports` it only notes the KPI."""
+    pending = session.info.get(_PENDING)
+    if pending is not None:
+        pending.append((kpi, recorded))
+        return
+    _check_reported(session, [(kpi, recorded)])
+
+
+_PENDING = "bot.alerts.pending_checks"
+
+
+@contextmanager
+def checks_after_reports(session: Session) -> Iterator[None]:
+    """Many reports saved at once (a form, a pushed batch): `check_after_report` calls inside
+    are noted, and when the block ends each KPI they moved (and each derived one) is checked
+    once, with one scorecard of just those KPIs per department."""
+    if _PENDING in session.info:  # already collecting: the outer block checks
+        yield
+        return
+    pending: list[tuple[Kpi, Recorded]] = []
+    session.info[_PENDING] = pending
+    try:
+        yield
+    finally:
+        del session.info[_PENDING]
+    _check_reported(session, pending)
+
+
+def _check_reported(session: Session, reports: Sequence[tuple[Kpi, Recorded]]) -> None:
+    moved = [kpi for kpi, recorded in reports if recorded.changed]
+    if not moved:
         return
     try:
         with session.begin_nested():
-            for affected, department in affected_kpis(session, kpi):
-                check_kpi(session, affected, department, clock.today(ZoneInfo(department.timezone)))
+            by_department: dict[int, tuple[Department, list[Kpi]]] = {}
+            for affected, department in affected_kpis(session, *moved):
+                assert department.id is not None
+                by_department.setdefault(department.id, (department, []))[1].append(affected)
+            for department, (first, *others) in by_department.values():
+                day = clock.today(ZoneInfo(department.timezone))
+                check_kpi(session, first, department, day, also=[kpi.id for kpi in others if kpi.id])
     except OperationalError:
         raise
     except Exception:
-        log.exception("alert check after a report of %s failed; the next scan retries", kpi.key)
+        keys = ", ".join(sorted({kpi.key for kpi in moved}))
+        log.exception("alert check after a report of %s failed; the next scan retries", keys)
 
 
 # -- what Slack shows ------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from bot.models import Department, Kpi, Source, Unit
 from bot.numbers import STORABLE_DECIMALS, STORABLE_LIMIT, NumberFormatError, parse_amount, parse_number
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
 from bot.permissions import can_report
-from bot.reports.actuals import Recorded, live_actual, live_values, record_actual, wait_for_other_writers
+from bot.reports.actuals import (
+    NewValue,
+    Recorded,
+    live_rows,
+    live_values,
+    record_actual,
+    record_actuals,
+    wait_for_writers_of,
+)
 from bot.scorecard import current_period, targets_for
 from bot.scoring import Score, TargetValue, score
 from bot.text import clean_text
@@ -274,9 +282,7 @@ def save(
     )
     # In the report's transaction: the alert rows move with the value, or neither does.
     alerts.check_after_report(session, kpi, recorded)
-    target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
-    kpi_score = score(value, target, kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct))
-    return Reported(kpi, department, period, recorded, kpi_score)
+    return _reported(kpi, department, period, value, recorded, targets_for(session, [kpi.id], {period.key}))
 
 
 # -- several KPIs at once (the report modal) ---------------------------------------------------------
@@ -439,31 +445,80 @@ def save_reports(
     note: str | None = None,
     source_name: str | None = None,
 ) -> SavedReports:
-    """Store checked values in the caller's transaction; a value equal to the live one is left alone."""
+    """Store checked values in the caller's transaction; a value equal to the live one is left alone.
+
+    A few statements per batch, whatever its size: the writers' locks, the live rows, the
+    inserts and supersedes with their audit events, one alert check per department touched
+    (each KPI once) and the targets."""
     saved: list[Reported] = []
     unchanged: list[CheckedReport] = []
     # One order for every writer, so two forms sharing KPIs cannot wait on each other's locks.
-    for item in sorted(reports, key=lambda item: (item.kpi.id or 0, item.period.key)):
-        assert item.kpi.id is not None
+    ordered = sorted(reports, key=lambda item: (item.kpi.id or 0, item.period.key))
+    wait_for_writers_of(session, [(item.kpi.id or 0, item.period.key) for item in ordered])
+    recorded: list[tuple[CheckedReport, Recorded]] = []
+    for batch in _distinct_slots(ordered):
         # Compared here, not when the form was checked: someone may have reported in between;
         # and under the writers' lock, so the comparison is with the value that will be replaced.
-        wait_for_other_writers(session, item.kpi.id, item.period.key)
-        live = live_actual(session, item.kpi.id, item.period.key)
-        if live is not None and Decimal(live.value) == item.value:
-            unchanged.append(item)
-            continue
-        saved.append(
-            save(
-                session,
-                kpi=item.kpi,
-                department=item.department,
-                period=item.period,
-                value=item.value,
-                user_id=user_id,
-                source=source,
-                note=item.note if item.note is not None else note,
-                source_name=source_name,
-                external_id=item.external_id,
+        live = live_rows(session, [(item.kpi.id or 0, item.period.key) for item in batch])
+        new: list[CheckedReport] = []
+        for item in batch:
+            current = live.get((item.kpi.id or 0, item.period.key))
+            if current is not None and Decimal(current.value) == item.value:
+                unchanged.append(item)
+            else:
+                new.append(item)
+        values = [
+            NewValue(
+                item.kpi,
+                item.period.key,
+                item.value,
+                item.note if item.note is not None else note,
+                item.external_id,
             )
+            for item in new
+        ]
+        stored = record_actuals(
+            session, values, reported_by=user_id, source=source, source_name=source_name, live=live
         )
+        recorded += zip(new, stored, strict=True)
+    # In the reports' transaction: the alert rows move with the values, or neither does; each
+    # KPI moved is checked once, when the block ends.
+    with alerts.checks_after_reports(session):
+        for item, item_recorded in recorded:
+            alerts.check_after_report(session, item.kpi, item_recorded)
+    targets = targets_for(
+        session, sorted({item.kpi.id or 0 for item, _ in recorded}), {item.period.key for item, _ in recorded}
+    )
+    position = {id(item): number for number, item in enumerate(ordered)}
+    for item, item_recorded in sorted(recorded, key=lambda pair: position[id(pair[0])]):
+        saved.append(_reported(item.kpi, item.department, item.period, item.value, item_recorded, targets))
     return SavedReports(saved, unchanged)
+
+
+def _distinct_slots(ordered: Sequence[CheckedReport]) -> list[list[CheckedReport]]:
+    """The reports in rounds of distinct (KPI, period) slots, in order: a slot given twice is
+    stored twice, the second superseding the first, as two reports one after the other would."""
+    rounds: list[list[CheckedReport]] = []
+    depth: dict[tuple[int, str], int] = {}
+    for item in ordered:
+        slot = (item.kpi.id or 0, item.period.key)
+        level = depth.get(slot, 0)
+        depth[slot] = level + 1
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(item)
+    return rounds
+
+
+def _reported(
+    kpi: Kpi,
+    department: Department,
+    period: Period,
+    value: Decimal,
+    recorded: Recorded,
+    targets: Mapping[tuple[int, str], TargetValue],
+) -> Reported:
+    assert kpi.id is not None
+    target = targets.get((kpi.id, period.key))
+    kpi_score = score(value, target, kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct))
+    return Reported(kpi, department, period, recorded, kpi_score)
