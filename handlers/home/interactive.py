@@ -46,12 +46,12 @@ class HomeRefresher:
     """Publishes users' Home tabs: now (`publish`) or debounced after a change (`changed`)."""
 
     def __init__(
-        self, deps: Deps, client: WebClient, executor: Executor, debounce: float = DEBOUNCE_SECONDS
+        self, deps: Deps, client: WebClient, executor: Executor, debounce: float | None = None
     ) -> None:
         self._deps = deps
         self._client = client
         self._executor = executor
-        self._debounce = debounce
+        self._debounce = DEBOUNCE_SECONDS if debounce is None else debounce  # read when built
         self._lock = threading.Lock()
         self._pending: set[str] = set()
         self._flushing = False

@@ -20,6 +20,7 @@ from bot.clock import set_clock
 from bot.config import Settings, load_settings
 from bot.models import Actual, Kpi
 from handlers.app import create_app
+from handlers.home import interactive as home
 from handlers.web import make_wsgi_app
 from tests.fakeslack.client import Response, SignedSlackClient
 from tests.fakeslack.server import Call, FakeSlack, WsgiServer
@@ -125,6 +126,7 @@ def start_harness(
     plan: Path | None = EXAMPLE_PLAN,
     now: dt.datetime = NOW,
     environ: dict[str, str] | None = None,
+    home_debounce: float = 0.0,
 ) -> SlackHarness:
     set_clock(lambda: now.astimezone(dt.UTC))
     if plan is not None:
@@ -140,7 +142,14 @@ def start_harness(
         },
         env_file=None,
     )
-    app = create_app(settings, engine)
+    # The Home tabs' refresh after a change waits out a debounce (1 s) on the listeners' pool:
+    # here it runs at once, so settle() and the teardown do not wait for it (or, once the fake
+    # has stopped, for its publishes retried against a closed port).
+    debounce, home.DEBOUNCE_SECONDS = home.DEBOUNCE_SECONDS, home_debounce
+    try:
+        app = create_app(settings, engine)
+    finally:
+        home.DEBOUNCE_SECONDS = debounce
     activity = Activity()
     activity.watch_executor(app.listener_runner.listener_executor)
     server = WsgiServer(activity.watch_wsgi(make_wsgi_app(app, engine))).start()
