@@ -6,20 +6,21 @@ PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 from sqlmodel import select
 
 from bot.clock import set_clock
 from bot.database import transaction
-from bot.models import Department, Kpi, Post, PostKind, Source
+from bot.models import Countermeasure, Department, Kpi, Post, PostKind, Source
 from bot.plan.service import apply_plan, load_plan
 from bot.reports.actuals import record_actual
 from bot.resources import EXAMPLE_FUNNEL
 from handlers.alerts.interactive import scan_and_post
 from handlers.client import make_web_client
 from tests.fakeslack.harness import SlackHarness
-from tests.fakeslack.server import Call
+from tests.fakeslack.server import BOT_USER_ID, Call
 
 TOKYO = dt.timezone(dt.timedelta(hours=9))
 DIVISION = "C0DIVISION"
@@ -112,3 +113,47 @@ def test_the_next_period_leaking_again_is_a_new_alert_and_a_healthy_funnel_says_
     assert "Sales → Sales" in text_of(root) and "<@U0SALESHEAD>" in text_of(root)
     assert text_of(root).count("<@U0SALESHEAD>") <= 2  # one head named once (text and blocks)
     assert [(p.period, p.subject) for p in funnel_posts(slack)] == [("2026-12", "funnel:won_deals")]
+
+
+def mention(slack: SlackHarness, text: str, *, user_id: str, thread_ts: str) -> None:
+    """`@kpibot <text>` in the thread, as Slack delivers it (signed)."""
+    ts = f"{time.time():.6f}"
+    words = f"<@{BOT_USER_ID}> {text}"
+    event = dict(type="app_mention", user=user_id, text=words, channel=DIVISION, thread_ts=thread_ts)
+    assert slack.client.event({**event, "ts": ts, "event_ts": ts}).status == 200
+    slack.settle()
+
+
+def test_a_countermeasure_is_logged_in_the_funnel_alerts_thread_by_either_departments_members(
+    slack: SlackHarness,
+) -> None:
+    with_funnel(slack)
+    seed(slack, "2026-11", NOVEMBER)
+    at(dt.date(2026, 12, 7))
+    scan(slack)
+    [post] = funnel_posts(slack)
+    assert post.ts is not None
+
+    # Customer Success is neither side of the Inside Sales → Sales hand-off: refused, nothing logged.
+    mention(slack, "対策: 毎週の引き継ぎ会議", user_id="U0CS1", thread_ts=post.ts)
+    with slack.session() as session:
+        assert session.exec(select(Countermeasure)).all() == []
+    # Inside Sales' head (the department handing off) logs one; it is confirmed in the thread and
+    # followed on the stage the hand-off leads into.
+    mention(
+        slack,
+        "対策: SQL 引き渡し時に営業同席の初回商談を設定 <@U0SALES1>",
+        user_id="U0ISHEAD",
+        thread_ts=post.ts,
+    )
+    with slack.session() as session:
+        [cm] = session.exec(select(Countermeasure)).all()
+        kpi = session.get(Kpi, cm.kpi_id)
+    assert kpi is not None and kpi.key == "deals"
+    assert (cm.channel_id, cm.thread_ts, cm.owner_user_id) == (DIVISION, post.ts, "U0SALES1")
+    confirmations = [
+        call
+        for call in slack.fake.calls("chat.postMessage")
+        if call.args.get("thread_ts") == post.ts and "SQL 引き渡し時" in text_of(call)
+    ]
+    assert len(confirmations) == 1

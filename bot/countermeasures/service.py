@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 
 from bot.clock import today as today_in
 from bot.clock import utcnow
+from bot.funnel import flows as funnel_flows
 from bot.models import (
     Alert,
     AlertStatus,
@@ -283,6 +284,31 @@ def target_of_alert(session: Session, alert: Alert | None) -> Target | None:
         return None
     found = kpi_and_department(session, alert.kpi_id)
     return None if found is None else Target(alert, *found)
+
+
+@dataclass(frozen=True)
+class InThread:
+    """What a countermeasure typed in a thread is logged against, and whose members may log it: an
+    alert's thread (its department), or a funnel alert's (the hand-off into `target.kpi`: both
+    departments of the hand-off)."""
+
+    target: Target
+    departments: tuple[Department, ...]
+
+    def allows(self, session: Session, user_id: str, is_admin: Callable[[], bool]) -> bool:
+        return any(may_log(session, department, user_id, is_admin) for department in self.departments)
+
+
+def in_thread(session: Session, channel_id: str, thread_ts: str) -> InThread | None:
+    """The alert or funnel alert whose message starts this thread, if one does."""
+    target = target_of_alert(session, alert_in_thread(session, channel_id, thread_ts))
+    if target is not None:
+        return InThread(target, (target.department,))
+    leak = funnel_flows.thread_of(session, channel_id, thread_ts)
+    if leak is None:
+        return None
+    departments = (leak.department,) if leak.before is None else (leak.department, leak.before)
+    return InThread(Target(None, leak.kpi, leak.department), departments)
 
 
 def target_of_form(session: Session, alert_id: int | None, kpi_id: int | None) -> Target | None:

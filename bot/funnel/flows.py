@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from bot import clock, outbox
 from bot.alerts.service import SUBJECT_MAX
 from bot.database import transaction
 from bot.funnel.service import Funnel, HandOff, build_funnel
-from bot.models import Department, PostKind
+from bot.models import Department, FunnelStage, Kpi, Post, PostKind
 from bot.outbox import Message, Outbox, Sent
 
 log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "funnel:"
 
 
 class FunnelMessages(Protocol):
@@ -39,12 +41,50 @@ class LeakAlert:
     sent: Sent
 
 
-def leak_subject(hand_off: HandOff) -> str:
-    """The ledger subject of a hand-off's alert: named by the stage it hands off into."""
-    text = f"funnel:{hand_off.after.kpi.key}"
+def subject_of(kpi_key: str) -> str:
+    """The ledger subject of the alert of the hand-off into the stage `kpi_key`."""
+    text = f"{SUBJECT_PREFIX}{kpi_key}"
     if len(text) <= SUBJECT_MAX:
         return text
-    return f"funnel:{hashlib.sha1(hand_off.after.kpi.key.encode()).hexdigest()[:12]}"
+    return f"{SUBJECT_PREFIX}{hashlib.sha1(kpi_key.encode()).hexdigest()[:12]}"
+
+
+def leak_subject(hand_off: HandOff) -> str:
+    """The ledger subject of a hand-off's alert: named by the stage it hands off into."""
+    return subject_of(hand_off.after.kpi.key)
+
+
+@dataclass(frozen=True)
+class LeakThread:
+    """A funnel alert's thread: the hand-off into `kpi` (of `department`) from `before`'s."""
+
+    kpi: Kpi
+    department: Department
+    before: Department | None
+
+
+def thread_of(session: Session, channel_id: str, thread_ts: str) -> LeakThread | None:
+    """The hand-off whose funnel alert starts this thread, if one does. Two queries."""
+    post = session.exec(
+        select(Post).where(
+            Post.kind == PostKind.ALERT,
+            Post.channel_id == channel_id,
+            Post.ts == thread_ts,
+            col(Post.subject).startswith(SUBJECT_PREFIX),
+        )
+    ).first()
+    if post is None:
+        return None
+    rows = session.exec(
+        select(Kpi, Department)
+        .join(FunnelStage, col(FunnelStage.kpi_id) == Kpi.id)
+        .join(Department, col(Department.id) == Kpi.department_id)
+        .order_by(col(FunnelStage.position))
+    ).all()
+    for (kpi, department), before in zip(rows, [None, *rows], strict=False):
+        if subject_of(kpi.key) == post.subject:
+            return LeakThread(kpi, department, None if before is None else before[1])
+    return None
 
 
 def leak_key(division: Department, funnel: Funnel, hand_off: HandOff) -> outbox.Key:

@@ -281,12 +281,10 @@ def on_mention(deps: Deps, client: WebClient, body: dict[str, Any], bot_user_id:
     except CountermeasureError as error:
         typed, problem = None, error
     with unit_of_work(deps.engine) as session:
-        target = service.target_of_alert(
-            session, service.alert_in_thread(session, channel, thread_ts) if thread_ts else None
-        )
-        allowed = target is not None and service.may_log(
-            session, target.department, user_id, deps.admin_check(user_id)
-        )
+        # An alert's thread, or a funnel alert's in the division channel.
+        found = service.in_thread(session, channel, thread_ts) if thread_ts else None
+        target = None if found is None else found.target
+        allowed = found is not None and found.allows(session, user_id, deps.admin_check(user_id))
     department = None if target is None else target.department
     locale = deps.locale_for(user_id, department)
     public_locale = department.locale if department is not None else locale
@@ -318,7 +316,14 @@ def on_mention(deps: Deps, client: WebClient, body: dict[str, Any], bot_user_id:
         reply_once(refusal(problem, locale), private=True)
         return
     with unit_of_work(deps.engine, f"event:{event_id}") as session:
-        countermeasure = service.log(session, checked.draft, logged_by=user_id, source="mention")
+        countermeasure = service.log(
+            session,
+            checked.draft,
+            logged_by=user_id,
+            source="mention",
+            channel_id=channel,
+            thread_ts=thread_ts,
+        )
     posted = announce(deps, client, countermeasure, target.kpi, target.department)
     if posted.error is not None:
         text = render.message("countermeasure.logged_unposted", locale, kpi=target.kpi, error=posted.error)
