@@ -130,8 +130,11 @@ def close(
 
 
 def on_reported(posts: Outbox, reported: Reported) -> None:
-    """Post the measured effect of the KPI's countermeasures in their threads: before → after,
-    % of target; once per countermeasure and period. One failure never stops the rest."""
+    """Post the measured effect of the KPI's countermeasures in their threads: the series since the
+    baseline (before → each period → now), % of target and a verdict (worked / not yet / did not
+    work). While a period runs, once per countermeasure and period (a running total judged on its
+    pace); on a finished period's figure, once per verdict, so a correction that changes the verdict
+    is said once more. Followed until a period shows it worked. One failure never stops the rest."""
     kpi, department, period = reported.kpi, reported.department, reported.period
     assert department.id is not None
     with transaction(posts.engine) as session:
@@ -142,11 +145,12 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
             value=reported.recorded.actual.value,
             kpi_score=reported.score,
             is_correction=reported.recorded.is_correction,
+            today=service.today_for(department),
         )
     locale = department.locale
     for effect in effects:
         cm = effect.countermeasure
-        if not cm.channel_id or not cm.thread_ts:
+        if not cm.channel_id or not cm.thread_ts or cm.id is None:
             continue
         text = render.message(
             "countermeasure.effect",
@@ -156,14 +160,22 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
             before_period=effect.before_period,
             before=effect.before,
             before_pct=effect.before_pct,
+            series=effect.series,
             period=effect.period,
             after=effect.after,
             score=effect.score,
             change=effect.change,
+            verdict=effect.verdict,
+            final=effect.final,
+            pace=effect.pace,
         )
-        key = outbox.Key(department.id, PostKind.FOLLOWUP, period.key, f"effect:{cm.id}:{period.key}")
+        subject = service.effect_subject(cm.id, period.key, effect.verdict if effect.final else None)
+        key = outbox.Key(department.id, PostKind.FOLLOWUP, period.key, subject)
         try:
-            posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
+            sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
+            if sent.status == "posted" and effect.final:
+                with transaction(posts.engine) as session:
+                    service.record_verdict(session, cm.id, effect.verdict)
         except Exception:
             log.exception("effect of countermeasure %s for %s failed", cm.id, period.key)
 

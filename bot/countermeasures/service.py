@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from bot.alerts.rules import below_target, is_running_total, projected
 from bot.clock import today as today_in
 from bot.clock import utcnow
 from bot.funnel import flows as funnel_flows
@@ -36,9 +37,12 @@ from bot.models import (
     CountermeasureStatus,
     Department,
     Kpi,
+    Post,
+    PostKind,
 )
-from bot.periods import Period
+from bot.periods import Period, parse_key
 from bot.permissions import is_member
+from bot.reports.actuals import live_values
 from bot.reports.service import ReportError, all_kpis, find_kpi, normalize_name
 from bot.scorecard import build_scorecard, current_period, targets_for
 from bot.scoring import Score, Status, TargetValue, achievement_pct
@@ -519,7 +523,7 @@ def set_status(
     result = session.execute(
         sa.update(Countermeasure)
         .where(col(Countermeasure.id) == countermeasure_id, col(Countermeasure.status).in_(OPEN))
-        .values(status=status, updated_at=utcnow())
+        .values(status=status, updated_at=utcnow(), closed_at=utcnow())
     )
     changed = result.rowcount == 1  # type: ignore[attr-defined]
     if changed:
@@ -634,9 +638,17 @@ def open_counts(session: Session, kpi_ids: Collection[int]) -> dict[int, int]:
     return {kpi_id: count for kpi_id, count in rows}
 
 
+# A countermeasure's verdict, from the figure its effect is measured on (the pace of a running total
+# in a period in progress): back on track, better than before but not yet, or not better.
+WORKED, NOT_YET, DID_NOT_WORK = "worked", "not_yet", "did_not_work"
+SERIES_MAX = 12  # periods shown between the baseline and now
+
+
 @dataclass(frozen=True)
 class Effect:
-    """What a countermeasure's KPI did since it was logged: before → after, % of target."""
+    """What a countermeasure's KPI did since it was logged: before → each period → now, % of
+    target, and a verdict. `final` when `period` has ended (its figure is the period's), else the
+    verdict is on the pace (a running total) or the value so far."""
 
     countermeasure: Countermeasure
     kpi: Kpi
@@ -646,16 +658,15 @@ class Effect:
     period: str
     after: Decimal
     score: Score
+    series: tuple[tuple[str, Decimal | None], ...] = ()  # the periods between, oldest first
+    verdict: str = NOT_YET
+    final: bool = True
+    pace: Decimal | None = None  # a running total's projection to the end of the period in progress
 
     @property
     def change(self) -> str | None:
         """ "better", "worse" or "same" in the KPI's direction; None without a baseline value."""
-        if self.before is None:
-            return None
-        if self.after == self.before:
-            return "same"
-        higher = self.after > self.before
-        return "better" if higher == (self.kpi.direction.value == "higher") else "worse"
+        return _change(self.kpi, self.before, self.after)
 
     @property
     def status(self) -> Status:
@@ -666,13 +677,58 @@ class Effect:
         return self.score.target
 
 
+def _change(kpi: Kpi, before: Decimal | None, after: Decimal) -> str | None:
+    if before is None:
+        return None
+    if after == before:
+        return "same"
+    higher = after > before
+    return "better" if higher == (kpi.direction.value == "higher") else "worse"
+
+
+def verdict_of(kpi: Kpi, before: Decimal | None, judged: Decimal, target: TargetValue | None) -> str:
+    """Worked: on track (at or past amber, direction- and range-aware); not yet: better than before;
+    did not work: not better."""
+    if target is not None and below_target(kpi, judged, target) is None:
+        return WORKED
+    return NOT_YET if _change(kpi, before, judged) == "better" else DID_NOT_WORK
+
+
+def effect_subject(countermeasure_id: int, period: str, verdict: str | None = None) -> str:
+    """The ledger subject of an effect: once per period while it runs (`verdict` None), once per
+    verdict of its final figure (a correction that changes the verdict is said once more)."""
+    base = f"effect:{countermeasure_id}:{period}"
+    return base if verdict is None else f"{base}:{verdict}"
+
+
+def _worked_before(session: Session, countermeasure_id: int, period: str) -> bool:
+    """Whether a period before `period` was already judged "worked": it is followed no further."""
+    subjects = session.exec(
+        select(Post.subject).where(
+            Post.kind == PostKind.FOLLOWUP,
+            col(Post.subject).startswith(f"effect:{countermeasure_id}:"),
+            col(Post.subject).endswith(f":{WORKED}"),
+        )
+    ).all()
+    return any(subject.split(":")[2] < period for subject in subjects)
+
+
 def effects(
-    session: Session, *, kpi: Kpi, period: Period, value: Decimal, kpi_score: Score, is_correction: bool
+    session: Session,
+    *,
+    kpi: Kpi,
+    period: Period,
+    value: Decimal,
+    kpi_score: Score,
+    is_correction: bool,
+    today: dt.date | None = None,
 ) -> list[Effect]:
     """The effects to show now that `value` was reported for `period`: for each countermeasure of the
     KPI still open (or closed as done during this period or the one before) whose baseline is an earlier
-    period (or this one, corrected), and which has a thread to show it in."""
+    period (or this one, corrected), which has a thread to show it in, and which no earlier period
+    showed back on track. Each with the series since its baseline and a verdict."""
     assert kpi.id is not None
+    today = today or period.end
     candidates = session.exec(
         select(Countermeasure).where(
             Countermeasure.kpi_id == kpi.id,
@@ -690,10 +746,23 @@ def effects(
             continue
         if cm.status is CountermeasureStatus.DONE and cm.updated_at < since:
             continue
+        assert cm.id is not None
+        if _worked_before(session, cm.id, period.key):
+            continue
         chosen.append(cm)
     if not chosen:
         return []
+    between = {
+        cm.id: [parse_key(cm.baseline_period).shift(step) for step in range(1, SERIES_MAX + 1)]
+        for cm in chosen
+        if cm.baseline_period
+    }
+    keys = {p.key for ps in between.values() for p in ps if p < period}
     targets = targets_for(session, [kpi.id], {cm.baseline_period for cm in chosen if cm.baseline_period})
+    values = live_values(session, [kpi.id], keys) if keys else {}
+    final = period.end < today
+    pace = None if final or not is_running_total(kpi) else projected(value, period, today)
+    judged = pace if pace is not None else value
     result = []
     for cm in chosen:
         assert cm.baseline_period is not None
@@ -702,8 +771,31 @@ def effects(
         before_pct = (
             None if before is None or target is None else achievement_pct(before, target, kpi.direction)
         )
-        result.append(Effect(cm, kpi, cm.baseline_period, before, before_pct, period.key, value, kpi_score))
+        series = tuple((p.key, values.get((kpi.id, p.key))) for p in between.get(cm.id, []) if p < period)
+        result.append(
+            Effect(
+                cm,
+                kpi,
+                cm.baseline_period,
+                before,
+                before_pct,
+                period.key,
+                value,
+                kpi_score,
+                series,
+                verdict_of(kpi, before, judged, kpi_score.target),
+                final,
+                pace,
+            )
+        )
     return result
+
+
+def record_verdict(session: Session, countermeasure_id: int, verdict: str) -> None:
+    """The verdict the thread says now (`/kpi review` lists closed countermeasures with it)."""
+    session.execute(
+        sa.update(Countermeasure).where(col(Countermeasure.id) == countermeasure_id).values(verdict=verdict)
+    )
 
 
 def status_order(items: Sequence[Item]) -> list[tuple[CountermeasureStatus, list[Item]]]:

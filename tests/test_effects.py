@@ -1,0 +1,124 @@
+"""Effects measured to the end: a countermeasure's KPI is followed each period until it is back on
+track (or the countermeasure is closed). While a period runs its effect is said once, judged on the
+pace of a running total and marked provisional; the period's final figure gets a verdict (worked /
+not yet / did not work), and a correction that changes the verdict is said once more. The thread
+shows the series since the baseline. Reports over signed HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlmodel import select
+
+from bot.clock import set_clock
+from bot.database import transaction
+from bot.models import Alert, Countermeasure, Kpi, Post, PostKind, Source
+from bot.reports.actuals import record_actual
+from handlers.alerts.interactive import scan_and_post
+from handlers.client import make_web_client
+from tests.fakeslack.harness import SlackHarness
+from tests.fakeslack.server import Call
+
+TOKYO = dt.timezone(dt.timedelta(hours=9))
+SALES1 = "U0SALES1"
+EFFECT = ":bar_chart:"
+
+
+def on(day: dt.date) -> None:
+    now = dt.datetime.combine(day, dt.time(10), tzinfo=TOKYO).astimezone(dt.UTC)
+    set_clock(lambda: now)
+
+
+def countermeasure_on_october(slack: SlackHarness) -> tuple[Countermeasure, str]:
+    """New approaches at 60 of 100 in October: the scan raises the alert, the owner logs a
+    countermeasure in reply (measured from October's 60)."""
+    with transaction(slack.engine) as session:
+        kpi = session.exec(select(Kpi).where(Kpi.key == "new_approaches")).one()
+        record_actual(
+            session, kpi=kpi, period="2026-10", value=Decimal(60), reported_by="U0SEED", source=Source.CSV
+        )
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    slack.command("countermeasure new_approaches 既存顧客の紹介を依頼する", user_id=SALES1)
+    slack.settle()
+    with slack.session() as session:
+        [cm] = session.exec(select(Countermeasure)).all()
+        alert = session.get(Alert, cm.alert_id)
+    assert alert is not None and cm.thread_ts == alert.thread_ts and cm.baseline_value == Decimal(60)
+    return cm, str(cm.thread_ts)
+
+
+def report(slack: SlackHarness, text: str) -> None:
+    slack.command(f"report {text}", user_id=SALES1)
+    slack.settle()
+
+
+def effects_in(slack: SlackHarness, thread_ts: str) -> list[str]:
+    calls: list[Call] = slack.fake.calls("chat.postMessage")
+    return [
+        str(c.args["text"])
+        for c in calls
+        if c.args.get("thread_ts") == thread_ts and EFFECT in c.args["text"]
+    ]
+
+
+def effect_subjects(slack: SlackHarness) -> list[str]:
+    with slack.session() as session:
+        posts = session.exec(select(Post).where(Post.kind == PostKind.FOLLOWUP).order_by(Post.id)).all()  # type: ignore[arg-type]
+    return [post.subject for post in posts if post.subject.startswith("effect:")]
+
+
+def verdict_of(slack: SlackHarness, cm: Countermeasure) -> str | None:
+    with slack.session() as session:
+        row = session.get(Countermeasure, cm.id)
+        return None if row is None else row.verdict
+
+
+def test_a_running_period_is_provisional_and_the_final_figure_gets_a_verdict_a_correction_changes_once(
+    slack: SlackHarness,
+) -> None:
+    cm, thread = countermeasure_on_october(slack)  # the harness's clock: Monday 2026-11-30, November runs
+
+    report(slack, "new_approaches 70")
+    [running] = effects_in(slack, thread)
+    assert "2026-10 60(60 %) → 2026-11 *70*" in running
+    assert "まだ途中" in running and "期中の暫定" in running
+    assert verdict_of(slack, cm) is None  # a running period decides nothing
+
+    on(dt.date(2026, 12, 2))  # November has ended: its figure is final
+    report(slack, "new_approaches 75 2026-11")
+    report(slack, "new_approaches 76 2026-11")  # a correction with the same verdict: nothing new
+    final = effects_in(slack, thread)[1:]
+    assert len(final) == 1 and "2026-11 *75*" in final[0] and "まだ途中" in final[0]
+    assert "期中の暫定" not in final[0]
+    assert verdict_of(slack, cm) == "not_yet"
+
+    report(slack, "new_approaches 95 2026-11")  # corrected: back on track
+    report(slack, "new_approaches 97 2026-11")
+    worked = effects_in(slack, thread)[2:]
+    assert len(worked) == 1 and "2026-11 *95*" in worked[0] and "効果あり" in worked[0]
+    assert verdict_of(slack, cm) == "worked"
+    assert effect_subjects(slack) == [
+        f"effect:{cm.id}:2026-11",
+        f"effect:{cm.id}:2026-11:not_yet",
+        f"effect:{cm.id}:2026-11:worked",
+    ]
+
+    # Back on track: December is not followed any more.
+    on(dt.date(2027, 1, 5))
+    report(slack, "new_approaches 50 2026-12")
+    assert len(effects_in(slack, thread)) == 3
+
+
+def test_the_thread_shows_the_series_since_the_baseline_and_a_did_not_work_verdict(
+    slack: SlackHarness,
+) -> None:
+    cm, thread = countermeasure_on_october(slack)
+    on(dt.date(2026, 12, 2))
+    report(slack, "new_approaches 65 2026-11")  # better than October, not on track
+    on(dt.date(2027, 1, 5))
+    report(slack, "new_approaches 40 2026-12")  # December's target is 80: 40 is no better than 60
+    last = effects_in(slack, thread)[-1]
+    assert "2026-10 60(60 %) → 2026-11 65 → 2026-12 *40*" in last
+    assert "効果なし" in last
+    assert verdict_of(slack, cm) == "did_not_work"
