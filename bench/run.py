@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py` from anywhere
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -935,8 +936,14 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset: digest, charts, growth, scheduler, ack, push (default: all)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument("--departments", type=int, help="departments of the main plan (digest, ack)")
+    parser.add_argument("--weeks", type=int, help="weeks of history of the main plan")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
+    if args.departments or args.weeks:
+        config = dataclasses.replace(
+            config, departments=args.departments or config.departments, weeks=args.weeks or config.weeks
+        )
     postgres = sa.make_url(
         args.postgres
         or os.environ.get("KPIBOT_BENCH_POSTGRES_URL")

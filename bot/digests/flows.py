@@ -21,7 +21,6 @@ from sqlmodel import select
 from bot import render
 from bot.config import Settings
 from bot.database import transaction
-from bot.digests.charts import render_trend_chart
 from bot.digests.service import (
     CHART_PERIODS,
     Digest,
@@ -90,6 +89,9 @@ def build(
 
 def chart(digest: Digest, locale: str) -> bytes:
     """The digest's trend chart (a PNG), posted in its thread."""
+    # Imported here: matplotlib is a third of a web worker's memory, and only a digest draws.
+    from bot.digests.charts import render_trend_chart
+
     title = render.message(
         "digest.chart_title", locale, department=digest.department.name(locale), day=digest.day
     )

@@ -11,11 +11,11 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
 from bot.alerts.rules import below_streak, streak_length
-from bot.digests.charts import ChartSeries
 from bot.digests.provenance import Mark, marks
 from bot.funnel.service import Funnel, build_funnel
 from bot.models import (
@@ -31,6 +31,9 @@ from bot.periods import fiscal_year, fiscal_year_bounds, fiscal_year_periods
 from bot.reports.actuals import live_values
 from bot.scorecard import Scorecard, ScoreRow, all_departments, build_scorecard
 from bot.scoring import HUNDRED, Status
+
+if TYPE_CHECKING:  # matplotlib stays out of processes that draw no chart (the web workers)
+    from bot.digests.charts import ChartSeries
 
 CHART_PERIODS = 13
 SPARKLINE_PERIODS = 6
@@ -240,6 +243,8 @@ def _digest_from(session: Session, card: Scorecard, day: dt.date, goal: GoalProg
 
 def chart_series(digest: Digest, locale: str) -> list[ChartSeries]:
     """Each KPI's actuals and targets over the digest's history window, for the trend chart."""
+    from bot.digests.charts import ChartSeries
+
     return [
         ChartSeries(
             name=row.kpi.name(locale),
