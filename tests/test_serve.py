@@ -204,6 +204,10 @@ def test_the_manifest_points_slack_at_the_served_path() -> None:
     settings = manifest["settings"]
     assert settings["interactivity"] == {"is_enabled": True, "request_url": url}
     assert settings["event_subscriptions"]["request_url"] == url
-    assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "app_home_opened", "message.im"}
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_mention",
+        "app_home_opened",
+        "message.im",
+    }
     assert settings["socket_mode_enabled"] is False
     assert "commands" in manifest["oauth_config"]["scopes"]["bot"]
