@@ -592,6 +592,16 @@ def item_of(session: Session, countermeasure_id: int) -> Item | None:
     return next(iter(_items(session, col(Countermeasure.id) == countermeasure_id)), None)
 
 
+def closed_since(session: Session, department: Department, since: dt.datetime) -> list[Item]:
+    """The department's countermeasures closed (done or dropped) since `since`, with their verdicts."""
+    return _items(
+        session,
+        Kpi.department_id == department.id,
+        col(Countermeasure.status).in_(CLOSED),
+        col(Countermeasure.closed_at) > since,
+    )
+
+
 def reminders_due(session: Session, now: dt.datetime) -> list[Item]:
     """Open countermeasures due today in their department's time zone, once it is REMIND_AT there."""
     day = now.astimezone(dt.UTC).date()

@@ -33,6 +33,8 @@ def agenda_items(agenda: Agenda, locale: str) -> list[tuple[str, str]]:
         for item in agenda.due
     ]
     items += [(item.key, render.message("review.missing", locale, item=item)) for item in agenda.missing]
+    if agenda.closed:
+        items.append(("closed", render.message("review.closed", locale, closed=agenda.closed)))
     return items
 
 

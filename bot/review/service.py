@@ -1,7 +1,8 @@
 """The agenda of a department's weekly review meeting, as plain data (`/kpi review`).
 
 Three kinds of item, each discussed in its own thread: KPIs in red or amber, countermeasures due
-or overdue, and reports missing; the header also names the open alerts without a countermeasure.
+or overdue, and reports missing; the header also names the open alerts without a countermeasure, and one
+item lists the countermeasures closed since the last review with their verdicts.
 Every item has a stable key, so posting the agenda twice on the same day posts each item once
 (handlers/review/interactive.py, through the Post ledger).
 """
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, col, select
 
 from bot.alerts.rules import is_running_total
-from bot.countermeasures.service import Item, due_or_overdue, open_counts
-from bot.models import Alert, AlertStatus, Countermeasure, Department, Kpi
+from bot.countermeasures.service import RECENTLY_CLOSED, Item, closed_since, due_or_overdue, open_counts
+from bot.models import Alert, AlertStatus, Countermeasure, Department, Kpi, Post, PostKind
 from bot.periods import Period
 from bot.scorecard import build_scorecard
 from bot.scoring import Score, Status, score
@@ -55,6 +56,8 @@ class Agenda:
     missing: list[MissingReports]
     # Open alerts no countermeasure was logged against yet (the header names them).
     uncovered: list[Uncovered] = field(default_factory=list)
+    # Countermeasures closed since the last review, with their verdicts (one item lists them).
+    closed: list[Item] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -84,6 +87,29 @@ def uncovered_alerts(session: Session, department: Department) -> list[Uncovered
         .order_by(col(Kpi.position), col(Kpi.id), col(Alert.period))
     ).all()
     return [Uncovered(kpi, alert) for alert, kpi in rows]
+
+
+def last_review(session: Session, department: Department, day: dt.date) -> dt.datetime | None:
+    """When the department's last review agenda before `day` was posted (its header), if ever."""
+    return session.exec(
+        select(Post.sent_at)
+        .where(
+            Post.department_id == department.id,
+            Post.kind == PostKind.REVIEW,
+            Post.subject == "",
+            col(Post.period) < day.isoformat(),
+            col(Post.sent_at).is_not(None),
+        )
+        .order_by(col(Post.sent_at).desc())
+    ).first()
+
+
+def closed_since_last_review(session: Session, department: Department, day: dt.date) -> list[Item]:
+    """Countermeasures closed since the last review (none yet: in the last RECENTLY_CLOSED)."""
+    since = last_review(session, department, day) or (
+        dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) - RECENTLY_CLOSED
+    )
+    return closed_since(session, department, since)
 
 
 def due_key(item: Item) -> str:
@@ -125,4 +151,5 @@ def build_agenda(session: Session, department: Department, day: dt.date) -> Agen
         due_or_overdue(session, department, day),
         [MissingReports(owner, kpis) for owner, kpis in missing.items()],
         uncovered_alerts(session, department),
+        closed_since_last_review(session, department, day),
     )
