@@ -10,7 +10,9 @@ import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.formulas import parse_formula
@@ -65,11 +67,15 @@ def targets_for(
     """Targets by (KPI id, period); a period without its own target falls back to the KPI's default."""
     if not kpi_ids:
         return {}
-    rows = session.exec(
-        select(Target).where(
-            col(Target.kpi_id).in_(kpi_ids), col(Target.period).in_([*periods, EVERY_PERIOD])
+    table = Target.__table__.c  # type: ignore[attr-defined]
+    if session.autoflush:
+        session.flush()  # as the ORM's own queries would: pending rows are read too
+    # Core, not ORM: plain values, read for every KPI of every digest.
+    rows = session.connection().execute(
+        sa.select(table.kpi_id, table.period, table.value, table.min_value, table.max_value).where(
+            table.kpi_id.in_(kpi_ids), table.period.in_([*periods, EVERY_PERIOD])
         )
-    ).all()
+    )
     found = {(row.kpi_id, row.period): _target_value(row) for row in rows}
     result: dict[tuple[int, str], TargetValue] = {}
     for kpi_id in kpi_ids:
@@ -80,7 +86,7 @@ def targets_for(
     return result
 
 
-def _target_value(row: Target) -> TargetValue:
+def _target_value(row: Any) -> TargetValue:
     if row.value is not None:
         return TargetValue.exact(Decimal(row.value))
     assert row.min_value is not None and row.max_value is not None
@@ -102,8 +108,12 @@ def build_scorecard(
     assert department.id is not None
     kpis = department_kpis(session, department.id, kpi_ids)
     period_for = current_period if current else reviewed_period
-    windows = {kpi.id: period_for(kpi.cadence, today).last(history_length) for kpi in kpis}
-    period_keys = {period.key for window in windows.values() for period in window}
+    # One window per cadence, not per KPI: its periods and their keys are computed once.
+    by_cadence = {
+        cadence: period_for(cadence, today).last(history_length) for cadence in {k.cadence for k in kpis}
+    }
+    keys_of = {cadence: [period.key for period in window] for cadence, window in by_cadence.items()}
+    period_keys = {key for keys in keys_of.values() for key in keys}
 
     formulas = {kpi.id: parse_formula(kpi.formula) for kpi in kpis if kpi.formula}
     inputs_by_key: dict[str, int] = {}
@@ -117,31 +127,25 @@ def build_scorecard(
     values = live_values(session, {*kpi_ids, *inputs_by_key.values()}, period_keys)
     targets = targets_for(session, kpi_ids, period_keys)
 
-    def value_of(kpi: Kpi, period: Period) -> Decimal | None:
-        assert kpi.id is not None
-        formula = formulas.get(kpi.id)
+    def value_of(kpi_id: int, key: str) -> Decimal | None:
+        formula = formulas.get(kpi_id)
         if formula is None:
-            return values.get((kpi.id, period.key))
+            return values.get((kpi_id, key))
         return formula.evaluate(
-            {name: values.get((kpi_id, period.key)) for name, kpi_id in inputs_by_key.items()}
+            {name: values.get((input_id, key)) for name, input_id in inputs_by_key.items()}
         )
 
     rows = []
     for kpi in kpis:
         assert kpi.id is not None
-        window = windows[kpi.id]
-        period = window[-1]
-        series = [value_of(kpi, p) for p in window]
+        window, keys = by_cadence[kpi.cadence], keys_of[kpi.cadence]
+        series = [value_of(kpi.id, key) for key in keys]
+        target_series = [targets.get((kpi.id, key)) for key in keys]
         kpi_score = score(
-            series[-1],
-            targets.get((kpi.id, period.key)),
-            kpi.direction,
-            Decimal(kpi.amber_pct),
-            Decimal(kpi.red_pct),
+            series[-1], target_series[-1], kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct)
         )
         previous = series[-2] if len(series) > 1 else None
-        target_series = [targets.get((kpi.id, p.key)) for p in window]
-        rows.append(ScoreRow(kpi, period, kpi_score, previous, series, target_series))
+        rows.append(ScoreRow(kpi, window[-1], kpi_score, previous, series, target_series))
     return Scorecard(department, rows)
 
 

@@ -212,11 +212,15 @@ def live_values(
     ids, keys = list(kpi_ids), list(periods)
     if not ids or not keys:
         return {}
-    rows = session.exec(
-        select(Actual.kpi_id, Actual.period, Actual.value).where(
-            col(Actual.kpi_id).in_(ids), col(Actual.period).in_(keys), col(Actual.superseded_at).is_(None)
+    table = Actual.__table__.c  # type: ignore[attr-defined]
+    if session.autoflush:
+        session.flush()  # as the ORM's own queries would: pending rows are read too
+    # Core, not ORM: a digest reads thousands of these, and they are plain values.
+    rows = session.connection().execute(
+        sa.select(table.kpi_id, table.period, table.value).where(
+            table.kpi_id.in_(ids), table.period.in_(keys), table.superseded_at.is_(None)
         )
-    ).all()
+    )
     return {(kpi_id, period): Decimal(value) for kpi_id, period, value in rows}
 
 
