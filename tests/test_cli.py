@@ -91,6 +91,10 @@ def test_migrate_then_import_then_import_again(db: Engine, capsys: pytest.Captur
         "  success_factor: 12 created, 0 updated, 0 unchanged",
         "  kpi: 16 created, 0 updated, 0 unchanged",
         "  target: 18 created, 0 updated, 0 unchanged",
+        # Customer Success here has result KPIs only (b2b-funnel.yaml adds one): the import says so.
+        f"{EXAMPLE}: 1 warning(s) (they never block an import):",
+        "  line 67: 'customer_success' has result KPIs only: add a process KPI (what the team does)"
+        " that leads to them",
     ]
 
     code, out, err = run(capsys, "--locale", "en", "import-plan", str(EXAMPLE))
