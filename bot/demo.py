@@ -43,8 +43,9 @@ DRIFTS = {
     "nps": Drift(1.10, 1.00, 0.05),
     "retention_rate": Drift(1.02, 1.01, 0.004),
     "revenue": Drift(1.00, 0.88, 0.05),
-    # Deals keep coming but fewer close: the deals → won hand-off is the one that leaks.
-    "won_deals": Drift(0.95, 0.55, 0.02),
+    # Deals keep coming but fewer close, three months running: the deals → won hand-off leaks and
+    # deals won raise a streak alert (its playbook is adopted from the alert, handlers/demo.py).
+    "won_deals": Drift(0.8, 0.55, 0.02),
 }
 DEFAULT_DRIFT = Drift(1.02, 1.00)
 
@@ -54,6 +55,8 @@ DEFAULT_DRIFT = Drift(1.02, 1.00)
 # month in progress would not do: a running total is not judged before a quarter of it has passed.
 STORY_KPI = "mqls"
 STORY_RECOVERY = Decimal("0.93")  # of the recovery month's target
+# The streak alert whose agreed countermeasure the division adopts in one click (handlers/demo.py).
+PLAYBOOK_KPI = "won_deals"
 
 
 def simulated_periods(cadence: Cadence, today: dt.date) -> list[Period]:

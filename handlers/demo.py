@@ -11,15 +11,16 @@ from zoneinfo import ZoneInfo
 
 from slack_sdk.models.views import View
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot import clock, render
 from bot.alerts.rules import check_kpi
 from bot.config import Settings
+from bot.countermeasures import playbooks
 from bot.countermeasures import service as countermeasures
 from bot.database import transaction
-from bot.demo import STORY_KPI, story_figure, story_months, story_review_day
-from bot.models import Department, Kpi, Source
+from bot.demo import PLAYBOOK_KPI, STORY_KPI, story_figure, story_months, story_review_day
+from bot.models import Alert, AlertStatus, Department, Kpi, Source
 from bot.reports.service import save
 from handlers.alerts.interactive import scan_and_post, sync_alerts
 from handlers.countermeasures.interactive import announce
@@ -45,6 +46,8 @@ def alert_loop(engine: Engine, settings: Settings, *, locale: str, day: dt.date)
         return client  # another plan: alerts only
     _last_months_review(deps, client, kpi, department, department.head_user_id, locale, day)
     scan_and_post(deps, client, now)
+    with _clock_at(now):
+        _adopt_playbook(deps, client)
     _, recovery = story_months(day)
     with transaction(engine) as session:
         value = story_figure(session, kpi, recovery)
@@ -83,6 +86,35 @@ def _last_months_review(
             )
             logged = countermeasures.log(session, draft, logged_by=head, source="demo")
         announce(deps, client, logged, draft.kpi, draft.department)
+
+
+def _adopt_playbook(deps: Deps, client: PreviewClient) -> None:
+    """The streak alert on PLAYBOOK_KPI: its department head clicks Adopt on the first countermeasure
+    agreed in the plan (what the button does: bot.countermeasures.playbooks.adopt, then announce)."""
+    with transaction(deps.engine) as session:
+        alert = session.exec(
+            select(Alert)
+            .join(Kpi, col(Kpi.id) == Alert.kpi_id)
+            .where(
+                Kpi.key == PLAYBOOK_KPI,
+                col(Alert.thread_ts).is_not(None),
+                Alert.status != AlertStatus.RESOLVED,
+            )
+            .order_by(col(Alert.period).desc())
+        ).first()
+        found = None if alert is None or alert.id is None else playbooks.find(session, alert.id, 0)
+        if alert is None or alert.id is None or found is None or not found[0].department.head_user_id:
+            return
+        target = found[0]
+        adopted = playbooks.adopt(
+            session,
+            alert_id=alert.id,
+            index=0,
+            user_id=target.department.head_user_id,
+            is_admin=lambda: False,
+        )
+    if adopted.outcome == "adopted" and adopted.countermeasure is not None:
+        announce(deps, client, adopted.countermeasure, target.kpi, target.department)
 
 
 def home_tab(

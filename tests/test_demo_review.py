@@ -5,8 +5,14 @@ streak alert, a playbook adopted from an alert and a countermeasure's effect wit
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import pytest
+
+from bot.clock import set_clock
 from bot.models import Countermeasure, CountermeasureStatus
+from handlers.cli import main
 from tests.fakeslack.harness import SlackHarness
 from tests.test_effects import SALES1, countermeasure_on_october, on, report
 
@@ -59,3 +65,31 @@ def test_the_review_lists_countermeasures_closed_since_the_last_review_with_thei
     slack.settle()
     assert len(posted_in(slack, SALES, CLOSED_JA)) == 1
     assert len(posted_in(slack, SALES, "週次レビュー")) >= 2  # both agendas were posted
+
+
+def test_the_demo_shows_the_funnel_a_streak_a_playbook_adopted_and_an_effect_with_its_verdict(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "KPIBOT_LOCALE", "KPIBOT_TIMEZONE"):
+        monkeypatch.delenv(name, raising=False)
+    set_clock(lambda: dt.datetime(2026, 12, 7, 10, 0, tzinfo=ZoneInfo("Asia/Tokyo")))
+    assert main(["demo", "--locale", "en"]) == 0
+    out = capsys.readouterr().out
+    division, _, slack = out.partition("Alerts, threads and countermeasures")
+
+    # The division digest: the funnel's stages and the hand-off that leaks most.
+    assert "*Funnel* · 2026-11" in division
+    assert "*Deals opened* (Sales)" in division and "*Upsells* (Customer Success)" in division
+    assert "leaks most: Sales → Sales" in division
+    # Its own alert in the division channel, naming the head.
+    assert "#C0DIVISION" in slack and "*The funnel leaks: Sales → Sales* (2026-11)" in slack
+    # Deals won below target three months running: the streak alert, escalated to the head, with the
+    # countermeasures agreed in the plan; the head adopted the first in one click.
+    assert "*below target 3 periods running* <@U0SALESHEAD>" in slack
+    assert "*Agreed in advance* for this KPI" in slack
+    assert "*Countermeasure for Deals won*, logged by <@U0SALESHEAD>" in slack
+    # The story's countermeasure: its effect from before to now, and the verdict.
+    assert "2026-10 128 (64 %) → 2026-11 *186*" in slack
+    assert "Verdict: *worked*" in slack
+    assert (tmp_path / "kpibot-demo.html").read_text(encoding="utf-8").count("The funnel leaks") >= 1
