@@ -122,3 +122,19 @@ def test_the_thread_shows_the_series_since_the_baseline_and_a_did_not_work_verdi
     assert "2026-10 60(60 %) → 2026-11 65 → 2026-12 *40*" in last
     assert "効果なし" in last
     assert verdict_of(slack, cm) == "did_not_work"
+
+
+def test_a_period_that_ends_after_its_last_report_gets_its_verdict_from_the_hourly_scan_once(
+    slack: SlackHarness,
+) -> None:
+    cm, thread = countermeasure_on_october(slack)
+    report(slack, "new_approaches 92")  # on 30 November, November's last day: provisional
+    assert len(effects_in(slack, thread)) == 1
+
+    on(dt.date(2026, 12, 1))  # November has ended with no new report: the scan judges its figure
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    final = effects_in(slack, thread)[1:]
+    assert len(final) == 1 and "2026-11 *92*" in final[0] and "効果あり" in final[0]
+    assert "期中の暫定" not in final[0]
+    assert verdict_of(slack, cm) == "worked"

@@ -136,7 +136,6 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
     pace); on a finished period's figure, once per verdict, so a correction that changes the verdict
     is said once more. Followed until a period shows it worked. One failure never stops the rest."""
     kpi, department, period = reported.kpi, reported.department, reported.period
-    assert department.id is not None
     with transaction(posts.engine) as session:
         effects = service.effects(
             session,
@@ -147,9 +146,24 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
             is_correction=reported.recorded.is_correction,
             today=service.today_for(department),
         )
+    _post_effects(posts, department, effects)
+
+
+def measure_finished(posts: Outbox, now: dt.datetime) -> int:
+    """The final figure of a period that ended since its last report (the hourly scan): each followed
+    countermeasure's effect on its KPI's period that last ended, said once per verdict (nothing new
+    when a report already said it). Returns how many were posted."""
+    with transaction(posts.engine) as session:
+        found = service.finished_effects(session, now)
+    return sum(_post_effects(posts, department, effects) for department, effects in found)
+
+
+def _post_effects(posts: Outbox, department: Department, effects: list[service.Effect]) -> int:
+    assert department.id is not None
     locale = department.locale
+    posted = 0
     for effect in effects:
-        cm = effect.countermeasure
+        cm, kpi = effect.countermeasure, effect.kpi
         if not cm.channel_id or not cm.thread_ts or cm.id is None:
             continue
         text = render.message(
@@ -169,15 +183,17 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
             final=effect.final,
             pace=effect.pace,
         )
-        subject = service.effect_subject(cm.id, period.key, effect.verdict if effect.final else None)
-        key = outbox.Key(department.id, PostKind.FOLLOWUP, period.key, subject)
+        subject = service.effect_subject(cm.id, effect.period, effect.verdict if effect.final else None)
+        key = outbox.Key(department.id, PostKind.FOLLOWUP, effect.period, subject)
         try:
             sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
             if sent.status == "posted" and effect.final:
                 with transaction(posts.engine) as session:
                     service.record_verdict(session, cm.id, effect.verdict)
+            posted += sent.status == "posted"
         except Exception:
-            log.exception("effect of countermeasure %s for %s failed", cm.id, period.key)
+            log.exception("effect of countermeasure %s for %s failed", cm.id, effect.period)
+    return posted
 
 
 def remind_due(posts: Outbox, now: dt.datetime) -> int:

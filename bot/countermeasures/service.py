@@ -44,8 +44,8 @@ from bot.periods import Period, parse_key
 from bot.permissions import is_member
 from bot.reports.actuals import live_values
 from bot.reports.service import ReportError, all_kpis, find_kpi, normalize_name
-from bot.scorecard import build_scorecard, current_period, targets_for
-from bot.scoring import Score, Status, TargetValue, achievement_pct
+from bot.scorecard import build_scorecard, current_period, reviewed_period, targets_for
+from bot.scoring import Score, Status, TargetValue, achievement_pct, score
 from bot.text import clean_text
 
 TEXT_MAX_LENGTH = 3000
@@ -799,6 +799,35 @@ def effects(
             )
         )
     return result
+
+
+def finished_effects(session: Session, now: dt.datetime) -> list[tuple[Department, list[Effect]]]:
+    """For every KPI with a followed countermeasure (open, with a thread and a baseline): its effects
+    on the period that last ended, when that period has a value and comes after the baseline."""
+    followed = _items(
+        session,
+        col(Countermeasure.status).in_(OPEN),
+        col(Countermeasure.thread_ts).is_not(None),
+        col(Countermeasure.baseline_period).is_not(None),
+    )
+    kpis = {item.kpi.id: item for item in followed}
+    found = []
+    for item in kpis.values():
+        kpi, department = item.kpi, item.department
+        assert kpi.id is not None
+        day = now.astimezone(ZoneInfo(department.timezone)).date()
+        period = reviewed_period(kpi.cadence, day)
+        value = live_values(session, [kpi.id], [period.key]).get((kpi.id, period.key))
+        if value is None:
+            continue
+        target = targets_for(session, [kpi.id], {period.key}).get((kpi.id, period.key))
+        kpi_score = score(value, target, kpi.direction, kpi.amber_pct, kpi.red_pct)
+        effects_now = effects(
+            session, kpi=kpi, period=period, value=value, kpi_score=kpi_score, is_correction=False, today=day
+        )
+        if effects_now:
+            found.append((department, effects_now))
+    return found
 
 
 def record_verdict(session: Session, countermeasure_id: int, verdict: str) -> None:

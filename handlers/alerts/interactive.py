@@ -19,6 +19,8 @@ from bot import render
 from bot.alerts import flows
 from bot.alerts import service as alerts
 from bot.alerts.flows import ScanResult, SyncResult
+from bot.clock import utcnow
+from bot.countermeasures import flows as countermeasure_flows
 from bot.countermeasures import playbooks
 from bot.countermeasures.service import today_for
 from bot.funnel import flows as funnel
@@ -53,7 +55,8 @@ def scan_and_post(
     department_key: str | None = None,
 ) -> ScanResult:
     """The hourly scan (bot.alerts.flows.scan_and_post), posting through `client` unless None; then
-    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks)."""
+    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks), and the
+    effects of countermeasures on periods that ended (bot.countermeasures.flows.measure_finished)."""
     poster = None if client is None else SlackPoster(client)
     engine = _engine(target)
     result = flows.scan_and_post(
@@ -68,6 +71,14 @@ def scan_and_post(
         else:
             result.slack.posted += sum(leak.sent.status == "posted" for leak in leaks)
             result.slack.failed += sum(leak.sent.status == "failed" for leak in leaks)
+        try:
+            # A period ended since its last report: its figure is final, the effects get their verdict.
+            result.slack.notes += countermeasure_flows.measure_finished(
+                Outbox(engine, poster), now or utcnow()
+            )
+        except Exception as error:
+            log.exception("measuring the countermeasures' effects failed")
+            result.failed.append(("effects", str(error) or type(error).__name__))
     return result
 
 
