@@ -120,9 +120,3 @@ def alert_leaks(posts: Outbox, messages: FunnelMessages, now: dt.datetime | None
             continue
         said.append(LeakAlert(hand_off, sent))
     return said
-
-
-def leak_thread(posts: Outbox, division: Department, funnel: Funnel, hand_off: HandOff) -> str | None:
-    """The thread of a hand-off's alert, once it is posted."""
-    found = outbox.find(posts.engine, leak_key(division, funnel, hand_off))
-    return None if found is None else found.ts
