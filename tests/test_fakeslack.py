@@ -271,10 +271,14 @@ def test_concurrent_calls_are_served_in_parallel() -> None:
 
 
 def _everything(engine: Engine) -> dict[str, Any]:
-    """Every row of every table, in storage order, and (PostgreSQL) every sequence's position."""
+    """Every row of every table, and (PostgreSQL) every sequence's position.
+
+    Rows are sorted: without ORDER BY, PostgreSQL may return them in any order after an update."""
     with engine.connect() as connection:
         state: dict[str, Any] = {
-            table.name: [tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table.name}")]
+            table.name: sorted(
+                (tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table.name}")), key=repr
+            )
             for table in SQLModel.metadata.sorted_tables
         }
         if engine.dialect.name == "postgresql":
