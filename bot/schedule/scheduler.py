@@ -269,16 +269,21 @@ class Scheduler:
 
     def release_lead(self) -> None:
         with self._leader_mutex:
-            self._close_lock_connection()
+            self._close_lock_connection(unlock=True)
             self._leader = not self._uses_lock
             if self._lock_engine is not None:
                 self._lock_engine.dispose()
                 self._lock_engine = None
 
-    def _close_lock_connection(self) -> None:
+    def _close_lock_connection(self, *, unlock: bool = False) -> None:
         if self._lock_connection is None:
             return
         try:
+            if unlock:
+                # Unlocked before closing: the server ends a closed session's backend (and frees
+                # its locks) a moment later, so a successor starting now would find it still held.
+                unlock_sql = sa.text("SELECT pg_advisory_unlock(:key)")
+                self._lock_connection.execute(unlock_sql, {"key": self.lock_key})
             self._lock_connection.close()
         except SQLAlchemyError:
             log.debug("closing the leader lock connection failed", exc_info=True)
