@@ -68,7 +68,8 @@ def may_edit(department: Department, user_id: str, is_admin: Callable[[], bool])
     return user_id == department.head_user_id or is_admin()
 
 
-def _check_allowed(department: Department, user_id: str, is_admin: Callable[[], bool]) -> None:
+def check_allowed(department: Department, user_id: str, is_admin: Callable[[], bool]) -> None:
+    """Raise `not_allowed` unless `user_id` may change the department's plan."""
     if not may_edit(department, user_id, is_admin):
         raise PlanEditError("not_allowed", department=department, head=department.head_user_id)
 
@@ -182,6 +183,15 @@ def find_edit_kpi(session: Session, text: str) -> tuple[Kpi, Department]:
         ) from None
 
 
+def find_editable_kpi(
+    session: Session, text: str, user_id: str, is_admin: Callable[[], bool]
+) -> tuple[Kpi, Department]:
+    """The KPI named by `text`, if `user_id` may change it."""
+    kpi, department = find_edit_kpi(session, text)
+    check_allowed(department, user_id, is_admin)
+    return kpi, department
+
+
 def set_target(session: Session, *, text: str, user_id: str, is_admin: Callable[[], bool]) -> TargetChange:
     """`/kpi target …` checked, stored, audited, its alerts moved, in the caller's transaction.
 
@@ -189,7 +199,7 @@ def set_target(session: Session, *, text: str, user_id: str, is_admin: Callable[
     were scored against (written down as their own target if they had only the default)."""
     parts = split_target_command(text)
     kpi, department = find_edit_kpi(session, parts.kpi)
-    _check_allowed(department, user_id, is_admin)
+    check_allowed(department, user_id, is_admin)
     after = parse_target(parts.value, kpi)
     day = _day_in(department)
     period = _target_period(parts.period, kpi, day)
@@ -342,7 +352,7 @@ def set_period_targets(
     if found is None:
         raise PlanEditError("kpi_gone")
     kpi, department = found
-    _check_allowed(department, user_id, is_admin)
+    check_allowed(department, user_id, is_admin)
     _lock(session, kpi)
     periods = [parse_key(key) for key in sorted(targets)]
     before = current_targets(session, kpi, periods)
@@ -449,7 +459,7 @@ def update_kpi(
     if found is None:
         raise PlanEditError("kpi_gone")
     kpi, department = found
-    _check_allowed(department, user_id, is_admin)
+    check_allowed(department, user_id, is_admin)
     changes = {
         name: (_plain(getattr(kpi, name)), _plain(value))
         for name, value in values.items()
@@ -570,7 +580,7 @@ def add_kpi(
     department = session.get(Department, department_id)
     if department is None or department.is_division:
         raise PlanEditError("department_unknown", text=str(department_id))
-    _check_allowed(department, user_id, is_admin)
+    check_allowed(department, user_id, is_admin)
     if kpi_by_key(session, kpi.key) is not None:  # added by someone else since the form was checked
         raise PlanEditError("key_taken", kpi_key=kpi.key)
     last = session.exec(select(sa.func.max(Kpi.position))).one()
@@ -611,7 +621,7 @@ def retire_kpi(session: Session, *, text: str, user_id: str, is_admin: Callable[
     if not text.strip():
         raise PlanEditError("retire_usage")
     kpi, department = find_edit_kpi(session, text.strip().split()[0])
-    _check_allowed(department, user_id, is_admin)
+    check_allowed(department, user_id, is_admin)
     if kpi.retired_at is not None:
         raise PlanEditError("already_retired", kpi=kpi, day=kpi.retired_at.date())
     dependants = [

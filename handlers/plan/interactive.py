@@ -79,9 +79,9 @@ def edit_command(request: CommandRequest) -> None:
         return
     with unit_of_work(request.deps.engine) as session:
         try:
-            kpi, department = edit.find_edit_kpi(session, request.text)
-            if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
-                raise PlanEditError("not_allowed", department=department, head=department.head_user_id)
+            kpi, department = edit.find_editable_kpi(
+                session, request.text, request.user_id, request.deps.admin_check(request.user_id)
+            )
         except PlanEditError as error:
             request.reply(messages.error_text(error, locale))
             return
@@ -100,9 +100,9 @@ def targets_command(request: CommandRequest) -> None:
         return
     with unit_of_work(request.deps.engine) as session:
         try:
-            kpi, department = edit.find_edit_kpi(session, request.text)
-            if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
-                raise PlanEditError("not_allowed", department=department, head=department.head_user_id)
+            kpi, department = edit.find_editable_kpi(
+                session, request.text, request.user_id, request.deps.admin_check(request.user_id)
+            )
         except PlanEditError as error:
             request.reply(messages.error_text(error, locale))
             return
@@ -185,8 +185,9 @@ def add_command(request: CommandRequest) -> None:
         if department is None or department.is_division:
             request.reply(render.message("plan_edit.error.add_usage", locale))
             return
-        if not edit.may_edit(department, request.user_id, request.deps.admin_check(request.user_id)):
-            error = PlanEditError("not_allowed", department=department, head=department.head_user_id)
+        try:
+            edit.check_allowed(department, request.user_id, request.deps.admin_check(request.user_id))
+        except PlanEditError as error:
             request.reply(messages.error_text(error, locale))
             return
     answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
@@ -323,13 +324,14 @@ def register(app: App, deps: Deps) -> None:
                 return
             kpi, department = found
             values, problems = edit.check_kpi_fields(kpi, fields)
-            if not edit.may_edit(department, user_id, is_admin):
-                problems["name_ja"] = PlanEditError(
-                    "not_allowed", department=department, head=department.head_user_id
-                )
-            elif edit.version_of(kpi) != metadata.get("version"):
-                by = edit.last_editor(session, kpi.key)
-                problems["name_ja"] = PlanEditError("changed_meanwhile", kpi=kpi, by=by)
+            try:
+                edit.check_allowed(department, user_id, is_admin)
+            except PlanEditError as error:
+                problems["name_ja"] = error
+            else:
+                if edit.version_of(kpi) != metadata.get("version"):
+                    by = edit.last_editor(session, kpi.key)
+                    problems["name_ja"] = PlanEditError("changed_meanwhile", kpi=kpi, by=by)
         if problems:
             errors = {block: messages.error_text(problem, locale) for block, problem in problems.items()}
             ack(response_action="errors", errors=errors)
