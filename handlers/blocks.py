@@ -11,12 +11,36 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, PlainTextObject, SectionBlock
+from slack_sdk.models.views import View
 
 MAX_BLOCKS = 50  # Slack's limit for a message
 MODAL_MAX_BLOCKS = 100  # Slack's limit for a modal
 # Slack allows 3,000 characters per section; packing stops a little short of it.
 SECTION_TEXT_BUDGET = 2900
+
+
+def modal(
+    *,
+    callback_id: str,
+    title: str,
+    submit: str,
+    close: str,
+    private_metadata: str,
+    blocks: Sequence[Block | dict[str, Any]],
+) -> View:
+    """A form, checked against Slack's limits here rather than refused by Slack when opened."""
+    view = View(
+        type="modal",
+        callback_id=callback_id,
+        title=PlainTextObject(text=title),
+        submit=PlainTextObject(text=submit),
+        close=PlainTextObject(text=close),
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    view.validate_json()
+    return view
 
 
 def section(text: str) -> SectionBlock:

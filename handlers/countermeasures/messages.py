@@ -25,7 +25,7 @@ from bot.countermeasures import service
 from bot.countermeasures.service import Item, Target
 from bot.models import Countermeasure, CountermeasureStatus, Department, Kpi
 from bot.outbox import Message
-from handlers.blocks import context, fit_blocks, section, sections
+from handlers.blocks import context, fit_blocks, modal, section, sections
 
 CALLBACK_ID = "countermeasure_modal"
 LOG_ACTION = "alert_log_countermeasure"  # the button on an alert (posted by handlers/alerts/messages.py)
@@ -101,17 +101,14 @@ def countermeasure_view(
             ),
         ),
     ]
-    view = View(
-        type="modal",
+    return modal(
         callback_id=CALLBACK_ID,
-        title=PlainTextObject(text=render.message("countermeasure.modal.title", locale)),
-        submit=PlainTextObject(text=render.message("countermeasure.modal.submit", locale)),
-        close=PlainTextObject(text=render.message("countermeasure.modal.close", locale)),
+        title=render.message("countermeasure.modal.title", locale),
+        submit=render.message("countermeasure.modal.submit", locale),
+        close=render.message("countermeasure.modal.close", locale),
         private_metadata=form_metadata(target),
         blocks=blocks,
     )
-    view.validate_json()
-    return view
 
 
 def confirmation_message(

@@ -21,7 +21,7 @@ from bot import render
 from bot.models import Cadence, Department, Direction, Kpi, KpiKind, Unit
 from bot.plan.edit import DepartmentChange, KpiChange, PlanEditError, TargetChange, version_of
 from bot.reports.service import plain_number
-from handlers.blocks import section
+from handlers.blocks import modal, section
 
 CALLBACK_ID = "kpi_edit_modal"
 VALUE = "value"
@@ -89,12 +89,11 @@ def kpi_form(kpi: Kpi, department: Department, channel_id: str, locale: str) -> 
         )
 
     hint = render.message("plan_edit.form.threshold_hint", locale, kpi=kpi)
-    view = View(
-        type="modal",
+    return modal(
         callback_id=CALLBACK_ID,
-        title=PlainTextObject(text=render.message("plan_edit.form.title", locale)),
-        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
-        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        title=render.message("plan_edit.form.title", locale),
+        submit=render.message("plan_edit.form.submit", locale),
+        close=render.message("plan_edit.form.close", locale),
         private_metadata=json.dumps(
             {"kpi": kpi.id, "version": version_of(kpi), "channel": channel_id}, separators=(",", ":")
         ),
@@ -112,8 +111,6 @@ def kpi_form(kpi: Kpi, department: Department, channel_id: str, locale: str) -> 
             text_input("red_pct", "plan_edit.form.red", _number(kpi.red_pct), hint),
         ],
     )
-    view.validate_json()
-    return view
 
 
 TARGETS_CALLBACK_ID = "kpi_targets_modal"
@@ -141,17 +138,14 @@ def targets_form(
                 ),
             )
         )
-    view = View(
-        type="modal",
+    return modal(
         callback_id=TARGETS_CALLBACK_ID,
-        title=PlainTextObject(text=render.message("plan_edit.targets.title", locale)),
-        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
-        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        title=render.message("plan_edit.targets.title", locale),
+        submit=render.message("plan_edit.form.submit", locale),
+        close=render.message("plan_edit.form.close", locale),
         private_metadata=json.dumps({"kpi": kpi.id, "channel": channel_id}, separators=(",", ":")),
         blocks=blocks,
     )
-    view.validate_json()
-    return view
 
 
 def _target_input(target: Any) -> str:
@@ -198,12 +192,11 @@ def add_form(department: Department, channel_id: str, locale: str) -> View:
             element=StaticSelectElement(action_id=VALUE, options=options, initial_option=options[0]),
         )
 
-    view = View(
-        type="modal",
+    return modal(
         callback_id=ADD_CALLBACK_ID,
-        title=PlainTextObject(text=render.message("plan_edit.add.title", locale)),
-        submit=PlainTextObject(text=render.message("plan_edit.form.submit", locale)),
-        close=PlainTextObject(text=render.message("plan_edit.form.close", locale)),
+        title=render.message("plan_edit.add.title", locale),
+        submit=render.message("plan_edit.form.submit", locale),
+        close=render.message("plan_edit.form.close", locale),
         private_metadata=json.dumps(
             {"department": department.id, "channel": channel_id}, separators=(",", ":")
         ),
@@ -225,8 +218,6 @@ def add_form(department: Department, channel_id: str, locale: str) -> View:
             text_input("target", optional=True, hint=True),
         ],
     )
-    view.validate_json()
-    return view
 
 
 def added_confirmation(kpi: Kpi, department: Department, target: Any, locale: str) -> str:

@@ -33,7 +33,7 @@ from bot.reports.service import (
     plain_number,
 )
 from bot.text import clean_text
-from handlers.blocks import MODAL_MAX_BLOCKS, context, section
+from handlers.blocks import MODAL_MAX_BLOCKS, context, modal, section
 
 CALLBACK_ID = "report_modal"
 KPI_BLOCK_PREFIX = "kpi:"
@@ -83,17 +83,14 @@ def report_view(
             element=PlainTextInputElement(action_id=NOTE_ACTION, multiline=True, max_length=NOTE_MAX_LENGTH),
         )
     )
-    view = View(
-        type="modal",
+    return modal(
         callback_id=CALLBACK_ID,
-        title=PlainTextObject(text=render.message("modal.title", locale)),
-        submit=PlainTextObject(text=render.message("modal.submit", locale)),
-        close=PlainTextObject(text=render.message("modal.close", locale)),
+        title=render.message("modal.title", locale),
+        submit=render.message("modal.submit", locale),
+        close=render.message("modal.close", locale),
         private_metadata=_metadata(channel_id, shown),
         blocks=blocks,
     )
-    view.validate_json()
-    return view
 
 
 def _period_picker(choices: Sequence[PeriodChoice], period: str, locale: str) -> StaticSelectElement:
