@@ -1,0 +1,1 @@
+"""Fetched sources that live behind a vendor's HTTP API (HubSpot, Salesforce)."""
