@@ -134,6 +134,8 @@ class FakeSlack:
         self._messages: list[JsonDict] = []
         self._stopping = threading.Event()  # ends a HANG_AFTER_SEND early
         self._failures: dict[str, deque[_Failure]] = {}
+        # Block types Slack does not accept (yet) in this workspace, with the error it answers.
+        self._refused_blocks: dict[str, str] = {}
         self._users: dict[str, JsonDict] = {}
         self._filenames: dict[str, str] = {}
         self._ts_us = 1_700_000_000_000_000
@@ -222,15 +224,24 @@ class FakeSlack:
         with self._lock:
             self._failures.setdefault(method, deque()).append(_Failure(error, times, retry_after))
 
+    def refuse_blocks(self, *block_types: str, error: str = "invalid_blocks") -> None:
+        """Refuse messages (chat.postMessage, chat.update) carrying any of these block types, as Slack
+        does for a block type it does not support: `invalid_blocks`, or `invalid_arguments`, with
+        the offending block named in `response_metadata.messages`."""
+        with self._lock:
+            self._refused_blocks.update(dict.fromkeys(block_types, error))
+
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
+            self._refused_blocks.clear()
 
     def reset(self) -> None:
         """Forget calls, messages, uploads, failures and users, keeping the server running."""
         with self._lock:
             self._calls.clear()
             self._failures.clear()
+            self._refused_blocks.clear()
             self._users.clear()
             self._filenames.clear()
             self.uploads.clear()
@@ -293,6 +304,7 @@ class FakeSlack:
         token = _bearer_token(headers) or args.get("token")
         with self._lock:
             failure = self._take_failure(method)
+            refused = self._refused_block(method, args) if failure is None else None
             self._calls.append(
                 Call(
                     method=method,
@@ -301,9 +313,11 @@ class FakeSlack:
                     headers={k.lower(): v for k, v in headers.items()},
                     timestamp=time.time(),
                     path=url.path,
-                    failed=failure is not None,
+                    failed=failure is not None or refused is not None,
                 )
             )
+            if refused is not None:
+                return refused
             if failure is not None and failure.error not in (DROP_AFTER_SEND, HANG_AFTER_SEND):
                 return _failure_reply(failure)
             if method == "upload":
@@ -321,6 +335,18 @@ class FakeSlack:
             self._stopping.wait(HANG_SECONDS)
         # Carried out, then the connection drops before the answer: the caller cannot know.
         return _DROPPED
+
+    def _refused_block(self, method: str, args: JsonDict) -> _Reply | None:
+        if method not in ("chat.postMessage", "chat.update") or not self._refused_blocks:
+            return None
+        blocks = args.get("blocks")
+        for index, block in enumerate(blocks if isinstance(blocks, list) else []):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in self._refused_blocks:
+                detail = f"[ERROR] unsupported type: {kind} [json-pointer:/blocks/{index}/type]"
+                body = {"ok": False, "error": self._refused_blocks[kind]}
+                return _Reply(200, {**body, "response_metadata": {"messages": [detail]}})
+        return None
 
     def _take_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
