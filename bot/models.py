@@ -61,6 +61,7 @@ class Source(enum.StrEnum):
     API = "api"
     DEMO = "demo"
     HUBSPOT = "hubspot"
+    FETCH = "fetch"  # fetched on schedule from the KPI's own `source:` (bot/sources/runs.py)
 
 
 class Severity(enum.StrEnum):
@@ -89,6 +90,7 @@ class PostKind(enum.StrEnum):
     ALERT = "alert"
     FOLLOWUP = "followup"  # a countermeasure's due-date reminder or measured effect
     REVIEW = "review"
+    NOTICE = "notice"  # told to the admins: a fetched source failed or recovered
 
 
 class AlertReason(enum.StrEnum):
@@ -234,6 +236,11 @@ class Kpi(SQLModel, table=True):
     playbooks: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa.text("'[]'"))
     )
+    # Where its value is fetched from (`source:` in the plan: {"kind": "sql", ...}); None: reported.
+    fetch_source: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The plan's `every` and `max_age`, in seconds; None: the defaults (bot/sources/freshness.py).
+    fetch_every_s: int | None = None
+    fetch_max_age_s: int | None = None
     created_at: dt.datetime = _timestamp()
     updated_at: dt.datetime = _timestamp()
 
@@ -446,3 +453,43 @@ class DataSource(SQLModel, table=True):
     config: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False, server_default=sa.text("'{}'"))
     )
+
+
+class FetchRun(SQLModel, table=True):
+    """One fetch of a sourced KPI for one period (bot/sources/runs.py). The row is the claim: its
+    unique (KPI, period, slot) lets one process of several fetch a slot, and the others skip it."""
+
+    __tablename__ = "fetch_run"
+    __table_args__ = (sa.UniqueConstraint("kpi_id", "period", "slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE", index=True)
+    period: str = Field(max_length=16)
+    # Which tick claimed it: "t<bucket start>" for the cadence, "d<digest date>" before a digest.
+    slot: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    # running → stored (a new value or a correction) / unchanged / failed.
+    status: str = Field(max_length=16)
+    value: Decimal | None = _amount()
+    error_code: str | None = Field(default=None, max_length=32)
+    error_detail: str | None = Field(default=None, max_length=500)
+    attempts: int = Field(default=0)
+    started_at: dt.datetime = _timestamp()
+    finished_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    duration_ms: int | None = None
+
+
+class FetchState(SQLModel, table=True):
+    """A sourced KPI's health as the admins were told it: failing or not since when, and the last
+    good value's time. `episode` counts failures and recoveries, so each is told once."""
+
+    __tablename__ = "fetch_state"
+
+    kpi_id: int = Field(foreign_key="kpi.id", ondelete="CASCADE", primary_key=True)
+    failing: bool = Field(default=False)
+    error_code: str | None = Field(default=None, max_length=32)
+    error_detail: str | None = Field(default=None, max_length=500)
+    failing_since: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    last_good_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    last_run_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
+    episode: int = Field(default=0)
