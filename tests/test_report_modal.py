@@ -45,6 +45,32 @@ def open_modal(slack: SlackHarness, user_id: str, channel_id: str = "C0SALES") -
     return view
 
 
+def pick_period(slack: SlackHarness, view: JsonDict, user_id: str, period: str) -> JsonDict:
+    """Choose `period` in the form's picker ("current": the periods in progress) and return the
+    form Slack was asked to show instead (views.update on the same view, guarded by its hash)."""
+    before = len(slack.fake.calls("views.update"))
+    shown = dict(view, id=f"VFORM{before}", hash=f"hash-{before}")
+    option = next(o for o in view["blocks"][0]["accessory"]["options"] if o["value"] == period)
+    response = slack.client.block_action(
+        "report_period", user_id=user_id, block_id="period", selected_option=option, view=shown
+    )
+    assert response.status == 200
+    call = slack.fake.wait_for("views.update", count=before + 1)[before]
+    assert call.args["view_id"] == shown["id"] and call.args["hash"] == shown["hash"]
+    updated: JsonDict = call.args["view"]
+    return updated
+
+
+def open_in_progress(slack: SlackHarness, user_id: str, channel_id: str = "C0SALES") -> JsonDict:
+    """`/kpi report`, then the periods in progress chosen in the picker (the form opens on the
+    oldest finished period with something unreported)."""
+    return pick_period(slack, open_modal(slack, user_id, channel_id), user_id, "current")
+
+
+def picked(view: JsonDict) -> str:
+    return str(view["blocks"][0]["accessory"]["initial_option"]["value"])
+
+
 def inputs(view: JsonDict) -> dict[str, JsonDict]:
     return {block["block_id"]: block for block in view["blocks"] if block["type"] == "input"}
 
@@ -102,7 +128,7 @@ def wait_for_actuals(slack: SlackHarness, count: int, timeout: float = 5.0) -> l
 
 def test_opens_with_the_owners_kpis_prefilled(slack: SlackHarness) -> None:
     slack.command("report new_approaches 85", user_id=SALES1)
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
     slack.settle()
     assert len(slack.fake.calls("response_url")) == 1  # the form, not a message, answers the command
 
@@ -125,14 +151,63 @@ def test_opens_with_the_owners_kpis_prefilled(slack: SlackHarness) -> None:
     metadata = json.loads(view["private_metadata"])
     assert metadata["channel"] == "C0SALES" and list(metadata["periods"]) == ["2026-11"]
 
-    weekly = open_modal(slack, SALES2)
+    weekly = open_in_progress(slack, SALES2)
     assert kpi_fields(weekly) == ["pipeline_deals", "average_deal_size"]
     assert "2026-W49" in inputs(weekly)["kpi:pipeline_deals"]["hint"]["text"]
     assert sorted(json.loads(weekly["private_metadata"])["periods"]) == ["2026-11", "2026-W49"]
 
 
+def test_the_form_opens_on_the_oldest_period_with_something_unreported(slack: SlackHarness) -> None:
+    # Monday 2026-11-30: September and October are finished and still open, and nothing is in.
+    view = open_modal(slack, SALES1)
+    assert picked(view) == "2026-09"
+    assert list(json.loads(view["private_metadata"])["periods"]) == ["2026-09"]
+    assert kpi_fields(view) == ["new_approaches", "close_rate"]
+    assert "2026-09" in inputs(view)["kpi:new_approaches"]["hint"]["text"]
+    assert "*2026-09*" in view["blocks"][0]["text"]["text"]
+    options = [option["text"]["text"] for option in view["blocks"][0]["accessory"]["options"]]
+    assert options == ["進行中の期間", "2026-09 ・ 未報告 2 件", "2026-10 ・ 未報告 2 件"]
+
+    # September reported (one by the command, one by the form): October is next, then the month in progress.
+    slack.command("report new_approaches 80 2026-09", user_id=SALES1)
+    submit(slack, view, SALES1, {"close_rate": "14"})
+    confirmation(slack)
+    assert picked(october := open_modal(slack, SALES1)) == "2026-10"
+    assert list(json.loads(october["private_metadata"])["periods"]) == ["2026-10"]
+    slack.command("report new_approaches 90 2026-10", user_id=SALES1)
+    slack.command("report close_rate 16 2026-10", user_id=SALES1)
+    in_progress = open_modal(slack, SALES1)
+    assert picked(in_progress) == "current"
+    assert list(json.loads(in_progress["private_metadata"])["periods"]) == ["2026-11"]
+    assert slack.live_values("close_rate") == {"2026-09": Decimal(14), "2026-10": Decimal(16)}
+
+
+def test_the_oldest_unreported_period_is_found_across_months_and_weeks(slack: SlackHarness) -> None:
+    # U0SALES2 reports a month (average deal size) and a week (deals in pipeline).
+    slack.command("report average_deal_size 300万 2026-09", user_id=SALES2)
+    slack.command("report average_deal_size 310万 2026-10", user_id=SALES2)
+    view = open_modal(slack, SALES2)
+    assert picked(view) == "2026-W45"  # the four finished weeks still open start on 2 November
+    assert kpi_fields(view) == ["pipeline_deals"]
+    assert "2026-W45" in inputs(view)["kpi:pipeline_deals"]["hint"]["text"]
+
+
+def test_changing_the_picker_shows_the_period_picked(slack: SlackHarness) -> None:
+    slack.fake.set_user(SALES1, locale="en-US")
+    view = open_modal(slack, SALES1)
+    assert picked(view) == "2026-09"
+    october = pick_period(slack, view, SALES1, "2026-10")
+    assert picked(october) == "2026-10"
+    assert list(json.loads(october["private_metadata"])["periods"]) == ["2026-10"]
+    assert "2026-10" in inputs(october)["kpi:close_rate"]["hint"]["text"]
+    in_progress = pick_period(slack, october, SALES1, "current")
+    assert picked(in_progress) == "current"
+    assert "Values for the current period" in in_progress["blocks"][0]["text"]["text"]
+    assert "2026-11" in inputs(in_progress)["kpi:close_rate"]["hint"]["text"]
+
+
 def test_a_department_head_sees_every_kpi_of_the_department(slack: SlackHarness) -> None:
-    view = open_modal(slack, SALES_HEAD)
+    view = open_in_progress(slack, SALES_HEAD)
     assert kpi_fields(view) == [
         "revenue",
         "new_approaches",
@@ -141,7 +216,7 @@ def test_a_department_head_sees_every_kpi_of_the_department(slack: SlackHarness)
         "average_deal_size",
     ]
     # Marketing's head: sql_conversion is calculated from other KPIs, so it is not in the form.
-    assert kpi_fields(open_modal(slack, "U0MKTHEAD", "C0MARKETING")) == [
+    assert kpi_fields(open_in_progress(slack, "U0MKTHEAD", "C0MARKETING")) == [
         "mqls",
         "cost_per_lead",
         "website_visits",
@@ -150,7 +225,7 @@ def test_a_department_head_sees_every_kpi_of_the_department(slack: SlackHarness)
 
 def test_english_speakers_get_an_english_form(slack: SlackHarness) -> None:
     slack.fake.set_user("U0CS1", locale="en-US")
-    view = open_modal(slack, "U0CS1", "C0CS")
+    view = open_in_progress(slack, "U0CS1", "C0CS")
     assert view["title"]["text"] == "Report KPIs"
     assert view["submit"]["text"] == "Save" and view["close"]["text"] == "Cancel"
     assert kpi_fields(view) == ["nps", "retention_rate", "churn_rate"]
@@ -182,7 +257,7 @@ def test_an_admin_with_many_kpis_gets_a_form_inside_slacks_limits(slack: SlackHa
         session.commit()
     slack.fake.set_user("U0ADMIN", is_admin=True)
 
-    view = open_modal(slack, "U0ADMIN")
+    view = open_in_progress(slack, "U0ADMIN")
 
     assert len(view["blocks"]) <= 100
     assert len(view["title"]["text"]) <= 24
@@ -216,7 +291,7 @@ def extra_kpi(department_id: int, n: int) -> Kpi:
 
 
 def test_a_submission_saves_every_value_in_one_go_and_confirms(slack: SlackHarness) -> None:
-    view = open_modal(slack, SALES_HEAD)
+    view = open_in_progress(slack, SALES_HEAD)
     response = submit(
         slack,
         view,
@@ -248,7 +323,7 @@ def test_a_submission_saves_every_value_in_one_go_and_confirms(slack: SlackHarne
 
 def test_english_confirmation(slack: SlackHarness) -> None:
     slack.fake.set_user(SALES1, locale="en-US")
-    submit(slack, open_modal(slack, SALES1), SALES1, {"new_approaches": "120"})
+    submit(slack, open_in_progress(slack, SALES1), SALES1, {"new_approaches": "120"})
     text = confirmation(slack)["text"]
     assert "Saved from the report form" in text
     assert "*New approaches* (2026-11): *120* · target 100 · 120 % of target · 🟢 on track" in text
@@ -257,7 +332,7 @@ def test_english_confirmation(slack: SlackHarness) -> None:
 def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> None:
     slack.command("report new_approaches 85", user_id=SALES1)
     slack.command("report close_rate 15", user_id=SALES1)
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
     fields = inputs(view)
     assert fields["kpi:new_approaches"]["element"]["initial_value"] == "85"
     assert fields["kpi:close_rate"]["element"]["initial_value"] == "15"
@@ -299,7 +374,7 @@ def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> N
 def test_an_invalid_value_gets_a_field_error_and_nothing_is_saved(
     slack: SlackHarness, user: str, typed: dict[str, str], field: str, fragments: list[str]
 ) -> None:
-    response = submit(slack, open_modal(slack, user), user, typed)
+    response = submit(slack, open_in_progress(slack, user), user, typed)
     answer = response.json()
     assert answer["response_action"] == "errors"
     assert list(answer["errors"]) == [f"kpi:{field}"]
@@ -312,7 +387,7 @@ def test_an_invalid_value_gets_a_field_error_and_nothing_is_saved(
 
 def test_every_problem_is_shown_at_once_in_the_users_language(slack: SlackHarness) -> None:
     slack.fake.set_user(SALES_HEAD, locale="en-US")
-    view = open_modal(slack, SALES_HEAD)
+    view = open_in_progress(slack, SALES_HEAD)
     typed = {"new_approaches": "1,20", "close_rate": "150", "pipeline_deals": "40"}
     answer = submit(slack, view, SALES_HEAD, typed, note="x" * 2001).json()
     assert answer["response_action"] == "errors"
@@ -325,7 +400,7 @@ def test_every_problem_is_shown_at_once_in_the_users_language(slack: SlackHarnes
 
 
 def test_permission_is_checked_again_at_submission(slack: SlackHarness) -> None:
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
     # A forged or stale form: a KPI of another department, and a derived one.
     answer = submit(
         slack, view, SALES1, {"new_approaches": "85", "mqls": "200", "sql_conversion": "30"}
@@ -338,7 +413,7 @@ def test_permission_is_checked_again_at_submission(slack: SlackHarness) -> None:
 
 
 def test_a_retried_submission_saves_once(slack: SlackHarness) -> None:
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
     typed = {"new_approaches": "85", "close_rate": "15"}
     first = submit(slack, view, SALES1, typed, view_id="V0RETRIED")
     retry = submit(slack, view, SALES1, typed, view_id="V0RETRIED")
@@ -351,7 +426,7 @@ def test_a_retried_submission_saves_once(slack: SlackHarness) -> None:
 
 def test_a_form_opened_before_midnight_saves_into_the_period_it_showed(slack: SlackHarness) -> None:
     set_clock(lambda: dt.datetime(2026, 11, 30, 23, 59, 50, tzinfo=JST).astimezone(dt.UTC))
-    view = open_modal(slack, SALES2)
+    view = open_in_progress(slack, SALES2)
     set_clock(lambda: dt.datetime(2026, 12, 1, 0, 0, 10, tzinfo=JST).astimezone(dt.UTC))
     submit(slack, view, SALES2, {"average_deal_size": "300万", "pipeline_deals": "40"})
     assert "(2026-11)" in confirmation(slack)["text"]
@@ -360,7 +435,7 @@ def test_a_form_opened_before_midnight_saves_into_the_period_it_showed(slack: Sl
 
 
 def test_an_unavailable_database_is_an_error_in_the_form(slack: SlackHarness) -> None:
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
 
     def down(*args: Any) -> None:
         raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
@@ -385,7 +460,7 @@ def test_a_failure_while_saving_writes_nothing(slack: SlackHarness, monkeypatch:
             raise OperationalError("INSERT INTO alert ...", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(alerts, "check_after_report", breaks_on_the_second)
-    submit(slack, open_modal(slack, SALES1), SALES1, {"new_approaches": "85", "close_rate": "15"})
+    submit(slack, open_in_progress(slack, SALES1), SALES1, {"new_approaches": "85", "close_rate": "15"})
     assert "データベースに接続できない" in confirmation(slack)["text"]
     assert seen == ["new_approaches", "close_rate"]
     assert all_actuals(slack) == []  # the first value was rolled back with the second
@@ -395,7 +470,7 @@ def test_a_failed_confirmation_keeps_the_saved_values(
     slack: SlackHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
     slack.fake.fail("chat.postEphemeral", "channel_not_found")
-    view = open_modal(slack, SALES1)
+    view = open_in_progress(slack, SALES1)
     with caplog.at_level(logging.ERROR):
         submit(slack, view, SALES1, {"new_approaches": "85"})
         slack.fake.wait_for("chat.postEphemeral")

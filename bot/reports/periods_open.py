@@ -107,5 +107,11 @@ def finished_choices(session: Session, kpis: Sequence[ReportableKpi]) -> list[Pe
     return [PeriodChoice(period, counts.get(period.key, 0)) for period in ordered]
 
 
+def first_unreported(choices: Sequence[PeriodChoice]) -> Period | None:
+    """The period the report form opens on by default: the oldest one with something unreported
+    (the month under review before the month in progress); None when all are reported."""
+    return next((choice.period for choice in choices if choice.unreported > 0), None)
+
+
 def _today_in(department: Department) -> dt.date:
     return today(ZoneInfo(department.timezone))

@@ -70,7 +70,7 @@ def open_report_modal(request: CommandRequest, period_text: str | None = None) -
     locale = request.locale()
     # An expired trigger_id (or any refusal) is told as modal.open_failed by app.error.
     answer_in(request.context, locale=locale, slack_error="modal.open_failed")
-    period = messages.CURRENT
+    period: str | None = None  # the form's default: the oldest period with something unreported
     if period_text is not None:
         period = period_key(period_text, today(request.deps.settings.timezone)) or ""
         if not period:
@@ -94,14 +94,19 @@ def period_key(text: str, day: dt.date) -> str | None:
     return None
 
 
-def form_view(deps: Deps, user_id: str, channel_id: str, locale: str, period: str) -> View | str:
-    """The report form on `period` (a key, or messages.CURRENT), or the words saying why not."""
+def form_view(deps: Deps, user_id: str, channel_id: str, locale: str, period: str | None) -> View | str:
+    """The report form on `period` (a key, or messages.CURRENT), or the words saying why not.
+    None opens it on the oldest finished period with something unreported, or on the periods in
+    progress when everything is reported."""
     is_admin = deps.admin_check(user_id)
     with unit_of_work(deps.engine) as session:
         current = [
             item for item in reportable_kpis(session, user_id=user_id, is_admin=is_admin) if not item.derived
         ]
         choices = periods_open.finished_choices(session, current)
+        if period is None:
+            late = periods_open.first_unreported(choices)
+            period = messages.CURRENT if late is None else late.key
         in_progress = {item.period.key for item in current}
         if period == messages.CURRENT:
             kpis = current
