@@ -283,3 +283,12 @@ def test_spec_errors(change: dict[str, Any], complaint: str) -> None:
 def test_the_examples_validate() -> None:
     hubspot_search.validate(MQLS)
     hubspot_search.validate(WON_AMOUNT)
+
+
+def test_a_peer_that_does_not_listen_is_a_transient_connect_error(env: dict) -> None:
+    with FakeHubSpot() as gone:
+        url = gone.url  # a port that was just free and is closed again below
+    env = {**env, "HUBSPOT_API_BASE": url}
+    with pytest.raises(FetchError) as raised:
+        hubspot_search.fetch(request(MQLS), env)
+    assert raised.value.code == "connect" and raised.value.transient

@@ -32,7 +32,8 @@ What Salesforce documents, and what we do about it:
   `nextRecordsUrl`: a result that needs it has more than one row, which is already the wrong answer, and
   `totalSize` says so without fetching the rest.
 - Binds: `:period_start` and `:period_end` (the half-open period, end = the first day after it) become
-  SOQL date literals (`2026-11-01`, unquoted, as SOQL writes dates for Date fields such as CloseDate).
+  SOQL date literals (`2026-11-01`, unquoted, as SOQL writes dates for Date fields such as CloseDate; a
+  DateTime field compares with them through a date function: `DAY_ONLY(convertTimezone(CreatedDate))`).
   They are the only text put into the query: any other `:name` outside a string literal is refused at
   plan import, and both must appear (a query without the period would give every period the same value).
 - Errors ("Status Codes and Error Responses",
