@@ -6,13 +6,20 @@ every figure is freed like any other object once the bytes are written.
 
 What was drawn is also written into the PNG as a ``kpibot`` text chunk (JSON), so tests and tools can
 check a chart's data without reading pixels.
+
+Honest axes: a KPI's x-axis starts at its first reported period (a KPI with three months of history
+is not squeezed into the right fifth of a 13-month frame); its y-axis starts at zero for quantities
+that cannot go below it and always holds the target, so a 2 % dip looks like 2 %, not a crash; and
+every tick of an axis is written in one style (``¥9,000`` and ``¥1万`` never share an axis).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -210,7 +217,30 @@ def _no_data_figure(title: str, locale: str) -> Figure:
     return figure
 
 
+def _reported_span(item: ChartSeries) -> ChartSeries:
+    """The series from its first reported period on: the periods before it do not exist for this
+    KPI yet (a new KPI, a plan imported last quarter). Gaps after it stay: they are missing reports."""
+    first = next((i for i, value in enumerate(item.actuals) if value is not None), 0)
+    return dataclasses.replace(
+        item, periods=item.periods[first:], actuals=item.actuals[first:], targets=item.targets[first:]
+    )
+
+
+def y_range(item: ChartSeries) -> tuple[float, float] | None:
+    """The y-limits: from zero (or the lowest value, if below zero) to a little above the highest
+    actual or target. None when there is nothing to measure."""
+    values = [float(v) for v in item.actuals if v is not None]
+    values += [float(edge) for target in item.targets if target is not None for edge in target]
+    if not values:
+        return None
+    low, high = min(0.0, min(values)), max(0.0, max(values))
+    if high == low:
+        return low, low + 1.0
+    return low, high + (high - low) * 0.08  # headroom, so the highest point is not on the frame
+
+
 def _draw_series(axes: Any, item: ChartSeries, locale: str, columns: int) -> None:
+    item = _reported_span(item)
     x = list(range(len(item.periods)))
     # NaN breaks the line, so an unreported period shows as a gap rather than a made-up slope.
     actuals = [math.nan if value is None else float(value) for value in item.actuals]
@@ -242,6 +272,9 @@ def _draw_series(axes: Any, item: ChartSeries, locale: str, columns: int) -> Non
     ticks = _period_ticks(len(x), _MAX_PERIOD_LABELS[columns])
     axes.set_xticks(ticks, [item.periods[i] for i in ticks])
     axes.set_xlim(-0.5, max(len(x) - 0.5, 0.5))
+    limits = y_range(item)
+    if limits is not None:
+        axes.set_ylim(*limits)
     axes.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     axes.yaxis.set_major_formatter(_UnitFormatter(str(item.unit), locale))
     axes.tick_params(labelsize=8, labelfontfamily=FONT_FAMILY, length=3)
@@ -306,10 +339,18 @@ class _UnitFormatter(Formatter):
             texts = [format_decimal(number, self.locale, 1) for number in numbers]
         else:
             texts = [format_compact(number, self.locale) for number in numbers]
-        if any(parse_number(text).value != number for text, number in zip(texts, numbers, strict=True)):
+        misstated = any(
+            parse_number(text).value != number for text, number in zip(texts, numbers, strict=True)
+        )
+        if misstated or len({_scale_of(text) for text, n in zip(texts, numbers, strict=True) if n}) > 1:
             digits = max((_fraction_digits(number) for number in numbers), default=0)
             texts = [format_decimal(number, self.locale, digits) for number in numbers]
         return [message(f"chart.axis.{self.unit}", self.locale, value=text) for text in texts]
+
+
+def _scale_of(text: str) -> str:
+    """What a compact number is counted in: "万" of "1.2万", "k" of "3.5k", "" of "9,000"."""
+    return re.sub(r"[\d.,\-−+\s]", "", text)
 
 
 def _fraction_digits(number: Decimal) -> int:
