@@ -1,13 +1,15 @@
 """A department's scorecard: every KPI's value, target and status for a period, as plain data.
 
-Queries are per department, not per KPI: the KPIs, their targets and the values they
-need (derived KPIs included) are each loaded with one statement.
+Queries are per batch of departments, not per department or KPI: the KPIs, their targets and
+the values they need (derived KPIs included) are each loaded with one statement for up to
+`CHUNK` departments (`build_scorecards`); one department's scorecard is a batch of one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,6 +24,8 @@ from bot.reports.actuals import live_values
 from bot.scoring import Score, TargetValue, score
 
 HISTORY_LENGTH = 6
+# Departments read per statement: 250 × 20 KPIs stays far below SQLite's 32,766 bound parameters.
+CHUNK = 250
 
 
 @dataclass(frozen=True)
@@ -50,21 +54,24 @@ def current_period(cadence: Cadence, today: dt.date) -> Period:
     return period_of(today, cadence)
 
 
-def department_kpis(
-    session: Session, department_id: int, kpi_ids: Collection[int] | None = None
-) -> list[Kpi]:
-    """A department's KPIs in plan order (only `kpi_ids` of them, if given)."""
-    # A retired KPI (bot/plan/edit.py) keeps its history but is no longer scored.
-    query = select(Kpi).where(Kpi.department_id == department_id, col(Kpi.retired_at).is_(None))
-    if kpi_ids is not None:
-        query = query.where(col(Kpi.id).in_(sorted(kpi_ids)))
-    return list(session.exec(query.order_by(col(Kpi.position), col(Kpi.id))).all())
-
-
 def targets_for(
     session: Session, kpi_ids: list[int], periods: set[str]
 ) -> dict[tuple[int, str], TargetValue]:
     """Targets by (KPI id, period); a period without its own target falls back to the KPI's default."""
+    found = _stored_targets(session, kpi_ids, periods)
+    result: dict[tuple[int, str], TargetValue] = {}
+    for kpi_id in kpi_ids:
+        for period in periods:
+            target = found.get((kpi_id, period)) or found.get((kpi_id, EVERY_PERIOD))
+            if target is not None:
+                result[(kpi_id, period)] = target
+    return result
+
+
+def _stored_targets(
+    session: Session, kpi_ids: Collection[int], periods: Collection[str]
+) -> dict[tuple[int, str], TargetValue]:
+    """The Target rows of these KPIs for these periods and their defaults, as stored (one statement)."""
     if not kpi_ids:
         return {}
     table = Target.__table__.c  # type: ignore[attr-defined]
@@ -73,17 +80,10 @@ def targets_for(
     # Core, not ORM: plain values, read for every KPI of every digest.
     rows = session.connection().execute(
         sa.select(table.kpi_id, table.period, table.value, table.min_value, table.max_value).where(
-            table.kpi_id.in_(kpi_ids), table.period.in_([*periods, EVERY_PERIOD])
+            table.kpi_id.in_(list(kpi_ids)), table.period.in_([*periods, EVERY_PERIOD])
         )
     )
-    found = {(row.kpi_id, row.period): _target_value(row) for row in rows}
-    result: dict[tuple[int, str], TargetValue] = {}
-    for kpi_id in kpi_ids:
-        for period in periods:
-            target = found.get((kpi_id, period)) or found.get((kpi_id, EVERY_PERIOD))
-            if target is not None:
-                result[(kpi_id, period)] = target
-    return result
+    return {(row.kpi_id, row.period): _target_value(row) for row in rows}
 
 
 def _target_value(row: Any) -> TargetValue:
@@ -105,10 +105,44 @@ def build_scorecard(
     """Score every KPI of a department (or only `kpi_ids` of them: what one report moves) for
     the period that last ended (a review), or with `current=True` for the period in progress
     (`/kpi status`); `previous` is the one before."""
-    assert department.id is not None
-    kpis = department_kpis(session, department.id, kpi_ids)
+    (card,) = build_scorecards(session, [department], today, history_length, current=current, kpi_ids=kpi_ids)
+    return card
+
+
+def build_scorecards(
+    session: Session,
+    departments: Sequence[Department],
+    today: dt.date,
+    history_length: int = HISTORY_LENGTH,
+    *,
+    current: bool = False,
+    kpi_ids: Collection[int] | None = None,
+) -> list[Scorecard]:
+    """`build_scorecard` for many departments on the same day, in their order: the same
+    statements (KPIs, formula inputs, values, targets) for every `CHUNK` of them."""
+    cards: list[Scorecard] = []
+    for start in range(0, len(departments), CHUNK):
+        cards += _scorecards(
+            session, departments[start : start + CHUNK], today, history_length, current, kpi_ids
+        )
+    return cards
+
+
+def _scorecards(
+    session: Session,
+    departments: Sequence[Department],
+    today: dt.date,
+    history_length: int,
+    current: bool,
+    kpi_ids: Collection[int] | None,
+) -> list[Scorecard]:
+    ids = [department.id for department in departments if department.id is not None]
+    by_department: dict[int, list[Kpi]] = defaultdict(list)
+    for kpi in departments_kpis(session, ids, kpi_ids):
+        by_department[kpi.department_id].append(kpi)
+    kpis = [kpi for kpis in by_department.values() for kpi in kpis]
     period_for = current_period if current else reviewed_period
-    # One window per cadence, not per KPI: its periods and their keys are computed once.
+    # One window per cadence, not per KPI: its periods and their keys are computed once per batch.
     by_cadence = {
         cadence: period_for(cadence, today).last(history_length) for cadence in {k.cadence for k in kpis}
     }
@@ -123,9 +157,9 @@ def build_scorecard(
             assert kpi_id is not None
             inputs_by_key[key] = kpi_id
 
-    kpi_ids = [kpi.id for kpi in kpis if kpi.id is not None]
-    values = live_values(session, {*kpi_ids, *inputs_by_key.values()}, period_keys)
-    targets = targets_for(session, kpi_ids, period_keys)
+    scored = [kpi.id for kpi in kpis if kpi.id is not None]
+    values = live_values(session, {*scored, *inputs_by_key.values()}, period_keys)
+    targets = _targets_by_cadence(session, kpis, keys_of)
 
     def value_of(kpi_id: int, key: str) -> Decimal | None:
         formula = formulas.get(kpi_id)
@@ -135,8 +169,7 @@ def build_scorecard(
             {name: values.get((input_id, key)) for name, input_id in inputs_by_key.items()}
         )
 
-    rows = []
-    for kpi in kpis:
+    def row_of(kpi: Kpi) -> ScoreRow:
         assert kpi.id is not None
         window, keys = by_cadence[kpi.cadence], keys_of[kpi.cadence]
         series = [value_of(kpi.id, key) for key in keys]
@@ -145,8 +178,45 @@ def build_scorecard(
             series[-1], target_series[-1], kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct)
         )
         previous = series[-2] if len(series) > 1 else None
-        rows.append(ScoreRow(kpi, window[-1], kpi_score, previous, series, target_series))
-    return Scorecard(department, rows)
+        return ScoreRow(kpi, window[-1], kpi_score, previous, series, target_series)
+
+    return [
+        Scorecard(department, [row_of(kpi) for kpi in by_department.get(department.id or 0, [])])
+        for department in departments
+    ]
+
+
+def departments_kpis(
+    session: Session, department_ids: Collection[int], kpi_ids: Collection[int] | None = None
+) -> list[Kpi]:
+    """The departments' KPIs (only `kpi_ids` of them, if given), by department, each in plan order."""
+    if not department_ids:
+        return []
+    # A retired KPI (bot/plan/edit.py) keeps its history but is no longer scored.
+    query = select(Kpi).where(
+        col(Kpi.department_id).in_(sorted(department_ids)), col(Kpi.retired_at).is_(None)
+    )
+    if kpi_ids is not None:
+        query = query.where(col(Kpi.id).in_(sorted(kpi_ids)))
+    order = (col(Kpi.department_id), col(Kpi.position), col(Kpi.id))
+    return list(session.exec(query.order_by(*order)).all())
+
+
+def _targets_by_cadence(
+    session: Session, kpis: Sequence[Kpi], keys_of: dict[Cadence, list[str]]
+) -> dict[tuple[int, str], TargetValue]:
+    """`targets_for` with each KPI's fallback resolved over its own cadence's keys only."""
+    ids = [kpi.id for kpi in kpis if kpi.id is not None]
+    found = _stored_targets(session, ids, {key for keys in keys_of.values() for key in keys})
+    result: dict[tuple[int, str], TargetValue] = {}
+    for kpi in kpis:
+        assert kpi.id is not None
+        default = found.get((kpi.id, EVERY_PERIOD))
+        for key in keys_of[kpi.cadence]:
+            target = found.get((kpi.id, key)) or default
+            if target is not None:
+                result[(kpi.id, key)] = target
+    return result
 
 
 def all_departments(session: Session) -> list[Department]:

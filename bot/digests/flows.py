@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from bot.digests.service import (
     Digest,
     DivisionSummary,
     build_digest,
+    build_digests,
     build_division_summary,
     chart_series,
     goal_progress,
@@ -76,15 +78,53 @@ def build(
 ) -> Built:
     """Everything a department's digest says, read in one transaction (in its own language,
     unless `locale` says otherwise: the demo shows every department in one)."""
-    locale = locale or department.locale
+    (built,) = build_many(engine, [department], day, messages, with_chart=with_chart, locale=locale)
+    return built
+
+
+def build_many(
+    engine: Engine,
+    departments: Sequence[Department],
+    day: dt.date,
+    messages: DigestMessages,
+    *,
+    with_chart: bool = True,
+    locale: str | None = None,
+) -> list[Built]:
+    """`build` for many departments on one day, in their order, read in one transaction: the
+    departments' digests together (bot.digests.service.build_digests), the KGI roll-up once per
+    fiscal-year start."""
+    digests: dict[int, Digest] = {}
+    summaries: dict[int, DivisionSummary] = {}
     with transaction(engine) as session:
-        if department.is_division:
-            summary = build_division_summary(session, department, day)
-            return Built(department, day, messages.division_messages(summary, locale), None, locale)
-        goal = goal_progress(session, day, department.fiscal_year_start_month)
-        digest = build_digest(session, department, day, goal)
-    drawn = chart(digest, locale) if with_chart and digest.rows else None
-    return Built(department, day, messages.digest_messages(digest, locale), drawn, locale)
+        by_start: dict[int, list[Department]] = {}
+        for department in departments:
+            assert department.id is not None
+            if department.is_division:
+                summaries[department.id] = build_division_summary(session, department, day)
+            else:
+                by_start.setdefault(department.fiscal_year_start_month, []).append(department)
+        for start_month, group in by_start.items():
+            goal = goal_progress(session, day, start_month)
+            digests.update(
+                zip((d.id or 0 for d in group), build_digests(session, group, day, goal), strict=True)
+            )
+        # The division's Block Kit is rendered while its rows are loaded (its summary reads lazily).
+        division = {
+            department_id: messages.division_messages(summary, locale or summary.division.locale)
+            for department_id, summary in summaries.items()
+        }
+    built = []
+    for department in departments:
+        assert department.id is not None
+        language = locale or department.locale
+        if department.id in division:
+            built.append(Built(department, day, division[department.id], None, language))
+            continue
+        digest = digests[department.id]
+        drawn = chart(digest, language) if with_chart and digest.rows else None
+        built.append(Built(department, day, messages.digest_messages(digest, language), drawn, language))
+    return built
 
 
 def chart(digest: Digest, locale: str) -> bytes:

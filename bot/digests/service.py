@@ -1,14 +1,16 @@
 """What a weekly digest says, as plain data: scorecard, KGI progress, KFS, countermeasures, gaps.
 
 A digest reviews the periods that last ended before its date (last week, last month).
-Queries are per department and do not grow with history: the scorecard's four, one for
-KFS names, one for countermeasures. The KGI roll-up is computed once per run and shared.
+Queries do not grow with history, and are per batch of departments (`build_digests`): the
+scorecards' four, one for KFS names, one for countermeasures; only the provenance marks are read
+per department (bot/digests/provenance.py). The KGI roll-up is computed once per run and shared.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -29,7 +31,7 @@ from bot.models import (
 )
 from bot.periods import fiscal_year, fiscal_year_bounds, fiscal_year_periods
 from bot.reports.actuals import live_values
-from bot.scorecard import Scorecard, ScoreRow, all_departments, build_scorecard
+from bot.scorecard import Scorecard, ScoreRow, all_departments, build_scorecards
 from bot.scoring import HUNDRED, Status
 
 if TYPE_CHECKING:  # matplotlib stays out of processes that draw no chart (the web workers)
@@ -171,27 +173,69 @@ def goal_progress(session: Session, day: dt.date, start_month: int = 4) -> GoalP
 
 
 def build_digest(session: Session, department: Department, day: dt.date, goal: GoalProgress | None) -> Digest:
-    card = build_scorecard(session, department, day, history_length=CHART_PERIODS)
-    return _digest_from(session, card, day, goal)
+    (digest,) = build_digests(session, [department], day, goal)
+    return digest
 
 
-def _digest_from(session: Session, card: Scorecard, day: dt.date, goal: GoalProgress | None) -> Digest:
+def build_digests(
+    session: Session, departments: Sequence[Department], day: dt.date, goal: GoalProgress | None
+) -> list[Digest]:
+    """The digests of many departments on one day, in their order: the statements of one
+    department's digest for all of them (but the marks: per department)."""
+    cards = build_scorecards(session, departments, day, history_length=CHART_PERIODS)
+    rows = [row for card in cards for row in card.rows]
+    factors = _factors(session, rows)
+    countermeasures = _open_countermeasures(session, rows)
+    return [
+        _digest_from(session, card, day, goal, factors, countermeasures.get(card.department.id or 0, []))
+        for card in cards
+    ]
+
+
+def _factors(session: Session, rows: Sequence[ScoreRow]) -> dict[int, SuccessFactor]:
+    ids = {row.kpi.success_factor_id for row in rows if row.kpi.success_factor_id is not None}
+    if not ids:
+        return {}
+    found = session.exec(select(SuccessFactor).where(col(SuccessFactor.id).in_(ids))).all()
+    return {factor.id: factor for factor in found if factor.id is not None}
+
+
+def _open_countermeasures(session: Session, rows: Sequence[ScoreRow]) -> dict[int, list[OpenCountermeasure]]:
+    """The rows' KPIs' planned and running countermeasures by department, each in digest order."""
+    kpis_by_id = {row.kpi.id: row.kpi for row in rows}
+    if not kpis_by_id:
+        return {}
+    open_statuses = [CountermeasureStatus.PLANNED, CountermeasureStatus.DOING]
+    found = session.exec(
+        select(Countermeasure)
+        .where(
+            col(Countermeasure.kpi_id).in_(list(kpis_by_id)), col(Countermeasure.status).in_(open_statuses)
+        )
+        # Undated ones last on both databases (SQLite sorts NULL first, PostgreSQL last).
+        .order_by(
+            col(Countermeasure.due_date).is_(None), col(Countermeasure.due_date), col(Countermeasure.id)
+        )
+    ).all()
+    by_department: dict[int, list[OpenCountermeasure]] = defaultdict(list)
+    for cm in found:
+        kpi = kpis_by_id[cm.kpi_id]
+        by_department[kpi.department_id].append(OpenCountermeasure(cm, kpi))
+    return by_department
+
+
+def _digest_from(
+    session: Session,
+    card: Scorecard,
+    day: dt.date,
+    goal: GoalProgress | None,
+    factors: dict[int, SuccessFactor],
+    countermeasures: list[OpenCountermeasure],
+) -> Digest:
     department = card.department
     rows = card.rows
     results = [row for row in rows if row.kpi.kind is KpiKind.RESULT]
     processes = [row for row in rows if row.kpi.kind is KpiKind.PROCESS]
 
-    factor_ids = {row.kpi.success_factor_id for row in rows if row.kpi.success_factor_id is not None}
-    factors = (
-        {
-            factor.id: factor
-            for factor in session.exec(
-                select(SuccessFactor).where(col(SuccessFactor.id).in_(factor_ids))
-            ).all()
-        }
-        if factor_ids
-        else {}
-    )
     by_factor: dict[int | None, list[ScoreRow]] = defaultdict(list)
     for row in rows:
         by_factor[row.kpi.success_factor_id].append(row)
@@ -204,29 +248,6 @@ def _digest_from(session: Session, card: Scorecard, day: dt.date, goal: GoalProg
         for factor_id, factor_rows in by_factor.items()
     ]
     progress.sort(key=lambda p: _STATUS_ORDER[p.status])
-
-    kpis_by_id = {row.kpi.id: row.kpi for row in rows}
-    open_statuses = [CountermeasureStatus.PLANNED, CountermeasureStatus.DOING]
-    countermeasures = (
-        [
-            OpenCountermeasure(cm, kpis_by_id[cm.kpi_id])
-            for cm in session.exec(
-                select(Countermeasure)
-                .where(
-                    col(Countermeasure.kpi_id).in_(list(kpis_by_id)),
-                    col(Countermeasure.status).in_(open_statuses),
-                )
-                # Undated ones last on both databases (SQLite sorts NULL first, PostgreSQL last).
-                .order_by(
-                    col(Countermeasure.due_date).is_(None),
-                    col(Countermeasure.due_date),
-                    col(Countermeasure.id),
-                )
-            ).all()
-        ]
-        if kpis_by_id
-        else []
-    )
 
     missing_by_owner: dict[str | None, list[Kpi]] = defaultdict(list)
     for row in rows:
@@ -259,9 +280,6 @@ def chart_series(digest: Digest, locale: str) -> list[ChartSeries]:
 
 def build_division_summary(session: Session, division: Department, day: dt.date) -> DivisionSummary:
     goal = goal_progress(session, day, division.fiscal_year_start_month)
-    digests = [
-        build_digest(session, department, day, goal)
-        for department in all_departments(session)
-        if not department.is_division
-    ]
+    departments = [department for department in all_departments(session) if not department.is_division]
+    digests = build_digests(session, departments, day, goal)
     return DivisionSummary(division, day, digests, goal, build_funnel(session, day))
