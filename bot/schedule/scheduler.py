@@ -60,6 +60,11 @@ LEADER_SECONDS = 15
 # The alert scan: pace and missing-report alerts come from time passing, not from a report.
 SCAN_SECONDS = 3600
 SCAN_FIRST_DELAY = dt.timedelta(minutes=1)  # after start: frequent restarts never starve it
+# Fetched sources (bot/sources/runs.py): a tick every five minutes fetches the KPIs whose interval
+# (default hourly) has no run yet, and those of each department whose digest is due within the lead.
+FETCH_SECONDS = 300
+FETCH_FIRST_DELAY = dt.timedelta(seconds=30)
+PREFETCH_LEAD = dt.timedelta(minutes=20)
 
 
 class Jobs(Protocol):
@@ -76,6 +81,9 @@ class Jobs(Protocol):
 
     def scan(self, now: dt.datetime) -> None:
         """Evaluate every department's KPIs for alerts and post what changed (hourly)."""
+
+    def fetch(self, now: dt.datetime, before_digests: Sequence[tuple[str, dt.datetime]]) -> None:
+        """Fetch the sourced KPIs due now, and those of the departments whose digest (key, slot) is near."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,15 @@ class Scheduler:
             name="scan KPIs for alerts",
             next_run_time=dt.datetime.now(dt.UTC) + SCAN_FIRST_DELAY,
             misfire_grace_time=SCAN_SECONDS,
+            replace_existing=True,
+        )
+        self._aps.add_job(
+            self.fetch_sources,
+            IntervalTrigger(seconds=FETCH_SECONDS, timezone=dt.UTC),
+            id="source-fetch",
+            name="fetch sourced KPIs",
+            next_run_time=dt.datetime.now(dt.UTC) + FETCH_FIRST_DELAY,
+            misfire_grace_time=FETCH_SECONDS,
             replace_existing=True,
         )
         if self._uses_lock:
@@ -481,6 +498,29 @@ class Scheduler:
         except Exception:
             log.exception("the alert scan failed")
         self.followups()
+
+    def fetch_sources(self) -> None:
+        """The fetch tick, on the leader only, on its own thread: a slow or failing source never
+        holds up a digest (each fetch has its timeout; the digest reads what is stored). Never raises."""
+        if not self.is_leader:
+            return
+        now = utcnow()
+        try:
+            self.jobs.fetch(now, self.digests_within(now, PREFETCH_LEAD))
+        except Exception:
+            log.exception("fetching sourced KPIs failed")
+
+    def digests_within(self, now: dt.datetime, lead: dt.timedelta) -> list[tuple[str, dt.datetime]]:
+        """(department key, slot) of each digest due in (now, now + lead]."""
+        due = []
+        for schedule in list(self._schedules.values()):
+            try:
+                slot = slots.next_digest_slot(schedule.cron, schedule.tz, schedule.holiday_shift, now)
+            except (ValueError, KeyError):
+                continue
+            if slot is not None and slot - now <= lead:
+                due.append((schedule.key, slot))
+        return due
 
     # -- catch-up --------------------------------------------------------------------------
 
