@@ -35,6 +35,7 @@ from bot.digests.service import (
 from bot.models import Department, PostKind
 from bot.outbox import Key, Message, Outbox, PostFailed, Upload
 from bot.schedule.slots import slot_key
+from bot.sources.freshness import is_sourced
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,9 @@ def remind_owners(outbox: Outbox, department: Department, digest_slot: dt.dateti
         digest = build_digest(session, department, day, goal=None)
     sent = 0
     for item in digest.missing:
-        if item.owner_user_id is None:
+        # A fetched KPI is the source's to deliver, not its owner's: never nagged (bot/sources/freshness.py).
+        kpis = [kpi for kpi in item.kpis if not is_sourced(kpi)]
+        if item.owner_user_id is None or not kpis:
             continue
         locale = department.locale
         text = render.message(
@@ -226,7 +229,7 @@ def remind_owners(outbox: Outbox, department: Department, digest_slot: dt.dateti
             locale,
             department=department.name(locale),
             when=digest_slot.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-            kpis=", ".join(f"`{kpi.key}` {kpi.name(locale)}" for kpi in item.kpis),
+            kpis=", ".join(f"`{kpi.key}` {kpi.name(locale)}" for kpi in kpis),
         )
         key = Key(department.id, PostKind.REMINDER, slot_key(digest_slot, tz), item.owner_user_id)
         posted = outbox.send(key, item.owner_user_id, [Message(text)])
