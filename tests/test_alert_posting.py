@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from sqlmodel import col, select
 
 import bot.alerts.flows
+import bot.alerts.service
 import handlers.report.interactive
 from bot.alerts.flows import STORM
 from bot.clock import set_clock
@@ -575,14 +576,15 @@ def test_kpibot_alerts_dry_run_then_for_real(
 def test_one_failing_department_never_stops_the_others(
     slack: SlackHarness, report: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = bot.alerts.flows.check_department
+    # The rules of one department fail, inside the scan's batch of departments.
+    real = bot.alerts.service._check
 
-    def broken(session: Any, department: Department, *args: Any, **kwargs: Any) -> Any:
+    def broken(session: Any, rows: Any, department: Department, *args: Any, **kwargs: Any) -> Any:
         if department.key == "marketing":
             raise RuntimeError("marketing is broken")
-        return real(session, department, *args, **kwargs)
+        return real(session, rows, department, *args, **kwargs)
 
-    monkeypatch.setattr(bot.alerts.flows, "check_department", broken)
+    monkeypatch.setattr(bot.alerts.service, "_check", broken)
     at(dt.datetime(2027, 1, 5, 9, tzinfo=TOKYO))
     result = scan_and_post(slack.engine, client_of(slack))
     assert result.failed == [("marketing", "marketing is broken")]

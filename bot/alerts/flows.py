@@ -36,6 +36,7 @@ from bot.alerts.service import (
     Change,
     affected_kpis,
     check_department,
+    check_departments,
     in_threads,
     mark_shown,
     post_key,
@@ -147,26 +148,63 @@ def scan_and_post(
         departments = [
             d for d in all_departments(session) if not d.is_division and department_key in (None, d.key)
         ]
-    for department in departments:
+    for start in range(0, len(departments), SCAN_CHUNK):
+        chunk = departments[start : start + SCAN_CHUNK]
+        planned = [(d, now.astimezone(ZoneInfo(d.timezone)).date()) for d in chunk]
         try:
-            with transaction(engine) as session:
-                day = now.astimezone(ZoneInfo(department.timezone)).date()
-                changes = check_department(session, department, day)
-                result.changes += _plain(session, department, changes)
-                if dry_run:
-                    session.rollback()
-        except Exception as error:
-            log.exception("alert scan of %s failed", department.key)
-            result.failed.append((department.key, str(error) or type(error).__name__))
-            continue
-        if dry_run or poster is None:
-            continue
-        try:
-            result.slack.add(sync_alerts(engine, poster, messages, department_id=department.id))
-        except Exception as error:
-            log.exception("posting the alerts of %s failed", department.key)
-            result.failed.append((department.key, str(error) or type(error).__name__))
+            checked = _check_chunk(engine, planned, dry_run)
+        except Exception:
+            # The batch itself failed (a read): one department at a time, so a fault stays in its own.
+            log.exception(
+                "alert scan of %d departments together failed; scanning them one by one", len(chunk)
+            )
+            checked = [_check_alone(engine, department, day, dry_run) for department, day in planned]
+        for department, outcome in zip(chunk, checked, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("alert scan of %s failed", department.key, exc_info=outcome)
+                result.failed.append((department.key, str(outcome) or type(outcome).__name__))
+                continue
+            result.changes += outcome
+            if dry_run or poster is None:
+                continue
+            try:
+                result.slack.add(sync_alerts(engine, poster, messages, department_id=department.id))
+            except Exception as error:
+                log.exception("posting the alerts of %s failed", department.key)
+                result.failed.append((department.key, str(error) or type(error).__name__))
     return result
+
+
+# Departments checked in one transaction: their reads batched, their alert rows locked no longer
+# than the chunk takes (a report touching one of them waits that long at most).
+SCAN_CHUNK = 50
+
+
+def _check_chunk(
+    engine: Engine, planned: Sequence[tuple[Department, dt.date]], dry_run: bool
+) -> list[list[ScanChange] | Exception]:
+    with transaction(engine) as session:
+        outcomes = check_departments(session, planned)
+        checked = [
+            outcome if isinstance(outcome, Exception) else _plain(session, department, outcome)
+            for (department, _), outcome in zip(planned, outcomes, strict=True)
+        ]
+        if dry_run:
+            session.rollback()
+    return checked
+
+
+def _check_alone(
+    engine: Engine, department: Department, day: dt.date, dry_run: bool
+) -> list[ScanChange] | Exception:
+    try:
+        with transaction(engine) as session:
+            changes = _plain(session, department, check_department(session, department, day))
+            if dry_run:
+                session.rollback()
+        return changes
+    except Exception as error:
+        return error
 
 
 def _plain(session: Session, department: Department, changes: Sequence[Change]) -> list[ScanChange]:

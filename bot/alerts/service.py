@@ -3,8 +3,8 @@
 An Alert row is the desired state (severity, status); `posted_severity`/`posted_status`
 record what Slack shows, so the sync (bot/alerts/flows.py) knows what to send and nothing is
 sent twice. Rows move in the report's own transaction (`check_after_report`, called by
-bot.reports.service.save) and in the hourly scan (`check_department`, a constant number of
-queries per department); an "Acknowledge" click moves one with `acknowledge`.
+bot.reports.service.save) and in the hourly scan (`check_departments`: the same statements for
+a batch of departments, whatever its size); an "Acknowledge" click moves one with `acknowledge`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from bot.models import Alert, AlertReason, AlertStatus, AuditEvent, Department, 
 from bot.periods import Period, parse_key
 from bot.permissions import is_member
 from bot.reports.actuals import Recorded, live_values
-from bot.scorecard import Scorecard, ScoreRow, build_scorecard, targets_for
+from bot.scorecard import Scorecard, ScoreRow, build_scorecard, build_scorecards, targets_for
 from bot.scoring import TargetValue
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,36 @@ def _scorecard(
 
 
 def scan_department(session: Session, department: Department, today: dt.date) -> list[Finding]:
-    card = _scorecard(session, department, today)
-    tz = ZoneInfo(department.timezone)
-    return [finding for row in card.rows for finding in evaluate(row, today, tz)]
+    return scan_departments(session, [(department, today)])[0]
+
+
+def scan_departments(session: Session, planned: Sequence[tuple[Department, dt.date]]) -> list[list[Finding]]:
+    """Every finding of each (department, its today), in their order; nothing is written."""
+    return [
+        [finding for row in card.rows for finding in evaluate(row, day, ZoneInfo(department.timezone))]
+        for (department, day), card in zip(planned, scan_scorecards(session, planned), strict=True)
+    ]
+
+
+def scan_scorecards(session: Session, planned: Sequence[tuple[Department, dt.date]]) -> list[Scorecard]:
+    """The scan's scorecard of each (department, its today): the periods in progress and as many
+    before as its rules look back. Read together for departments sharing a day and a look-back."""
+    streaks: dict[int, list[int | None]] = defaultdict(list)
+    ids = [department.id for department, _ in planned if department.id is not None]
+    if ids:
+        # Retired KPIs too, as `_history` reads them: the look-back is the department's.
+        for department_id, streak in session.exec(
+            select(Kpi.department_id, Kpi.streak).where(col(Kpi.department_id).in_(ids))
+        ).all():
+            streaks[department_id].append(streak)
+    groups: dict[tuple[dt.date, int], list[int]] = defaultdict(list)
+    for index, (department, day) in enumerate(planned):
+        groups[(day, history_needed(streaks.get(department.id or 0, [])))].append(index)
+    cards: dict[int, Scorecard] = {}
+    for (day, history), indexes in groups.items():
+        found = build_scorecards(session, [planned[i][0] for i in indexes], day, history, current=True)
+        cards.update(zip(indexes, found, strict=True))
+    return [cards[index] for index in range(len(planned))]
 
 
 @dataclass(frozen=True)
@@ -174,8 +202,34 @@ def check_department(
     rows = [row for row in card.rows if kpi_ids is None or row.kpi.id in kpi_ids]
     if not rows:
         return []
+    return _check(session, rows, department, today, _known_alerts(session, rows))
+
+
+def check_departments(
+    session: Session, planned: Sequence[tuple[Department, dt.date]]
+) -> list[list[Change] | Exception]:
+    """`check_department` for each (department, its today), in their order, in the caller's
+    transaction: their scorecards and alerts read together, each department's writes in a
+    savepoint of its own, so a fault in one is its outcome and leaves the others' changes."""
+    cards = scan_scorecards(session, planned)
+    rows = [row for card in cards for row in card.rows]
+    known = _known_alerts(session, rows) if rows else {}
+    outcomes: list[list[Change] | Exception] = []
+    for (department, day), card in zip(planned, cards, strict=True):
+        try:
+            with session.begin_nested():
+                outcomes.append(_check(session, card.rows, department, day, known) if card.rows else [])
+        except OperationalError:
+            raise
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def _check(
+    session: Session, rows: Sequence[ScoreRow], department: Department, today: dt.date, known: Known
+) -> list[Change]:
     tz = ZoneInfo(department.timezone)
-    known = _known_alerts(session, rows)
     changes: list[Change] = []
     for row in rows:
         latest = latest_on_track(row, today)
