@@ -29,6 +29,7 @@ from handlers.hubspot.receiver import PREFIX as HUBSPOT_PREFIX
 from handlers.hubspot.receiver import HubSpotReceiver
 from handlers.report.followup import after_reports
 from handlers.users import UserDirectory
+from handlers.work import PostAckPool, post_ack_pool
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,16 @@ EVENTS_PATH = "/slack/events"
 API_PREFIX = "/api/"
 
 
-def _push_api(app: App, engine: Engine, settings: Settings | None) -> PushApi:
+def _push_api(app: App, engine: Engine, settings: Settings | None, pool: PostAckPool) -> PushApi:
     """The push API; values it stores get their follow-ups in Slack (alerts, countermeasure
-    effects) on the listeners' pool, as a report from Slack does after its ack."""
+    effects) on the worker's post-ack pool, after the API has answered."""
     if settings is None:  # a test's app: the defaults
         url = engine.url.render_as_string(hide_password=False)
         settings = load_settings({"DATABASE_URL": url}, env_file=None)
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(app.client, settings.admins))
-    executor = app.listener_runner.listener_executor
 
     def after_commit(saved: list[Reported]) -> None:
-        executor.submit(after_reports, deps, app.client, saved)
+        pool.submit(after_reports, deps, app.client, saved)
 
     return PushApi(engine, default_locale=settings.locale, after_commit=after_commit)
 
@@ -55,7 +55,10 @@ def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) ->
     bolt = SlackRequestHandler(app, path=EVENTS_PATH)
     # Verified on the raw body before Bolt parses anything (handlers/gate.py).
     events = verified(bolt, app._signing_secret)  # noqa: SLF001 (the secret the app was built with)
-    api = _push_api(app, engine, settings)
+    # One per worker: listeners reach it through `after_ack`, the push API and HubSpot directly.
+    pool = PostAckPool()
+    app.use(post_ack_pool(pool))
+    api = _push_api(app, engine, settings, pool)
     # Values HubSpot counts get the same follow-ups in Slack as pushed ones.
     hooks = HubSpotReceiver(engine, locale=api.default_locale, after_commit=api.after_commit)
 
@@ -71,7 +74,15 @@ def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) ->
             return hooks(environ, start_response)
         return bolt(environ, start_response)
 
+    wsgi.post_ack = pool  # type: ignore[attr-defined]  # drained when the worker stops
     return wsgi
+
+
+def _drain_post_ack(server: Any, worker: Any) -> None:
+    """gunicorn's worker_exit hook: what was handed over after an ack is done before the worker goes."""
+    pool = getattr(getattr(worker, "wsgi", None), "post_ack", None)
+    if pool is not None:
+        pool.shutdown()
 
 
 def _healthz(engine: Engine, start_response: Any) -> list[bytes]:
@@ -167,6 +178,7 @@ def serve(
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
+        "worker_exit": _drain_post_ack,
     }
     _Gunicorn(settings, options).run()
 

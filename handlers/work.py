@@ -16,13 +16,18 @@ is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error
   it is logged, never raised.
 - `acknowledge_other_events(app)`, registered after every listener: an event none of them takes
   is answered 200 and dropped (Bolt's answer is a 404, which Slack redelivers and counts as failed).
+- `PostAckPool` and `after_ack(context, fn, ...)`: work that may wait (the follow-ups after a save)
+  runs on a few threads of its own per web worker, so a burst of it neither holds the listeners'
+  threads that the next request's ack needs nor has many threads competing for the interpreter.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +51,12 @@ DATABASE_ERROR = "database_error"
 SLACK_ERROR = "slack_error"
 ANSWER_CHANNEL = "answer_channel"
 ANSWER_LOCALE = "answer_locale"
+POST_ACK = "post_ack"  # the worker's PostAckPool (handlers/web.py puts it there)
+
+# Two threads: at most two CPU-bound follow-ups compete with the request threads for the GIL.
+POST_ACK_THREADS = 2
+# Waiting beyond the threads; more than that runs where it was handed over (never dropped).
+POST_ACK_QUEUE = 64
 
 
 class KeptAck(Ack):
@@ -195,3 +206,65 @@ def acknowledge_other_events(app: App) -> None:
     @app.event(re.compile(".*"))
     def other_event(body: dict[str, Any]) -> None:
         log.debug("event %s not handled by kpibot", (body.get("event") or {}).get("type"))
+
+
+class PostAckPool:
+    """Work after an ack on `threads` threads of its own, at most `queue` more waiting. When it is
+    full, or stopping, work runs in the thread that hands it over: slower for that request, never
+    lost. `shutdown` finishes everything queued (a worker stopping drains it first)."""
+
+    def __init__(self, threads: int = POST_ACK_THREADS, queue: int = POST_ACK_QUEUE) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kpibot-after-ack")
+        self._room = threading.BoundedSemaphore(threads + queue)
+        self._stopping = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._stopping or not self._room.acquire(blocking=False):
+            return _run_here(fn, *args, **kwargs)
+        try:
+            future = self._executor.submit(fn, *args, **kwargs)
+        except RuntimeError:  # shut down meanwhile
+            self._room.release()
+            return _run_here(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[Any]) -> None:
+        self._room.release()
+        if not future.cancelled() and (error := future.exception()) is not None:
+            log.error("work after an ack failed", exc_info=error)
+
+    def shutdown(self) -> None:
+        """Take no more work (it runs where it is handed over) and finish what is queued."""
+        self._stopping = True
+        self._executor.shutdown(wait=True)
+
+
+def _run_here(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except Exception as error:
+        log.exception("work after an ack failed")
+        future.set_exception(error)
+    return future
+
+
+def post_ack_pool(pool: PostAckPool) -> Callable[..., None]:
+    """Global middleware: the worker's pool, for `after_ack`."""
+
+    def middleware(context: BoltContext, next: Callable[[], None]) -> None:  # noqa: A002 (Bolt's name)
+        context[POST_ACK] = pool
+        next()
+
+    return middleware
+
+
+def after_ack(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+    """Run `fn` after the ack on the worker's PostAckPool, or here when the app has none (Socket
+    Mode, an app dispatched in-process)."""
+    pool = context.get(POST_ACK)
+    if pool is None:
+        fn(*args, **kwargs)
+        return
+    pool.submit(fn, *args, **kwargs)

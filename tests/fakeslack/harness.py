@@ -152,7 +152,9 @@ def start_harness(
         home.DEBOUNCE_SECONDS = debounce
     activity = Activity()
     activity.watch_executor(app.listener_runner.listener_executor)
-    server = WsgiServer(activity.watch_wsgi(make_wsgi_app(app, engine))).start()
+    wsgi = make_wsgi_app(app, engine)
+    activity.watch_executor(wsgi.post_ack)  # the follow-ups handed over after an ack, too
+    server = WsgiServer(activity.watch_wsgi(wsgi)).start()
     client = SignedSlackClient(server.url, SIGNING_SECRET, fake=fake)
     return SlackHarness(fake, server, client, engine, settings, activity)
 
