@@ -8,6 +8,7 @@ Both are Jinja2, with the same filters, so a message and a layout format numbers
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from decimal import Decimal
@@ -17,8 +18,10 @@ from typing import Any
 import jinja2
 import yaml
 
+from bot import formats
 from bot.config import LOCALES
 from bot.numbers import format_compact, format_decimal
+from bot.periods import Period, PeriodError
 from bot.resources import TEMPLATES_DIR
 from bot.scoring import TargetValue
 
@@ -64,6 +67,46 @@ def _percent(value: Decimal | None, digits: int = 0) -> str:
     if value is None:
         return "—"
     return f"{_number(value, digits=digits)} %"
+
+
+def localized(value: Decimal | None, unit: str, locale: str = "en", *, exact: bool = False) -> str:
+    """A value with its unit by the locale rules of bot/formats.py: 「8,400万円」「120件」「61%」 /
+    "¥84M", "120", "61%". Money is rounded for reading unless `exact` (what was typed, corrections).
+    The filters `localized`, `exact`, `attainment`, `period_label` and `day_label` are the ones templates
+    move to; `amount`/`percent`/`target_text` keep today's output until every surface has moved."""
+    return formats.quantity(value, unit, locale, exact=exact)
+
+
+def attainment(pct: Decimal | None, direction: object, locale: str = "en") -> str:
+    """The one phrase for how an actual stands against its target: 「達成率 61%」 / "61% of target";
+    for a lower-is-better KPI against its ceiling, 「上限を26%超過」 / "26% over its ceiling"."""
+    if pct is None:
+        return "—"
+    if str(getattr(direction, "value", direction)) != "lower":
+        return message("format.attainment", locale, pct=formats.percent(pct))
+    over = formats.over_ceiling_pct(Decimal(pct))
+    shown = formats.percent(abs(over))
+    if shown == "0%":
+        return message("format.at_ceiling", locale)
+    key = "format.over_ceiling" if over > 0 else "format.under_ceiling"
+    return message(key, locale, pct=shown)
+
+
+def period_label(period: object, locale: str = "en") -> str:
+    """A period as people read it: 「2026年11月」「第48週(11/23〜11/29)」 / "Nov 2026", "week 48 (Nov 23–29)".
+
+    A string that is not a period key is shown as given."""
+    if isinstance(period, Period):
+        return formats.period_label(period, locale)
+    try:
+        return formats.period_label(str(period), locale)
+    except PeriodError:
+        return str(period)
+
+
+def day_label(day: dt.date | None, locale: str = "en", year: bool = False) -> str:
+    """「12月16日(水)」 / "Wed, Dec 16" (with `year`, 「2026年12月16日(水)」 / "Wed, Dec 16, 2026")."""
+    return "—" if day is None else formats.day_label(day, locale, year=year)
 
 
 # Slack's own markup in text people typed in Slack: mentions, channels, links, and entities.
@@ -115,6 +158,12 @@ def _environment() -> jinja2.Environment:
     env.filters["amount"] = amount
     env.filters["target_text"] = target_text
     env.filters["mrkdwn"] = mrkdwn_text
+    env.filters["localized"] = localized
+    env.filters["exact"] = lambda value, unit, locale="en": localized(value, unit, locale, exact=True)
+    env.filters["attainment"] = attainment
+    env.filters["period_label"] = period_label
+    env.filters["day_label"] = day_label
+    env.filters["quarter_label"] = formats.quarter_label
     env.globals["message"] = lambda key, locale, **params: message(key, locale, **params)
     env.filters["status_emoji"] = lambda status: STATUS_EMOJI.get(str(status), "⚪")
     return env
