@@ -310,19 +310,33 @@ def departments_of(engine: Engine) -> list[Department]:
 
 
 def build_all(engine: Engine, departments: list[Department], day: dt.date) -> None:
-    """Every department's digest blocks, no chart, no posting (bot.digests.flows.build, as a post does)."""
-    from bot.digests.flows import build
+    """Every department's digest blocks, no chart, no posting (bot.digests.flows.build_many, as the
+    division summary and `kpibot digest` build them; before it existed, build per department)."""
+    from bot.digests import flows
     from handlers.digests import messages
 
+    if hasattr(flows, "build_many"):
+        flows.build_many(engine, departments, day, messages, with_chart=False)
+        return
     for department in departments:
-        build(engine, department, day, messages, with_chart=False)
+        flows.build(engine, department, day, messages, with_chart=False)
 
 
 def scan_all(engine: Engine, departments: list[Department], day: dt.date) -> int:
-    """bot.alerts.rules.scan_department for every department (all rules, the period in progress)."""
-    from bot.alerts.rules import scan_department
+    """Every department's alert findings (all rules, the period in progress): bot.alerts.service
+    scan_departments, in the scan's chunks (per department before it existed)."""
+    from bot.alerts import flows, service
 
     findings = 0
+    if hasattr(service, "scan_departments"):
+        for start in range(0, len(departments), flows.SCAN_CHUNK):
+            chunk = departments[start : start + flows.SCAN_CHUNK]
+            with transaction(engine) as session:
+                found = service.scan_departments(session, [(department, day) for department in chunk])
+            findings += sum(len(items) for items in found)
+        return findings
+    from bot.alerts.rules import scan_department
+
     for department in departments:
         with transaction(engine) as session:
             findings += len(scan_department(session, department, day))
@@ -384,6 +398,8 @@ def bench_digest(bench: Bench, backend: str) -> None:
 
         short_url = bench.plan(backend, 3, SHORT_WEEKS)
         long_counts = _statements(engine, departments, bench.day, "digest")
+        with counting_statements(engine) as whole_run:
+            build_all(engine, departments, bench.day)
         short_engine = make_engine(short_url)
         try:
             short_departments = departments_of(short_engine)
@@ -402,6 +418,7 @@ def bench_digest(bench: Bench, backend: str) -> None:
                 extra={
                     "long": sorted(Counter(long_counts).items()),
                     "short": sorted(Counter(short_counts).items()),
+                    "per_department_in_one_run": len(whole_run) / len(departments),
                 },
             )
         )
@@ -426,6 +443,8 @@ def bench_digest(bench: Bench, backend: str) -> None:
             )
         )
         alert_counts = _statements(engine, departments, bench.day, "alerts")
+        with counting_statements(engine) as whole_scan:
+            scan_all(engine, departments, bench.day)
         bench.add(
             Row(
                 "alert scan SQL statements per department",
@@ -433,7 +452,10 @@ def bench_digest(bench: Bench, backend: str) -> None:
                 "statements",
                 [max(alert_counts)],
                 [max(short_alerts)],
-                extra={"long": sorted(Counter(alert_counts).items())},
+                extra={
+                    "long": sorted(Counter(alert_counts).items()),
+                    "per_department_in_one_run": len(whole_scan) / len(departments),
+                },
             )
         )
     finally:
@@ -938,8 +960,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--departments", type=int, help="departments of the main plan (digest, ack)")
     parser.add_argument("--weeks", type=int, help="weeks of history of the main plan")
+    parser.add_argument("--growth", help="comma-separated division sizes of the growth rows (20,200,2000)")
+    parser.add_argument("--growth-backends", help="comma-separated: postgresql, sqlite")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
+    if args.growth or args.growth_backends:
+        config = dataclasses.replace(
+            config,
+            growth=tuple(int(size) for size in args.growth.split(",")) if args.growth else config.growth,
+            growth_backends=(
+                tuple(args.growth_backends.split(",")) if args.growth_backends else config.growth_backends
+            ),
+        )
     if args.departments or args.weeks:
         config = dataclasses.replace(
             config, departments=args.departments or config.departments, weeks=args.weeks or config.weeks
