@@ -188,6 +188,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. A test spends about half its time waiting (on PostgreSQL's
+    server, on the app's threads' answers, on a subprocess starting), and one worker per core left
+    the cores idle that long: on 2 cores, 4 workers ran the suite in ~18% less wall time than 2
+    (6 were slower again: each worker also collects the suite and sets up its databases)."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every test that takes `any_day` is selectable with `-m any_day`, without a marker by hand.
     for item in items:
