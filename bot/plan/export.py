@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from bot.alerts.rules import STREAK_DEFAULT
 from bot.models import EVERY_PERIOD, Department, FunnelStage, Goal, Kpi, SuccessFactor, Target
 from bot.scoring import default_thresholds
+from bot.sources.freshness import format_duration
 
 HEADER = "# The plan as kpibot holds it (kpibot export plan). Import it with: kpibot import-plan FILE\n"
 _DEPARTMENT_DEFAULTS = {"locale": "ja", "timezone": "Asia/Tokyo", "digest_cron": "0 9 * * mon"}
@@ -136,6 +137,11 @@ def _kpi(
         entry["streak"] = kpi.streak
     if kpi.playbooks:
         entry["playbook"] = [{k: v for k, v in item.items() if v is not None} for item in kpi.playbooks]
+    if kpi.fetch_source is not None:  # where it is fetched from, as the plan wrote it (bot/sources/)
+        entry["source"] = kpi.fetch_source
+        for name, seconds in (("every", kpi.fetch_every_s), ("max_age", kpi.fetch_max_age_s)):
+            if seconds is not None:
+                entry[name] = format_duration(seconds)
     return entry
 
 

@@ -34,6 +34,8 @@ FIELDS: dict[str, frozenset[str]] = {
             *_NAME_FIELDS,
             *("department", "success_factor", "owner", "unit", "direction", "cadence", "kind"),
             *("aggregation", "thresholds", "formula", "target", "streak", "playbook"),
+            # Where its value is fetched from, how often, and how old it may get (bot/sources/).
+            *("source", "every", "max_age"),
         }
     ),
     "targets": frozenset({"kpi", "period", "target", "value", "min", "max"}),

@@ -9,6 +9,7 @@ Nothing is ever deleted by an import; KPIs carry history.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -44,6 +45,9 @@ from bot.numbers import NumberFormatError, check_storable, parse_amount
 from bot.periods import PeriodError, parse_key
 from bot.plan.file import PlanDocument, Record, read_plan
 from bot.scoring import TargetValue, default_thresholds, threshold_problem
+from bot.sources import registry
+from bot.sources.fetching import SpecError
+from bot.sources.freshness import EVERY_RANGE, MAX_AGE_RANGE, DurationError, parse_duration
 from bot.text import clean_text
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -165,6 +169,16 @@ class KpiSpec:
     position: int
     streak: int = STREAK_DEFAULT
     playbooks: list[dict[str, Any]] = field(default_factory=list)
+    fetch: FetchSpec | None = None
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """`source:` (its kind's fields, checked by the kind), `every` and `max_age` in seconds."""
+
+    source: dict[str, Any]
+    every_s: int | None = None
+    max_age_s: int | None = None
 
 
 @dataclass
@@ -627,6 +641,7 @@ def _kpi(
         amber, red = _thresholds(reader, record, direction)
     streak = reader.whole(record, "streak", *STREAK_RANGE, default=STREAK_DEFAULT)
     playbooks = _playbooks(reader, record)
+    fetch = _fetch(reader, record, formula)
     if len(reader.problems) > before:
         return None
     assert key and names and department and unit and direction and cadence and kind and aggregation
@@ -649,7 +664,44 @@ def _kpi(
         position,
         streak or STREAK_DEFAULT,
         playbooks,
+        fetch,
     )
+
+
+def _fetch(reader: _Reader, record: Record, formula: str | None) -> FetchSpec | None:
+    """`source:` — where the KPI's value is fetched from (bot/sources/registry.py names the kinds),
+    checked by its kind now so a plan that cannot be fetched is refused at its line; `every` and
+    `max_age` (e.g. `1h`, `26h`) only with a source. A secret never comes from here: each kind
+    names the environment variable that holds it."""
+    raw = record.fields.get("source")
+    durations: dict[str, int | None] = {}
+    for name in ("every", "max_age"):
+        text = record.fields.get(name)
+        durations[name] = None
+        if text is None:
+            continue
+        if raw is None:
+            reader.problem(record, name, "source_needed")
+            continue
+        try:
+            durations[name] = parse_duration(str(text), EVERY_RANGE if name == "every" else MAX_AGE_RANGE)
+        except DurationError as error:
+            reader.problem(record, name, "source_duration", value=str(text), low=error.low, high=error.high)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        reader.problem(record, "source", "source_shape")
+        return None
+    if formula:
+        reader.problem(record, "source", "source_formula")
+        return None
+    source = json.loads(json.dumps(raw))  # plain JSON, as stored (the loader's mappings carry lines)
+    try:
+        registry.validate(source)
+    except SpecError as error:
+        reader.problem(record, "source", "source_invalid", reason=str(error))
+        return None
+    return FetchSpec(source, durations["every"], durations["max_age"])
 
 
 def _playbooks(reader: _Reader, record: Record) -> list[dict[str, Any]]:
@@ -885,6 +937,9 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
             "position": s.position,
             "streak": s.streak,
             "playbooks": s.playbooks,
+            "fetch_source": s.fetch.source if s.fetch else None,
+            "fetch_every_s": s.fetch.every_s if s.fetch else None,
+            "fetch_max_age_s": s.fetch.max_age_s if s.fetch else None,
         },
     )
     kpi_ids = _ids(session, Kpi, kpis)
