@@ -8,17 +8,23 @@ import datetime as dt
 import io
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from bot.clock import set_clock
 from bot.database import transaction
 from bot.export import ACTUAL_COLUMNS, export_actuals, export_plan, export_targets
 from bot.models import Department, FunnelStage, Goal, Kpi, Source, SuccessFactor, Target
+from bot.plan.edit import retire_kpi
+from bot.plan.service import PlanInvalid
 from bot.reports.actuals import record_actual
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def record(engine: Engine, kpi_key: str, period: str, value: str, note: str | None = None) -> None:
@@ -147,14 +153,18 @@ def plan_text(engine: Engine) -> str:
 
 
 def stored_plan(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
-    """Every plan row as stored, without ids and timestamps: what a round trip must keep."""
+    """Every plan row as stored, without ids and timestamps: what a round trip must keep. A
+    retirement is kept as its day in Tokyo (the plan file says the day, not the moment)."""
     skip = {"id", "created_at", "updated_at", "department_id", "success_factor_id", "goal_id", "kpi_id"}
     tables: dict[str, list[tuple[object, ...]]] = {}
     with transaction(engine) as session:
         for model in (Department, Goal, SuccessFactor, Kpi, Target, FunnelStage):
             rows = []
             for row in session.exec(select(model)).all():
-                rows.append(tuple(str(v) for k, v in sorted(row.model_dump().items()) if k not in skip))
+                values = row.model_dump()
+                if values.get("retired_at") is not None:
+                    values["retired_at"] = values["retired_at"].astimezone(TOKYO).date()
+                rows.append(tuple(str(v) for k, v in sorted(values.items()) if k not in skip))
             tables[model.__tablename__] = sorted(rows)
     return tables
 
@@ -181,6 +191,7 @@ def test_the_plan_exported_rebuilds_the_same_plan_in_an_empty_database(
         session.add(
             Target(kpi_id=kpi.id or 0, period="2027-01", min_value=Decimal(90), max_value=Decimal(110))
         )
+    retire(engine, "website_visits", dt.datetime(2026, 11, 30, 14, 5, tzinfo=TOKYO))  # and a KPI retired
     before = stored_plan(engine)
     path = tmp_path / "plan.yaml"
     path.write_text(plan_text(engine), encoding="utf-8")
@@ -196,3 +207,81 @@ def test_the_plan_exported_rebuilds_the_same_plan_in_an_empty_database(
 
     import_plan(engine, path)
     assert stored_plan(engine) == before
+
+
+# -- retired KPIs ----------------------------------------------------------------------------------
+
+
+def retire(engine: Engine, key: str, at: dt.datetime) -> None:
+    """`/kpi retire <key>` by an admin at `at`."""
+    set_clock(lambda: at.astimezone(dt.UTC))
+    try:
+        with transaction(engine) as session:
+            retire_kpi(session, text=key, user_id="U0ADMIN", is_admin=lambda: True)
+    finally:
+        set_clock(None)
+
+
+def retired_at(engine: Engine, key: str) -> dt.datetime | None:
+    with transaction(engine) as session:
+        return session.exec(select(Kpi).where(Kpi.key == key)).one().retired_at
+
+
+def test_a_retired_kpi_is_exported_with_its_day_and_imports_back_retired_with_its_history(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import_plan(engine, EXAMPLE_PLAN)
+    record(engine, "website_visits", "2026-W47", "5200")
+    # Retired at 00:30 on 1 December in Tokyo: still 30 November in UTC, 1 December in the file.
+    retire(engine, "website_visits", dt.datetime(2026, 12, 1, 0, 30, tzinfo=TOKYO))
+    stored = retired_at(engine, "website_visits")
+    assert stored is not None
+
+    text = plan_text(engine)
+    entry = text[text.index("- key: website_visits") :].split("\n- key:")[0]
+    assert "  retired: 2026-12-01" in entry.splitlines()
+    assert text.count("retired:") == 1  # the KPIs in use say nothing
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    again = import_plan(engine, path)
+    assert not again.changed, outcomes(again)
+    assert retired_at(engine, "website_visits") == stored  # the moment kept, not the day's start
+    assert plan_text(engine) == text
+    # The plan file written before the KPI was retired does not bring it back.
+    import_plan(engine, EXAMPLE_PLAN)
+    assert retired_at(engine, "website_visits") == stored
+    _, rows = exported_actuals(engine)
+    assert [(r["kpi"], r["period"], r["value"]) for r in rows] == [("website_visits", "2026-W47", "5200")]
+
+
+def test_retired_in_a_plan_file_retires_the_kpi_from_that_day_and_keeps_its_history(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import_plan(engine, EXAMPLE_PLAN)
+    record(engine, "mqls", "2026-10", "180")
+    text = plan_text(engine).replace(
+        "- key: cost_per_lead\n", "- key: cost_per_lead\n  retired: 2026-11-30\n"
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    assert outcomes(import_plan(engine, path))["kpi"]["updated"] == 1  # that KPI, nothing else
+    assert retired_at(engine, "cost_per_lead") == dt.datetime(2026, 11, 30, tzinfo=TOKYO)
+    assert retired_at(engine, "mqls") is None
+    assert "retired: 2026-11-30" in plan_text(engine)
+    _, rows = exported_actuals(engine)
+    assert [(r["kpi"], r["value"]) for r in rows] == [("mqls", "180")]
+
+
+def test_a_retired_that_is_not_a_day_is_refused_at_its_line(engine: Engine, tmp_path: Path) -> None:
+    import_plan(engine, EXAMPLE_PLAN)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_text(engine).replace("- key: nps\n", "- key: nps\n  retired: someday\n"), "utf-8")
+    with pytest.raises(PlanInvalid) as raised:
+        import_plan(engine, path)
+    (problem,) = raised.value.problems
+    assert problem.field == "retired"
+    assert "someday" in problem.describe("en") and "2026-11-30" in problem.describe("en")
+    assert "日付ではありません" in problem.describe("ja")
+    assert retired_at(engine, "nps") is None  # nothing written

@@ -12,6 +12,8 @@ from sqlmodel import Session, col, select
 
 from bot.alerts.rules import STREAK_DEFAULT
 from bot.models import EVERY_PERIOD, Department, FunnelStage, Goal, Kpi, SuccessFactor, Target
+from bot.plan.retired import FIELD as RETIRED
+from bot.plan.retired import retired_day
 from bot.scoring import default_thresholds
 from bot.sources.freshness import format_duration
 
@@ -41,12 +43,8 @@ def plan_document(session: Session) -> dict[str, Any]:
     departments = list(session.exec(select(Department).order_by(col(Department.id))).all())
     goals = list(session.exec(select(Goal).order_by(col(Goal.id))).all())
     factors = list(session.exec(select(SuccessFactor).order_by(col(SuccessFactor.id))).all())
-    # Retired KPIs (bot/plan/edit.py) are no longer part of the plan; their history stays stored.
-    kpis = list(
-        session.exec(
-            select(Kpi).where(col(Kpi.retired_at).is_(None)).order_by(col(Kpi.position), col(Kpi.id))
-        ).all()
-    )
+    # Retired KPIs too, with the day (bot/plan/retired.py): re-imported, they stay retired.
+    kpis = list(session.exec(select(Kpi).order_by(col(Kpi.position), col(Kpi.id))).all())
     targets = list(session.exec(select(Target).order_by(col(Target.kpi_id), col(Target.period))).all())
     stages = [
         stage
@@ -81,6 +79,10 @@ def plan_document(session: Session) -> dict[str, Any]:
     document["departments"] = [_department(d) for d in departments]
     defaults = {row.kpi_id: row for row in targets if row.period == EVERY_PERIOD}
     document["kpis"] = [_kpi(kpi, department_keys, factor_keys, defaults.get(kpi.id)) for kpi in kpis]
+    by_id = {d.id: d for d in departments}
+    for entry, kpi in zip(document["kpis"], kpis, strict=True):
+        if (day := retired_day(kpi, by_id[kpi.department_id])) is not None:
+            entry[RETIRED] = day
     targets = [row for row in targets if row.kpi_id in kpi_keys]
     document["targets"] = [
         {"kpi": kpi_keys[row.kpi_id], "period": row.period, "target": _target(row)}

@@ -34,6 +34,7 @@ FIELDS: dict[str, frozenset[str]] = {
             *_NAME_FIELDS,
             *("department", "success_factor", "owner", "unit", "direction", "cadence", "kind"),
             *("aggregation", "thresholds", "formula", "target", "streak", "playbook"),
+            "retired",  # the day it was retired (bot/plan/retired.py)
             # Where its value is fetched from, how often, and how old it may get (bot/sources/).
             *("source", "every", "max_age"),
         }

@@ -8,6 +8,7 @@ Nothing is ever deleted by an import; KPIs carry history.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 import re
@@ -44,6 +45,7 @@ from bot.models import (
 from bot.numbers import NumberFormatError, check_storable, parse_amount
 from bot.periods import PeriodError, parse_key
 from bot.plan.file import PlanDocument, Record, read_plan
+from bot.plan.retired import read_retired, retire_as_written
 from bot.scoring import TargetValue, default_thresholds, threshold_problem
 from bot.sources import registry
 from bot.sources.fetching import SpecError
@@ -170,6 +172,7 @@ class KpiSpec:
     streak: int = STREAK_DEFAULT
     playbooks: list[dict[str, Any]] = field(default_factory=list)
     fetch: FetchSpec | None = None
+    retired: dt.date | None = None  # bot/plan/retired.py
 
 
 @dataclass(frozen=True)
@@ -665,6 +668,7 @@ def _kpi(
         streak or STREAK_DEFAULT,
         playbooks,
         fetch,
+        retired=read_retired(record, reader.problem),
     )
 
 
@@ -942,6 +946,7 @@ def apply_plan(session: Session, plan: Plan, *, actor: str = "cli") -> ImportRes
             "fetch_max_age_s": s.fetch.max_age_s if s.fetch else None,
         },
     )
+    retire_as_written(session, plan.kpis, kpis, result.count)
     kpi_ids = _ids(session, Kpi, kpis)
     # A goal's measure may be a KPI created just now, so goals are linked once KPIs have ids.
     for spec in plan.goals:
