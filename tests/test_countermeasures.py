@@ -751,7 +751,7 @@ def test_review_posts_a_header_and_one_message_per_item_once_a_day(slack: SlackH
     ]
     header, *items = [call_text(call) for call in posts]
     assert "週次レビュー: 営業部" in header and "2026-11-30" in header
-    assert "未達の KPI 2 件" in header and "対策 2 件" in header and "未報告の担当者 1 名" in header
+    assert "要注意・要対策の KPI 2 件" in header and "対策 2 件" in header and "未報告の担当者 1 名" in header
     assert "🔴 *新規アプローチ数* ・ 2026-10: 60" in items[0] and "未完了の対策 3 件" in items[0]
     assert (
         "🟡 *成約率* ・ 2026-11: 12 % (目標 15–20 %、達成率 80 %)" in items[1]

@@ -230,7 +230,7 @@ def test_adopt_by_a_non_member_is_refused(slack: SlackHarness, alerted: Alert) -
     click(slack, ACTION_ADOPT, f"{alerted.id}:0", "U0SALES1", alerted)  # Sales, not Marketing
     assert countermeasures(slack) == []
     [answer] = ephemeral(slack)
-    assert "マーケティング部の対策を採用できるのは" in answer and "何も登録していません" in answer
+    assert "マーケティング部の対策を採用できるのは" in answer and "何も記録していません" in answer
 
 
 def test_adopt_of_a_playbook_that_is_not_offered_is_refused(slack: SlackHarness, alerted: Alert) -> None:
