@@ -19,6 +19,7 @@ from bot import render
 from bot.models import Actual, Kpi
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import SlackHarness
+from tests.test_report_modal import open_in_progress
 
 HEAD = "U0SALESHEAD"  # heads sales: may report every Sales KPI
 PERIOD = "2026-11"  # the current month at the harness's clock
@@ -34,10 +35,8 @@ def value_of(kpi: str, n: int) -> Decimal:
 
 
 def open_form(slack: SlackHarness) -> JsonDict:
-    before = len(slack.fake.calls("views.open"))
-    assert slack.send("report", user_id=HEAD).status == 200
-    view: JsonDict = slack.fake.wait_for("views.open", count=before + 1)[before].args["view"]
-    return view
+    """`/kpi report`, then the periods in progress picked (the form opens on the oldest unreported)."""
+    return open_in_progress(slack, HEAD)
 
 
 def submit(slack: SlackHarness, view: JsonDict, order: list[str], n: int) -> Response:
