@@ -1,4 +1,5 @@
-"""`kpibot source add|list|revoke|rotate`: the systems allowed to push actuals.
+"""`kpibot source add|list|revoke|rotate`: the systems allowed to push actuals; `kpibot source
+test KPI`: one fetch of a KPI's `source:` (SQL, HubSpot, Salesforce), printed, stored nowhere.
 
 Registered on the `kpibot` parser by handlers/cli.py (the composition root); the rules are in
 bot.sources.service. The token and the signing secret are printed once and never stored.
@@ -11,12 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from bot import render
+from bot.clock import utcnow
 from bot.config import Settings
 from bot.database import transaction
 from bot.errors import KpibotError
-from bot.models import DataSource
+from bot.models import DataSource, Department, Kpi
+from bot.sources import registry, runs
 from bot.sources import service as sources
 
 
@@ -36,9 +40,15 @@ def register(
     actions.add_parser("list", parents=[locale_option], help="list sources")
     for name, text in (("revoke", "stop a source's token now"), ("rotate", "a new token; the old one stops")):
         actions.add_parser(name, parents=[locale_option], help=text).add_argument("name")
+    test = actions.add_parser(
+        "test", parents=[locale_option], help="fetch a KPI's source: once and print the value or the error"
+    )
+    test.add_argument("name", help="the KPI's key")
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         engine = database(settings)
+        if args.action == "test":
+            return _test(engine, args.name, args.locale)
         lines: list[str] = []  # printed once committed: a token shown is a token that works
         try:
             with transaction(engine) as session:
@@ -67,6 +77,26 @@ def register(
         return 0
 
     source.set_defaults(handler=handler)
+
+
+def _test(engine: Engine, key: str, locale: str) -> int:
+    """Exit 0 with the value, 1 with the reason: a script can check a source before a digest."""
+    with transaction(engine) as session:
+        found = session.exec(select(Kpi, Department).join(Department).where(Kpi.key == key)).first()
+    if found is None:
+        raise KpibotError(render.message("sources.test_unknown", locale, kpi=key))
+    kpi, department = found
+    if kpi.fetch_source is None:
+        raise KpibotError(render.message("sources.test_not_sourced", locale, kpi=key))
+    tried = runs.try_fetch(kpi, department, utcnow(), fetching=runs.Fetching(env=runs.environment()))
+    params = {"kpi": kpi.name(locale), "label": registry.label(kpi.fetch_source), "period": tried.period.key}
+    if tried.error is not None:
+        error = render.message(f"sources.fetch_error.{tried.error.code}", locale)
+        print(render.message("sources.test_error", locale, error=error, detail=tried.error.detail, **params))
+        return 1
+    value = render.amount(tried.value, kpi.unit, locale)
+    print(render.message("sources.test_value", locale, value=value, **params))
+    return 0
 
 
 def _issued(key: str, locale: str, issued: sources.Issued) -> list[str]:
