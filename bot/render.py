@@ -24,6 +24,7 @@ from bot.numbers import format_compact, format_decimal
 from bot.periods import Period, PeriodError
 from bot.resources import TEMPLATES_DIR
 from bot.scoring import TargetValue
+from bot.sources.registry import label as source_label
 
 STATUS_EMOJI = {"green": "🟢", "amber": "🟡", "red": "🔴", "no_target": "⚪", "no_data": "⚪"}
 
@@ -165,6 +166,7 @@ def _environment() -> jinja2.Environment:
     env.filters["day_label"] = day_label
     env.filters["quarter_label"] = formats.quarter_label
     env.globals["message"] = lambda key, locale, **params: message(key, locale, **params)
+    env.filters["source_label"] = source_label
     env.filters["status_emoji"] = lambda status: STATUS_EMOJI.get(str(status), "⚪")
     return env
 

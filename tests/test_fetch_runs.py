@@ -334,3 +334,15 @@ def test_a_value_the_kpi_cannot_store_is_a_failed_run(harness: SlackHarness, tmp
         ("failed", "refused")
     }
     assert actuals(harness.engine, "won") == []
+
+
+def test_kpi_list_says_which_kpis_are_fetched_and_from_where(harness: SlackHarness) -> None:
+    body = "\n".join(
+        block["text"]["text"]
+        for block in harness.command("list", user_id="U0MKT1").args["blocks"]
+        if block.get("type") == "section"
+    )
+    won = next(line for line in body.splitlines() if line.startswith("• `won`"))
+    calls = next(line for line in body.splitlines() if line.startswith("• `calls`"))
+    assert won.endswith(" · 取得元: sql (WAREHOUSE)(自動取得)")
+    assert "取得元" not in calls  # reported by its owner
