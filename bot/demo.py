@@ -7,7 +7,9 @@ import random
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -17,8 +19,9 @@ from bot.models import Cadence, Department, Goal, Kpi, Source, Unit
 from bot.periods import Period, fiscal_year, fiscal_year_bounds, period_of
 from bot.plan.service import apply_plan, load_plan
 from bot.reports.actuals import record_actual
-from bot.resources import EXAMPLE_FUNNEL, EXAMPLE_PLAN
+from bot.resources import EXAMPLE_FETCHED, EXAMPLE_FUNNEL, EXAMPLE_PLAN
 from bot.scorecard import reviewed_period, targets_for
+from bot.sources import runs, sql
 
 WEEKS = 13
 
@@ -168,3 +171,37 @@ def prepare_demo(engine: Engine, *, today: dt.date, locale: str, plan_path: Path
             goal.fiscal_year = fiscal_year(today, _fiscal_year_start(session))
             session.add(goal)
         simulate_quarter(session, today)
+
+
+# The demo's "warehouse": a table kept beside kpibot's own (not in its models or migrations), the
+# way a CRM export would sit in a reporting database.
+_WAREHOUSE = sa.MetaData()
+INQUIRIES = sa.Table(
+    "crm_inquiries",
+    _WAREHOUSE,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("received_on", sa.Date, nullable=False, index=True),
+)
+FETCHED_CONNECTION = "DEMO"
+
+
+def prepare_fetched(
+    engine: Engine, *, today: dt.date, dsn: str, timezone: str, seed: int = 2026
+) -> list[runs.RunOutcome]:
+    """`kpibot demo --fetched`: fill the warehouse table with a few inquiries a day since the
+    quarter before, import the KPI that counts them (examples/demo-fetched.yaml), then fetch it as
+    the scheduler would: the period in progress and the last finished one, stored with source
+    `fetch`, so the digest shows where the figure came from."""
+    rng = random.Random(seed)
+    first = period_of(today, Cadence.MONTHLY).previous().previous().previous().start
+    days = [first + dt.timedelta(days=n) for n in range((today - first).days + 1)]
+    _WAREHOUSE.drop_all(engine)
+    _WAREHOUSE.create_all(engine)
+    with engine.begin() as connection:
+        rows = [{"received_on": day} for day in days for _ in range(rng.randint(7, 12))]
+        connection.execute(INQUIRIES.insert(), rows)
+    with transaction(engine) as session:
+        apply_plan(session, load_plan(EXAMPLE_FETCHED, session), actor="demo")
+    now = dt.datetime.combine(today, dt.time(9, 0), tzinfo=ZoneInfo(timezone)).astimezone(dt.UTC)
+    env = {sql.env_name(FETCHED_CONNECTION): dsn}
+    return runs.fetch_kpis(engine, now, fetching=runs.Fetching(env=env, attempts=1))

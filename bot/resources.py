@@ -25,3 +25,5 @@ MIGRATIONS_DIR = _folder("bot.migrations")
 EXAMPLE_PLAN = _folder("bot.examples") / "b2b-plan.yaml"
 # The seed's funnel (and the KPIs it needs) for the example plan, imported after it.
 EXAMPLE_FUNNEL = _folder("bot.examples") / "b2b-funnel.yaml"
+# `kpibot demo --fetched`: one KPI more, fetched by SQL from the demo's own database.
+EXAMPLE_FETCHED = _folder("bot.examples") / "demo-fetched.yaml"

@@ -182,7 +182,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.demo import prepare_demo
+    from bot.demo import prepare_demo, prepare_fetched
     from bot.digests.flows import build
     from bot.outbox import Message
     from handlers.demo import alert_loop, home_tab
@@ -200,6 +200,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(render.message("cli.demo_database", args.locale, url=url.render_as_string(hide_password=True)))
     day = today(settings.timezone)
     prepare_demo(engine, today=day, locale=args.locale)
+    if args.fetched:
+        dsn = url.render_as_string(hide_password=False)
+        for outcome in prepare_fetched(engine, today=day, dsn=dsn, timezone=settings.timezone.key):
+            print(
+                render.message(
+                    "cli.demo_fetched",
+                    args.locale,
+                    kpi=outcome.kpi_key,
+                    period=outcome.period,
+                    status=outcome.status,
+                    value=outcome.value if outcome.value is not None else "—",
+                )
+            )
     with transaction(engine) as session:
         departments = all_departments(session)
     digests = [build(engine, department, day, digest_messages) for department in departments]
@@ -453,6 +466,11 @@ def build_parser(default_locale: str) -> argparse.ArgumentParser:
         "--preview",
         default="kpibot-demo.html",
         help="HTML preview of the digests (default: kpibot-demo.html)",
+    )
+    demo.add_argument(
+        "--fetched",
+        action="store_true",
+        help="add a KPI fetched by SQL from the demo's own database (examples/demo-fetched.yaml)",
     )
     demo.set_defaults(handler=cmd_demo)
 

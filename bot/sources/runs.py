@@ -118,7 +118,7 @@ def request_for(kpi: Kpi, period: Period, fetching: Fetching) -> FetchRequest:
         kind=str(source.get("kind")),
         spec=registry.spec(source),
         period_start=period.start,
-        period_end=period.end,
+        period_end=period.next().start,  # half-open: the first day after the period
         timeout_s=fetching.timeout_s,
     )
 
