@@ -23,9 +23,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from bot.alerts.service import scan_department
 from bot.clock import set_clock
 from bot.database import make_engine, transaction
-from bot.models import Actual, FetchRun, FetchState, Kpi, Post, PostKind, Source
+from bot.digests.service import build_digest
+from bot.models import Actual, AlertReason, Department, FetchRun, FetchState, Kpi, Post, PostKind, Source
 from bot.schedule.jobs import ScheduledJobs
 from bot.sources import registry, runs
 from bot.sources.fetching import FetchError, FetchRequest
@@ -346,3 +348,22 @@ def test_kpi_list_says_which_kpis_are_fetched_and_from_where(harness: SlackHarne
     calls = next(line for line in body.splitlines() if line.startswith("• `calls`"))
     assert won.endswith(" · 取得元: sql (WAREHOUSE)(自動取得)")
     assert "取得元" not in calls  # reported by its owner
+
+
+def test_a_fetched_kpi_is_neither_in_the_digests_not_reported_list_nor_a_missing_report_alert(
+    harness: SlackHarness,
+) -> None:
+    # Both KPIs exist since January and neither has a value: `calls` is its owner's to report,
+    # `won` its source's to deliver (a gap there is a stale mark and the admins' notice).
+    with transaction(harness.engine) as session:
+        for kpi in session.exec(select(Kpi)).all():
+            kpi.created_at = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+            session.add(kpi)
+    with transaction(harness.engine) as session:
+        marketing = session.exec(select(Department).where(Department.key == "marketing")).one()
+        digest = build_digest(session, marketing, NOW.date(), None)
+        findings = scan_department(session, marketing, NOW.date())
+        missing = [kpi.key for item in digest.missing for kpi in item.kpis]
+        missing_alerts = [f.kpi.key for f in findings if f.reason is AlertReason.MISSING]
+    assert missing == ["calls"]
+    assert missing_alerts == ["calls"]

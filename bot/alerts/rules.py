@@ -116,6 +116,7 @@ def evaluate(row: ScoreRow, today: dt.date, tz: dt.tzinfo = dt.UTC) -> list[Find
         )
     if (
         not kpi.formula
+        and kpi.fetch_source is None  # a feed that broke is the admins' notice (bot.sources.runs)
         and all(v is None for v in row.history[-1 - MISSING_STREAK : -1])
         and _existed_before_end(kpi, finished.shift(1 - MISSING_STREAK), tz)
     ):

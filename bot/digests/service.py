@@ -251,7 +251,8 @@ def _digest_from(
 
     missing_by_owner: dict[str | None, list[Kpi]] = defaultdict(list)
     for row in rows:
-        if row.score.actual is None and not row.kpi.formula:
+        # A fetched KPI is its source's to deliver: a gap is shown as stale, not put to the owner.
+        if row.score.actual is None and not row.kpi.formula and row.kpi.fetch_source is None:
             missing_by_owner[row.kpi.owner_user_id].append(row.kpi)
     missing = [MissingReports(owner, kpis) for owner, kpis in missing_by_owner.items()]
 
