@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import sqlite3
 import threading
 import time
@@ -367,3 +368,32 @@ def test_a_fetched_kpi_is_neither_in_the_digests_not_reported_list_nor_a_missing
         missing_alerts = [f.kpi.key for f in findings if f.reason is AlertReason.MISSING]
     assert missing == ["calls"]
     assert missing_alerts == ["calls"]
+
+
+def test_the_digest_shows_a_failing_source_as_stale_with_the_reason_and_the_age(
+    harness: SlackHarness, tmp_path: Path
+) -> None:
+    good = {"KPIBOT_SQL_WAREHOUSE": warehouse(tmp_path, ["2026-11-02", "2026-11-20"])}
+    jobs_for(harness, good).fetch(NOW.astimezone(dt.UTC))
+    later = NOW + dt.timedelta(hours=3)
+    at(later)
+    broken = {"KPIBOT_SQL_WAREHOUSE": f"sqlite:///{tmp_path / 'gone.db'}"}
+    jobs_for(harness, broken).fetch(later.astimezone(dt.UTC))
+
+    before = len(harness.fake.calls("chat.postMessage"))
+    harness.command("digest marketing", user_id=ADMIN)
+    harness.settle()
+    posted = json.dumps(
+        [
+            call.args
+            for call in harness.fake.calls("chat.postMessage")[before:]
+            if call.args["channel"] != ADMIN
+        ],
+        ensure_ascii=False,
+    )
+    assert "受注数" in posted
+    assert "取得失敗(接続できませんでした)・最後の正常値 3 時間前" in posted
+    assert harness.live_values("won") == {
+        "2026-11": Decimal(2),
+        "2026-10": Decimal(0),
+    }  # the last good values
