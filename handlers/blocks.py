@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, PlainTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+    TableBlock,
+    TableBlockColumnSettings,
+)
 from slack_sdk.models.views import View
+
+from bot.outbox import Message
 
 MAX_BLOCKS = 50  # Slack's limit for a message
 MODAL_MAX_BLOCKS = 100  # Slack's limit for a modal
@@ -129,3 +140,150 @@ def fit_blocks(
                 left.append(weight)
         body.append(overflow(left))
     return [block.to_dict() for block in [*head, *body, *tail]]
+
+
+# -- blocks Slack added lately: tables and native charts ---------------------------------------------
+# Documented limits (docs.slack.dev/reference/block-kit/blocks/table-block and
+# …/data-visualization-block), checked here because Slack answers `invalid_blocks` for a payload
+# over any of them, and slack_sdk has no model for data_visualization (nor checks a table's size).
+TABLE_MAX_ROWS = 100
+TABLE_MAX_CELLS = 20  # per row, and column settings
+TABLES_PER_MESSAGE = 1
+CHART_TITLE_MAX = 50
+CHART_AXIS_LABEL_MAX = 50
+CHART_LABEL_MAX = 20  # a series name, a category, a data point's label
+CHART_MAX_SERIES = 6
+CHART_MAX_POINTS = 20  # per series; categories too
+CHARTS_PER_MESSAGE = 2
+CHART_TYPES = ("line", "bar", "area")  # pie has segments, not series: kpibot draws none
+# What a workspace (or a client) may not know yet: a message carrying them has a fallback.
+NEW_BLOCK_TYPES = frozenset({TableBlock.type, "data_visualization"})
+
+
+class BlockLimitError(ValueError):
+    """A payload Slack would refuse: a caller's bug, found before anything is posted."""
+
+
+@dataclass
+class WithFallback(Message):
+    """A message with blocks Slack may refuse (NEW_BLOCK_TYPES), and the same content in the blocks
+    every workspace renders: `fallback`, the messages to post instead (the first in the message's
+    place, the others as replies in its thread). handlers/poster.py switches, in the same claim."""
+
+    fallback: list[Message] = field(default_factory=list)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> TableBlock:
+    """A table block of plain-text cells: a header row, then `rows`; `align` per column
+    ("left", "center", "right")."""
+    every = [list(header), *(list(row) for row in rows)]
+    if len(every) > TABLE_MAX_ROWS:
+        raise BlockLimitError(f"a table holds at most {TABLE_MAX_ROWS} rows, not {len(every)}")
+    for row in every:
+        if len(row) != len(header) or len(row) > TABLE_MAX_CELLS:
+            raise BlockLimitError(f"a table row has {len(header)} ≤ {TABLE_MAX_CELLS} cells, not {len(row)}")
+    if len(align) != len(header) or any(side not in ("left", "center", "right") for side in align):
+        raise BlockLimitError(f"one alignment per column, left/center/right: {list(align)}")
+    block = TableBlock(
+        # Slack refuses an empty cell: a dash says "nothing here" as the digest's text does.
+        rows=[[{"type": "raw_text", "text": cell or "—"} for cell in row] for row in every],
+        column_settings=[TableBlockColumnSettings(align=side) for side in align],
+    )
+    block.validate_json()
+    return block
+
+
+class DataVisualizationBlock(Block):
+    """Slack's native chart (no slack_sdk model yet): checked against the documented limits."""
+
+    type = "data_visualization"
+
+    @property
+    def attributes(self) -> set[str]:  # type: ignore[override]
+        return super().attributes.union({"title", "chart"})
+
+    def __init__(self, *, title: str, chart: dict[str, Any], block_id: str | None = None) -> None:
+        super().__init__(type=self.type, block_id=block_id)
+        self.title = title
+        self.chart = chart
+
+    def validate_json(self) -> None:
+        super().validate_json()
+        # Not self.to_dict(): it validates first, and would come back here.
+        check_chart({"type": self.type, "title": self.title, "chart": self.chart})
+
+
+def check_chart(block: dict[str, Any]) -> None:
+    """A data_visualization block (as sent) within Slack's documented limits, else BlockLimitError."""
+    title, chart = block.get("title") or "", block.get("chart") or {}
+    _check(0 < len(title) <= CHART_TITLE_MAX, f"chart title of 1-{CHART_TITLE_MAX} characters: {title!r}")
+    _check(chart.get("type") in CHART_TYPES, f"chart type one of {CHART_TYPES}: {chart.get('type')!r}")
+    axis, series = chart.get("axis_config") or {}, chart.get("series") or []
+    categories = axis.get("categories") or []
+    _check(0 < len(categories) <= CHART_MAX_POINTS, f"1-{CHART_MAX_POINTS} categories, not {len(categories)}")
+    _check(len(set(categories)) == len(categories), f"categories are unique: {categories}")
+    for label in categories:
+        _check(0 < len(label) <= CHART_LABEL_MAX, f"category of 1-{CHART_LABEL_MAX} characters: {label!r}")
+    for name in ("x_label", "y_label"):
+        _check(len(axis.get(name) or "") <= CHART_AXIS_LABEL_MAX, f"{name} over {CHART_AXIS_LABEL_MAX}")
+    _check(0 < len(series) <= CHART_MAX_SERIES, f"1-{CHART_MAX_SERIES} series, not {len(series)}")
+    names = [item.get("name") or "" for item in series]
+    _check(len(set(names)) == len(names), f"series names are unique: {names}")
+    for item in series:
+        name, data = item.get("name") or "", item.get("data") or []
+        _check(0 < len(name) <= CHART_LABEL_MAX, f"series name of 1-{CHART_LABEL_MAX} characters: {name!r}")
+        _check(0 < len(data) <= CHART_MAX_POINTS, f"{name!r}: 1-{CHART_MAX_POINTS} points, not {len(data)}")
+        for point in data:
+            _check(point.get("label") in categories, f"{name!r}: {point.get('label')!r} is not a category")
+            value = point.get("value")
+            _check(
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+                f"{name!r}: a finite number, not {value!r}",
+            )
+
+
+def line_chart(
+    title: str,
+    categories: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    y_label: str | None = None,
+) -> DataVisualizationBlock:
+    """A native line chart: each series a value (or None: not drawn, never made up) per category."""
+    data = []
+    for name, values in series:
+        if len(values) != len(categories):
+            raise BlockLimitError(f"{name!r}: {len(values)} values for {len(categories)} categories")
+        points = [
+            {"label": label, "value": value}
+            for label, value in zip(categories, values, strict=True)
+            if value is not None
+        ]
+        data.append({"name": name, "data": points})
+    axis: dict[str, Any] = {"categories": list(categories)}
+    if y_label:
+        axis["y_label"] = y_label
+    block = DataVisualizationBlock(title=title, chart={"type": "line", "series": data, "axis_config": axis})
+    block.validate_json()
+    return block
+
+
+def check_message(blocks: Sequence[dict[str, Any]]) -> None:
+    """One message's blocks within the limits Slack sets per message, else BlockLimitError."""
+    kinds = [block.get("type") for block in blocks]
+    _check(len(blocks) <= MAX_BLOCKS, f"at most {MAX_BLOCKS} blocks in a message, not {len(blocks)}")
+    tables, charts = kinds.count(TableBlock.type), kinds.count(DataVisualizationBlock.type)
+    _check(tables <= TABLES_PER_MESSAGE, f"at most {TABLES_PER_MESSAGE} table in a message, not {tables}")
+    _check(charts <= CHARTS_PER_MESSAGE, f"at most {CHARTS_PER_MESSAGE} charts in a message, not {charts}")
+    for block in blocks:
+        if block.get("type") == DataVisualizationBlock.type:
+            check_chart(block)
+
+
+def uses_new_blocks(blocks: Sequence[dict[str, Any]]) -> bool:
+    return any(block.get("type") in NEW_BLOCK_TYPES for block in blocks)
+
+
+def _check(condition: bool, problem: str) -> None:
+    if not condition:
+        raise BlockLimitError(problem)

@@ -4,18 +4,25 @@ Every message posted for a ledger key carries it as message metadata (event type
 so that after an ambiguous outcome — a dropped connection, a timeout, a 5xx after the request was
 sent — `find` can tell whether Slack has the message before anything is sent again. Reading it
 back takes the `*:history` scopes (channels, groups, im, mpim) in the manifest.
+
+A message with blocks Slack may not support yet (a table, a native chart: handlers.blocks.WithFallback)
+that Slack refuses (`invalid_blocks`, or `invalid_arguments` naming a block) is posted at once in
+its fallback rendering instead, tagged with the same key: the same claim, so never lost, never twice.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import threading
+import time
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.outbox import Message, PostFailed, PostUncertain, Upload
+from handlers.blocks import WithFallback
 from handlers.client import never_sent
 
 log = logging.getLogger(__name__)
@@ -35,11 +42,59 @@ def metadata(key: str) -> dict[str, Any]:
     return {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
 
 
+# After a refusal the fallback is sent straight away for a while (one wasted call per process and
+# day, not per digest); then the new blocks are tried again, in case the workspace has them now.
+REFUSAL_MEMORY_SECONDS = 24 * 3600
+
+
+class BlocksRefused(PostFailed):
+    """Slack did not accept a block in the message (nothing was posted)."""
+
+
+def refuses_blocks(error: SlackApiError) -> bool:
+    """Whether Slack refused the message for one of its blocks: `invalid_blocks`, or
+    `invalid_arguments` whose details point into `/blocks`."""
+    code = error.response.get("error")
+    if code == "invalid_blocks":
+        return True
+    details = (error.response.get("response_metadata") or {}).get("messages") or []
+    return code == "invalid_arguments" and any("/blocks" in str(detail) for detail in details)
+
+
 class SlackPoster:
     def __init__(self, client: WebClient) -> None:
         self.client = client
+        self._refused_at: float | None = None  # when Slack last refused a WithFallback's blocks
+        self._mutex = threading.Lock()
 
     def post(
+        self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
+    ) -> str:
+        if not isinstance(message, WithFallback) or not message.fallback:
+            return self._post(channel, message, thread_ts=thread_ts, key=key)
+        if not self._refused_lately():
+            try:
+                return self._post(channel, message, thread_ts=thread_ts, key=key)
+            except BlocksRefused as refused:
+                log.warning("Slack refused the blocks of %s (%s): posting its fallback", key, refused.code)
+                with self._mutex:
+                    self._refused_at = time.monotonic()
+        first, *more = message.fallback
+        ts = self._post(channel, first, thread_ts=thread_ts, key=key)
+        try:
+            for reply in more:  # the part of the fallback that did not fit the root message
+                self._post(channel, reply, thread_ts=thread_ts or ts)
+        except PostFailed as error:
+            # The root is in the channel: the post is done, its thread is incomplete (as Outbox logs).
+            log.error("fallback thread of %s in %s incomplete: %s", key, channel, error.code)
+        return ts
+
+    def _refused_lately(self) -> bool:
+        with self._mutex:
+            at = self._refused_at
+        return at is not None and time.monotonic() - at < REFUSAL_MEMORY_SECONDS
+
+    def _post(
         self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
     ) -> str:
         try:
@@ -53,6 +108,8 @@ class SlackPoster:
         except SlackApiError as error:
             if error.response.status_code >= 500:
                 raise PostUncertain(f"http_{error.response.status_code}") from error
+            if refuses_blocks(error):
+                raise BlocksRefused(error_code(error)) from error
             raise PostFailed(error_code(error)) from error
         except (OSError, http.client.HTTPException) as error:
             if never_sent(error):

@@ -2,6 +2,11 @@
 
 A digest that does not fit one message (50 blocks, ~4,000 characters) continues in thread
 replies; nothing is truncated.
+
+The scorecard is a table block, with a native line chart of the KPIs that need attention, where
+Slack allows them (at most 99 KPIs, every new block in the root message); the root message then
+carries the same digest in today's mrkdwn sections as its fallback (handlers/blocks.WithFallback),
+posted instead, in the same ledger claim, by a workspace that refuses the new blocks.
 """
 
 from __future__ import annotations
@@ -16,8 +21,22 @@ from bot.digests.service import Digest, DivisionSummary, on_streak, sparkline, t
 from bot.models import CountermeasureStatus
 from bot.outbox import Message
 from bot.scorecard import ScoreRow
-from bot.scoring import Status
-from handlers.blocks import MAX_BLOCKS, SECTION_TEXT_BUDGET, context, sections
+from bot.scoring import Status, achievement_pct
+from handlers.blocks import (
+    CHART_LABEL_MAX,
+    CHART_MAX_SERIES,
+    CHARTS_PER_MESSAGE,
+    MAX_BLOCKS,
+    SECTION_TEXT_BUDGET,
+    TABLE_MAX_ROWS,
+    WithFallback,
+    check_message,
+    context,
+    line_chart,
+    sections,
+    table,
+    uses_new_blocks,
+)
 
 # Slack's advice is to keep a message's text well under 4,000 characters.
 MAX_MESSAGE_CHARS = 3800
@@ -28,24 +47,28 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
     """The root message first, then thread replies for whatever did not fit."""
     department = digest.department
     periods = sorted({row.period.key for row in digest.rows})
-    blocks: list[Block] = [
+    head: list[Block] = [
         _header(render.template("digest/header.txt", locale, department=department, day=digest.day)),
         context(render.template("digest/overview.md", locale, digest=digest, periods=periods or ["—"])),
     ]
     if digest.goal is not None:
-        blocks += sections(render.template("digest/goal.md", locale, goal=digest.goal))
+        head += sections(render.template("digest/goal.md", locale, goal=digest.goal))
     if not digest.rows:
-        blocks += sections(render.message("digest.no_kpis", locale))
+        head += sections(render.message("digest.no_kpis", locale))
+    card: list[Block] = []
+    card_lines: list[str] = []  # the scorecard in mrkdwn: today's rendering, and the text fallback
     for kind, rows in (("result", digest.results), ("process", digest.processes)):
         if rows:
-            blocks.append(DividerBlock())
+            card.append(DividerBlock())
             lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in rows]
-            blocks += _titled(kind, lines, locale)
+            card += _titled(kind, lines, locale)
+            card_lines += lines
+    tail: list[Block] = []
     if digest.factors:
         lines = [render.template("digest/factor.md", locale, factor=factor) for factor in digest.factors]
-        blocks += _titled("factors", lines, locale)
+        tail += _titled("factors", lines, locale)
     if digest.countermeasures:
-        blocks += _titled(
+        tail += _titled(
             "countermeasures",
             [
                 render.template("digest/countermeasure.md", locale, item=item, day=digest.day)
@@ -54,7 +77,7 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
             locale,
         )
     if digest.missing:
-        blocks += _titled(
+        tail += _titled(
             "missing",
             [render.template("digest/missing.md", locale, item=item) for item in digest.missing],
             locale,
@@ -67,7 +90,135 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
         amber=digest.count(Status.AMBER),
         red=digest.count(Status.RED),
     )
-    return split_messages(blocks, fallback, locale)
+    rich_card = _rich_scorecard(digest, locale)
+    if rich_card is None:
+        return split_messages([*head, *card, *tail], fallback, locale)
+    rich = split_messages([*head, *rich_card, *tail], fallback, locale)
+    if any(uses_new_blocks(message.blocks) for message in rich[1:]):
+        # A reply cannot fall back on its own (its thread would read out of order): today's rendering.
+        return split_messages([*head, *card, *tail], fallback, locale)
+    root = rich[0]
+    check_message(root.blocks)
+    # The tail blocks the root holds; the replies after it are the same in both renderings.
+    in_root = len(root.blocks) - len(head) - len(rich_card)
+    text = "\n".join([fallback, *card_lines])
+    return [
+        WithFallback(
+            text if len(text) <= MAX_MESSAGE_CHARS else fallback,
+            root.blocks,
+            fallback=split_messages([*head, *card, *tail[:in_root]], fallback, locale),
+        ),
+        *rich[1:],
+    ]
+
+
+TABLE_TEXT_BUDGET = MAX_MESSAGE_CHARS // 2  # the rest of the root (KGI, KFS, notes) needs room too
+_COLUMNS = ("kpi", "actual", "target", "achievement", "trend", "status")
+_ALIGN = ("left", "right", "right", "right", "left", "left")
+
+
+def _rich_scorecard(digest: Digest, locale: str) -> list[Block] | None:
+    """The scorecard as one table (and the attention charts), or None where a table does not fit."""
+    rows = digest.rows
+    if not rows or len(rows) + 1 > TABLE_MAX_ROWS:
+        return None
+    header = [render.message(f"digest.table.{column}", locale) for column in _COLUMNS]
+    cells = [_cells(row, locale) for row in rows]
+    # Cell text counts toward a message's reading budget as section text does: a table longer than
+    # one message (60 KPIs with 150-character names) reads better as sections split into replies.
+    if sum(len(cell) for row in [header, *cells] for cell in row) > TABLE_TEXT_BUDGET:
+        return None
+    blocks: list[Block] = [DividerBlock(), table(header, cells, _ALIGN)]
+    # What a cell cannot say (a value from a system, a correction, a streak) in today's row lines.
+    marked = [
+        _row_line(row, locale, mark)
+        for row in rows
+        if (mark := digest.marks.get(row.kpi.id or 0)) is not None or on_streak(row)
+    ]
+    if marked:
+        blocks += sections("\n".join([render.message("digest.table.notes", locale), *marked]))
+    return blocks + _attention_charts(rows, locale)
+
+
+# The templates' own filters, so a cell reads exactly like the row it replaces (bot/render.py
+# owns the formats).
+def _filter(name: str) -> Any:
+    return render._environment().filters[name]
+
+
+def _cells(row: ScoreRow, locale: str) -> list[str]:
+    """One KPI's cells, built in Python: a template call per row is the digest build's hot spot."""
+    unit, status = row.kpi.unit, row.score.status
+    arrow = render.message(f"digest.arrow.{trend(row) or 'none'}", locale).strip()
+    spark = sparkline(row.history[-6:])
+    return [
+        row.kpi.name(locale),
+        _filter("amount")(row.score.actual, unit, locale),
+        _filter("target_text")(row.score.target, unit, locale),
+        _filter("percent")(row.score.achievement_pct) if row.score.target else "—",
+        f"{arrow} {spark}".strip(),
+        f"{_filter('status_emoji')(status)} {render.message(f'status.{status}', locale)}",
+    ]
+
+
+def _attention_charts(rows: list[ScoreRow], locale: str) -> list[Block]:
+    """% of target over the reviewed window of the KPIs in red or amber, worst first: one line chart
+    per cadence (weekly and monthly KPIs share no x-axis), a 100 % target line in each."""
+    needing = sorted(
+        (row for row in rows if row.score.status in (Status.RED, Status.AMBER)),
+        key=lambda row: row.score.achievement_pct or 0,
+    )
+    by_cadence: dict[str, list[ScoreRow]] = {}
+    for row in needing:
+        by_cadence.setdefault(row.kpi.cadence.value, []).append(row)
+    charts: list[Block] = []
+    for cadence, chosen in sorted(by_cadence.items())[:CHARTS_PER_MESSAGE]:
+        chosen = chosen[: CHART_MAX_SERIES - 1]  # one series is the target line
+        keys = [period.key for period in chosen[0].period.last(len(chosen[0].history))]
+        values = [_achievements(row) for row in chosen]
+        # Only the periods that have a figure: no axis stretched over periods nobody reported.
+        shown = [i for i in range(len(keys)) if any(series[i] is not None for series in values)]
+        names = _series_names([row.kpi.name(locale) for row in chosen])
+        if not shown:
+            continue
+        series = [(name, [item[i] for i in shown]) for name, item in zip(names, values, strict=True)]
+        target = render.message("digest.native_chart.target", locale)
+        charts.append(
+            line_chart(
+                render.message(
+                    "digest.native_chart.title",
+                    locale,
+                    cadence=render.message(f"digest.native_chart.cadence.{cadence}", locale),
+                ),
+                [keys[i] for i in shown],
+                [(target, [100.0] * len(shown)), *series],
+                y_label=render.message("digest.native_chart.y_label", locale),
+            )
+        )
+    return charts
+
+
+def _achievements(row: ScoreRow) -> list[float | None]:
+    """Direction-aware % of target per period of the row's history (None: no figure or no target)."""
+    out: list[float | None] = []
+    for actual, target in zip(row.history, row.targets, strict=True):
+        pct = None if actual is None or target is None else achievement_pct(actual, target, row.kpi.direction)
+        out.append(None if pct is None else round(float(pct), 1))
+    return out
+
+
+def _series_names(names: list[str]) -> list[str]:
+    """Legend names within Slack's 20 characters, unique (two long names may share a start)."""
+    out: list[str] = []
+    for name in names:
+        short = name if len(name) <= CHART_LABEL_MAX else name[: CHART_LABEL_MAX - 1] + "…"
+        number = 2
+        while short in out:
+            suffix = f" {number}"
+            short = name[: CHART_LABEL_MAX - len(suffix) - 1] + "…" + suffix
+            number += 1
+        out.append(short)
+    return out
 
 
 def division_messages(summary: DivisionSummary, locale: str) -> list[Message]:
@@ -164,6 +315,8 @@ def split_messages(blocks: list[Block], fallback: str, locale: str) -> list[Mess
 
 def _text_of(block: dict[str, Any]) -> str:
     parts = []
+    if block.get("type") == "table":
+        parts += [cell.get("text", "") for row in block["rows"] for cell in row]
     if "text" in block:
         parts.append(block["text"].get("text", ""))
     for element in block.get("elements", []):
@@ -175,7 +328,9 @@ def _text_of(block: dict[str, Any]) -> str:
 
 
 def as_text(messages: list[Message]) -> str:
-    """A terminal rendering of messages (the demo, `kpibot digest --dry-run`)."""
+    """A terminal rendering of messages (the demo, `kpibot digest --dry-run`). A terminal renders
+    no table or chart: a message with them is shown as its fallback, as such a client would get it."""
+    messages = [part for message in messages for part in _plain(message)]
     out: list[str] = []
     for index, message in enumerate(messages):
         if index:
@@ -191,3 +346,7 @@ def as_text(messages: list[Message]) -> str:
             elif text:
                 out.append(text)
     return "\n".join(out)
+
+
+def _plain(message: Message) -> list[Message]:
+    return message.fallback if isinstance(message, WithFallback) else [message]
