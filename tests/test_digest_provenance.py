@@ -41,12 +41,8 @@ def digest_lines(slack: SlackHarness, locale_user: str = ADMIN) -> list[str]:
     slack.settle()
     posted = slack.fake.calls("chat.postMessage")[before:]
     assert posted, "no digest posted"
-    texts = [
-        block["text"]["text"]
-        for call in posted
-        for block in call.args.get("blocks") or []
-        if block.get("type") == "section"
-    ]
+    # The rows are in the table block; the message's text carries them as mrkdwn lines, marks included.
+    texts = [call.args["text"] for call in posted]
     return [line for text in texts for line in text.splitlines()]
 
 
