@@ -209,7 +209,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     args.locale,
                     kpi=outcome.kpi_key,
                     period=outcome.period,
-                    status=outcome.status,
                     value=outcome.value if outcome.value is not None else "—",
                 )
             )

@@ -5,7 +5,6 @@ the test database, with a real SQLite file as the warehouse."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sqlalchemy.engine import URL, Engine
 from bot.clock import set_clock
 from bot.models import Actual, FetchRun
 from handlers.cli import main
-from tests.test_fetch_runs import write_plan
+from tests.test_fetch_runs import warehouse, write_plan
 
 # 2026-11-30 10:00 in Tokyo: November is in progress.
 NOW = dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC)
@@ -32,15 +31,6 @@ def db(
     set_clock(lambda: NOW)
     yield engine
     set_clock(None)
-
-
-def warehouse(folder: Path, days: list[str]) -> str:
-    path = folder / "warehouse.db"
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE deals (won_on TEXT)")
-        connection.executemany("INSERT INTO deals VALUES (?)", [(day,) for day in days])
-    connection.close()
-    return f"sqlite:///{path}"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
