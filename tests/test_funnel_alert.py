@@ -157,3 +157,59 @@ def test_a_countermeasure_is_logged_in_the_funnel_alerts_thread_by_either_depart
         if call.args.get("thread_ts") == post.ts and "SQL 引き渡し時" in text_of(call)
     ]
     assert len(confirmations) == 1
+
+
+def thread_replies(slack: SlackHarness, thread_ts: str, words: str) -> list[Call]:
+    return [
+        call
+        for call in slack.fake.calls("chat.postMessage")
+        if not call.failed and call.args.get("thread_ts") == thread_ts and words in text_of(call)
+    ]
+
+
+def test_a_correction_that_closes_the_leak_resolves_the_alert_in_its_thread_once(slack: SlackHarness) -> None:
+    with_funnel(slack)
+    # Only Inside Sales → Sales leaks (8 won of 10 deals, 4 upsells of 8 won: as planned or better).
+    seed(slack, "2026-11", {**NOVEMBER, "won_deals": "8", "upsells": "4"})
+    at(dt.date(2026, 12, 7))
+    scan(slack)
+    [post] = funnel_posts(slack)
+    assert post.ts is not None
+
+    # A correction that leaves the hand-off leaking (20 of 60: 33 % against 67 %) resolves nothing.
+    slack.command("report deals 20 2026-11", user_id="U0SALES1")
+    slack.settle()
+    assert thread_replies(slack, post.ts, "漏れがなくなりました") == []
+
+    # Sales' owner corrects November's deals: 38 of 60 SQLs (63 %, 95 % of plan) — no longer leaking.
+    slack.command("report deals 38 2026-11", user_id="U0SALES1")
+    slack.settle()
+    scan(slack)  # the next hour's scan: already said
+    slack.command("report deals 39 2026-11", user_id="U0SALES1")
+    slack.settle()
+
+    [note] = thread_replies(slack, post.ts, "漏れがなくなりました")
+    assert "インサイドセールス部 → 営業部" in text_of(note)
+    assert "63.3 %" in text_of(note) and "66.7 %" in text_of(note)
+    assert note.args["channel"] == DIVISION
+    # Still one alert for November: its root is not posted again.
+    assert [(p.period, p.subject) for p in funnel_posts(slack)] == [("2026-11", "funnel:deals")]
+
+
+def test_a_leak_closed_after_the_next_period_began_is_resolved_by_the_scan(slack: SlackHarness) -> None:
+    with_funnel(slack, locale="en")
+    seed(slack, "2026-11", NOVEMBER)
+    at(dt.date(2026, 12, 7))
+    scan(slack)
+    [post] = funnel_posts(slack)
+    assert post.ts is not None
+
+    # January: December is reviewed now; November's deals are corrected in the warehouse (no Slack report).
+    at(dt.date(2027, 1, 11))
+    seed(slack, "2026-11", {"deals": "40"})
+    scan(slack)
+    scan(slack)
+
+    [note] = thread_replies(slack, post.ts, "no longer leaks")
+    assert "Inside Sales → Sales" in text_of(note) and "2026-11" in text_of(note)
+    assert "66.7 %" in text_of(note)

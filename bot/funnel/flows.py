@@ -3,7 +3,10 @@ once per period in the division channel, naming the heads of both departments; i
 the thread where the hand-off is discussed.
 
 The Post ledger is its state: key (division, alert, period, `funnel:<stage key>`) — posted once
-however many scans or processes run; its ts is the thread. What the message says is the edge's
+however many scans or processes run; its ts is the thread. When the hand-off no longer leaks for
+that period (a correction of either stage closed it), its thread says so once: key (division,
+followup, period, `funnel:<stage key>:resolved`). A later correction that opens the leak again says
+nothing more (the period's alert was said). What the messages say is the edge's
 (handlers/alerts/messages.py, a `FunnelMessages`).
 """
 
@@ -22,8 +25,9 @@ from bot import clock, outbox
 from bot.alerts.service import SUBJECT_MAX
 from bot.database import transaction
 from bot.funnel.service import Funnel, HandOff, build_funnel
-from bot.models import Department, FunnelStage, Kpi, Post, PostKind
+from bot.models import Department, FunnelStage, Kpi, Post, PostKind, PostStatus
 from bot.outbox import Message, Outbox, Sent
+from bot.periods import parse_key
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ class FunnelMessages(Protocol):
     def funnel_alert(self, hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
         """A leaking hand-off: the root of its discussion thread in the division channel."""
 
+    def funnel_resolved(self, hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
+        """The hand-off no longer leaks: said in its alert's thread."""
+
 
 @dataclass(frozen=True)
 class LeakAlert:
@@ -41,10 +48,16 @@ class LeakAlert:
     sent: Sent
 
 
+RESOLVED_SUFFIX = ":resolved"
+# A correction older than this many periods before the one reviewed is not looked at for closing
+# a leak: each period looked at costs a funnel's three queries every scan.
+CLOSE_PERIODS = 3
+
+
 def subject_of(kpi_key: str) -> str:
     """The ledger subject of the alert of the hand-off into the stage `kpi_key`."""
     text = f"{SUBJECT_PREFIX}{kpi_key}"
-    if len(text) <= SUBJECT_MAX:
+    if len(text) + len(RESOLVED_SUFFIX) <= SUBJECT_MAX:
         return text
     return f"{SUBJECT_PREFIX}{hashlib.sha1(kpi_key.encode()).hexdigest()[:12]}"
 
@@ -92,16 +105,25 @@ def leak_key(division: Department, funnel: Funnel, hand_off: HandOff) -> outbox.
     return outbox.Key(division.id, PostKind.ALERT, funnel.period.key, leak_subject(hand_off))
 
 
+def _division(session: Session) -> Department | None:
+    """The division, when it has a channel to say the funnel's alerts in."""
+    division = session.exec(select(Department).where(col(Department.is_division))).first()
+    return division if division is not None and division.channel_id else None
+
+
+def _day(division: Department, now: dt.datetime | None) -> dt.date:
+    zone = ZoneInfo(division.timezone)
+    return now.astimezone(zone).date() if now is not None else clock.today(zone)
+
+
 def alert_leaks(posts: Outbox, messages: FunnelMessages, now: dt.datetime | None = None) -> list[LeakAlert]:
     """Post each leaking hand-off of the period the funnel last finished, once per period, in the
     division channel. Nothing without a division channel or a funnel; one failure never stops the rest."""
     with transaction(posts.engine) as session:
-        division = session.exec(select(Department).where(col(Department.is_division))).first()
-        if division is None or not division.channel_id:
+        division = _division(session)
+        if division is None:
             return []
-        zone = ZoneInfo(division.timezone)
-        day = (now.astimezone(zone).date()) if now is not None else clock.today(zone)
-        funnel = build_funnel(session, day)
+        funnel = build_funnel(session, _day(division, now))
     if funnel is None:
         return []
     said = []
@@ -120,3 +142,74 @@ def alert_leaks(posts: Outbox, messages: FunnelMessages, now: dt.datetime | None
             continue
         said.append(LeakAlert(hand_off, sent))
     return said
+
+
+def close_leaks(
+    posts: Outbox,
+    messages: FunnelMessages,
+    now: dt.datetime | None = None,
+    *,
+    kpi_id: int | None = None,
+) -> list[LeakAlert]:
+    """Say once in each funnel alert's thread that its hand-off no longer leaks for the alert's period
+    (a correction of either stage closed it), for the period reviewed and the CLOSE_PERIODS - 1
+    before it. `kpi_id`: only when that KPI is a stage (after its report). One failure never stops
+    the rest."""
+    with transaction(posts.engine) as session:
+        division = _division(session)
+        if division is None:
+            return []
+        if (
+            kpi_id is not None
+            and session.exec(select(FunnelStage.id).where(FunnelStage.kpi_id == kpi_id)).first() is None
+        ):
+            return []
+        day = _day(division, now)
+        reviewed = build_funnel(session, day)
+        if reviewed is None:
+            return []
+        oldest = reviewed.period.shift(1 - CLOSE_PERIODS)
+        posted = session.exec(
+            select(Post).where(
+                Post.department_id == division.id,
+                col(Post.kind).in_([PostKind.ALERT, PostKind.FOLLOWUP]),
+                col(Post.subject).startswith(SUBJECT_PREFIX),
+                col(Post.period).in_([oldest.shift(step).key for step in range(CLOSE_PERIODS)]),
+            )
+        ).all()
+        said = {(post.period, post.subject) for post in posted if post.kind is PostKind.FOLLOWUP}
+        open_alerts = [
+            post
+            for post in posted
+            if post.kind is PostKind.ALERT
+            and post.status is PostStatus.SENT
+            and post.ts
+            and (post.period, post.subject + RESOLVED_SUFFIX) not in said
+        ]
+        funnels = {reviewed.period.key: reviewed}
+        for key in {post.period for post in open_alerts} - funnels.keys():
+            funnels[key] = build_funnel(session, day, parse_key(key))
+    closed = []
+    for post in open_alerts:
+        funnel = funnels.get(post.period)
+        hand_off = next(
+            (h for h in funnel.hand_offs if leak_subject(h) == post.subject) if funnel is not None else (),
+            None,
+        )
+        # Closed: converting again at or past its threshold (not merely unknown: a stage unreported).
+        if funnel is None or hand_off is None or hand_off.vs_plan_pct is None or hand_off.leaking:
+            continue
+        assert division.id is not None and division.channel_id is not None
+        key = outbox.Key(division.id, PostKind.FOLLOWUP, post.period, post.subject + RESOLVED_SUFFIX)
+        try:
+            sent = posts.send(
+                key,
+                division.channel_id,
+                [messages.funnel_resolved(hand_off, funnel, division)],
+                thread_ts=post.ts,
+            )
+        except Exception:
+            log.exception("closing funnel alert %s for %s failed", post.subject, post.period)
+            continue
+        closed.append(LeakAlert(hand_off, sent))
+    return closed

@@ -70,8 +70,9 @@ def _pct(numerator: Decimal | None, denominator: Decimal | None) -> Decimal | No
     return numerator / denominator * HUNDRED
 
 
-def build_funnel(session: Session, day: dt.date) -> Funnel | None:
-    """The stored funnel for the period its stages last finished before `day`, or None without one."""
+def build_funnel(session: Session, day: dt.date, period: Period | None = None) -> Funnel | None:
+    """The stored funnel for `period` (default: the one its stages last finished before `day`), or
+    None without one."""
     rows = session.exec(
         select(FunnelStage, Kpi, Department)
         .join(Kpi, col(Kpi.id) == FunnelStage.kpi_id)
@@ -80,7 +81,7 @@ def build_funnel(session: Session, day: dt.date) -> Funnel | None:
     ).all()
     if len(rows) < 2:
         return None
-    period = reviewed_period(rows[0][1].cadence, day)
+    period = period or reviewed_period(rows[0][1].cadence, day)
     ids = [kpi.id for _, kpi, _ in rows if kpi.id is not None]
     values = live_values(session, ids, [period.key])
     targets = targets_for(session, ids, {period.key})

@@ -42,8 +42,11 @@ def _engine(target: Deps | Engine) -> Engine:
 
 
 def on_reported(deps: Deps, client: WebClient, reported: Reported) -> None:
-    """Show in Slack what a report did to the KPI's alerts (and its derived KPIs')."""
-    flows.after_report(deps.engine, SlackPoster(client), messages, reported.kpi)
+    """Show in Slack what a report did to the KPI's alerts (and its derived KPIs'), and to the
+    funnel's alerts when the KPI is a stage (a correction that closes a leak)."""
+    poster = SlackPoster(client)
+    flows.after_report(deps.engine, poster, messages, reported.kpi)
+    funnel.close_leaks(Outbox(deps.engine, poster), messages, kpi_id=reported.kpi.id)
 
 
 def scan_and_post(
@@ -55,8 +58,9 @@ def scan_and_post(
     department_key: str | None = None,
 ) -> ScanResult:
     """The hourly scan (bot.alerts.flows.scan_and_post), posting through `client` unless None; then
-    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks), and the
-    effects of countermeasures on periods that ended (bot.countermeasures.flows.measure_finished)."""
+    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks) and those
+    a correction closed (close_leaks), and the effects of countermeasures on periods that ended
+    (bot.countermeasures.flows.measure_finished)."""
     poster = None if client is None else SlackPoster(client)
     engine = _engine(target)
     result = flows.scan_and_post(
@@ -65,6 +69,7 @@ def scan_and_post(
     if poster is not None and not dry_run and department_key is None:
         try:
             leaks = funnel.alert_leaks(Outbox(engine, poster), messages, now)
+            leaks += funnel.close_leaks(Outbox(engine, poster), messages, now)
         except Exception as error:
             log.exception("the funnel's alerts failed")
             result.failed.append(("funnel", str(error) or type(error).__name__))

@@ -265,13 +265,10 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
 # -- the funnel's own alert (bot.funnel.flows) -----------------------------------------------------
 
 
-def funnel_alert(hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
-    """A leaking hand-off, in the division channel: both stages, the conversion against plan, and
-    the heads of both departments (once when one department hands off to itself)."""
-    locale = division.locale
+def _funnel_words(hand_off: HandOff, funnel: Funnel, locale: str) -> dict[str, Any]:
     both = (hand_off.before.department.head_user_id, hand_off.after.department.head_user_id)
     heads = list(dict.fromkeys(head for head in both if head))
-    words = {
+    return {
         "before": hand_off.before.kpi.name(locale),
         "after": hand_off.after.kpi.name(locale),
         "from_department": hand_off.before.department.name(locale),
@@ -285,8 +282,24 @@ def funnel_alert(hand_off: HandOff, funnel: Funnel, division: Department) -> Mes
         "after_value": hand_off.after.actual,
         "heads": heads,
     }
+
+
+def funnel_alert(hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
+    """A leaking hand-off, in the division channel: both stages, the conversion against plan, and
+    the heads of both departments (once when one department hands off to itself)."""
+    locale = division.locale
+    words = _funnel_words(hand_off, funnel, locale)
     blocks: list[Block] = [
         section(render.message("alert.funnel.body", locale, **words)),
         context(render.message("alert.funnel.hint", locale, **words)),
     ]
     return Message(render.message("alert.funnel.fallback", locale, **words), [b.to_dict() for b in blocks])
+
+
+def funnel_resolved(hand_off: HandOff, funnel: Funnel, division: Department) -> Message:
+    """The hand-off converts at or past its threshold again: said in its alert's thread."""
+    return Message(
+        render.message(
+            "alert.funnel.resolved", division.locale, **_funnel_words(hand_off, funnel, division.locale)
+        )
+    )
