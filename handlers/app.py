@@ -9,13 +9,14 @@ from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
 from bot.config import Settings
+
+# The modules imported as `_name` are imported for their @subcommand registrations.
+from handlers import chart as _chart  # noqa: F401
 from handlers import commands
 from handlers.alerts import interactive as alerts
 from handlers.client import make_web_client
 from handlers.countermeasures import interactive as countermeasures
 from handlers.deps import Deps
-
-# Imported for their @subcommand registrations.
 from handlers.digests import interactive as _digests  # noqa: F401
 from handlers.history import interactive as _history  # noqa: F401
 from handlers.home import interactive as home

@@ -139,6 +139,26 @@ def chart(digest: Digest, locale: str) -> bytes:
     return render_trend_chart(title, chart_series(digest, locale), locale)
 
 
+def chart_upload(department: Department, day: dt.date, drawn: bytes, locale: str) -> Upload:
+    """The PNG grid as a file: in the digest's thread, or where `/kpi chart` asked for it."""
+    return Upload(
+        content=drawn,
+        filename=f"kpibot-{department.key}.png",
+        title=render.template("digest/header.txt", locale, department=department, day=day).strip(),
+        comment=render.message("digest.chart_comment", locale, periods=CHART_PERIODS),
+    )
+
+
+def draw_chart(engine: Engine, department: Department, day: dt.date, locale: str) -> bytes | None:
+    """A department's PNG grid on `day` without the rest of its digest; None when it has no KPIs
+    (the division: its summary has no chart)."""
+    if department.is_division:
+        return None
+    with transaction(engine) as session:
+        digest = build_digest(session, department, day, goal=None)
+    return chart(digest, locale) if digest.rows else None
+
+
 def post(
     outbox: Outbox,
     messages: DigestMessages,
@@ -164,17 +184,7 @@ def post(
 
     def uploads() -> list[Upload]:
         drawn = built[0].chart
-        if drawn is None:
-            return []
-        locale = built[0].locale
-        return [
-            Upload(
-                content=drawn,
-                filename=f"kpibot-{department.key}.png",
-                title=render.template("digest/header.txt", locale, department=department, day=day).strip(),
-                comment=render.message("digest.chart_comment", locale, periods=CHART_PERIODS),
-            )
-        ]
+        return [] if drawn is None else [chart_upload(department, day, drawn, built[0].locale)]
 
     sent = outbox.send(
         Key(department.id, PostKind.DIGEST, period, subject),
