@@ -188,7 +188,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.demo import alert_loop, home_tab
     from handlers.digests import messages as digest_messages
     from handlers.digests.messages import as_text
-    from handlers.preview import write_preview
+    from handlers.preview import plan_names, write_preview
 
     url = parse_database_url(args.database, "--database")
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -229,7 +229,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             print(as_text([Message(m.text, m.blocks) for m in (root, *replies)]))
     home = home_tab(engine, settings, slack, locale=args.locale)
     shown = None if home is None else (home[0], home[1].to_dict())
-    preview = write_preview(Path(args.preview), digests, threads, args.locale, home=shown)
+    names = plan_names(engine, args.locale)
+    preview = write_preview(Path(args.preview), digests, threads, args.locale, home=shown, names=names)
     print()
     print(render.message("cli.demo_preview", args.locale, path=preview.resolve()))
     return 0

@@ -75,7 +75,8 @@ def repo_files(folder: str, *patterns: str) -> set[str]:
 
 
 def test_wheel_holds_every_template_of_both_locales(wheel: Path) -> None:
-    templates = repo_files("templates", "*.j2", "*.yaml")
+    templates = repo_files("templates", "*.j2", "*.yaml", "*.css")
+    assert "preview.css" in templates  # the preview's look, shared by both languages
     for locale in ("ja", "en"):
         assert f"{locale}/messages.yaml" in templates
         assert f"{locale}/preview.html.j2" in templates
