@@ -38,9 +38,7 @@ def plan_names(engine: Engine, locale: str) -> Names:
     channels: dict[str, str] = {}
     with transaction(engine) as session:
         departments = session.exec(select(Department).order_by(col(Department.id))).all()
-        owners = session.exec(
-            select(Kpi.department_id, Kpi.owner_user_id).order_by(col(Kpi.id)).distinct()
-        ).all()
+        owners = session.exec(select(Kpi.department_id, Kpi.owner_user_id).order_by(col(Kpi.id))).all()
     by_id = {department.id: department for department in departments}
     for department in departments:
         name = department.name(locale)

@@ -284,9 +284,9 @@ def test_the_demo_preview_shows_a_home_tab(tmp_path: Any, monkeypatch: Any) -> N
     assert main(["--locale", "en", "demo"]) == 0
     page = (tmp_path / "kpibot-demo.html").read_text(encoding="utf-8")
     home = page[page.index('class="channel home"') :]
-    home = home[: home.index('<div class="channel">')]
+    home = home[: home.index('<div class="channel" ')]
     assert "App Home of" in home and "My reports" in home and "My departments" in home
-    assert "<button>Report</button>" in home
+    assert '<button class="default">Report</button>' in home
     assert '<a href="https://' in home  # an open alert, linked to its thread
 
 
