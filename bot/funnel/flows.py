@@ -189,17 +189,16 @@ def close_leaks(
         funnels = {reviewed.period.key: reviewed}
         for key in {post.period for post in open_alerts} - funnels.keys():
             funnels[key] = build_funnel(session, day, parse_key(key))
+    assert division.id is not None and division.channel_id is not None
     closed = []
     for post in open_alerts:
         funnel = funnels.get(post.period)
-        hand_off = next(
-            (h for h in funnel.hand_offs if leak_subject(h) == post.subject) if funnel is not None else (),
-            None,
-        )
-        # Closed: converting again at or past its threshold (not merely unknown: a stage unreported).
-        if funnel is None or hand_off is None or hand_off.vs_plan_pct is None or hand_off.leaking:
+        if funnel is None:
             continue
-        assert division.id is not None and division.channel_id is not None
+        hand_off = next((h for h in funnel.hand_offs if leak_subject(h) == post.subject), None)
+        # Closed: converting again at or past its threshold (not merely unknown: a stage unreported).
+        if hand_off is None or hand_off.vs_plan_pct is None or hand_off.leaking:
+            continue
         key = outbox.Key(division.id, PostKind.FOLLOWUP, post.period, post.subject + RESOLVED_SUFFIX)
         try:
             sent = posts.send(

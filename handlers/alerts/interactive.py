@@ -68,8 +68,9 @@ def scan_and_post(
     )
     if poster is not None and not dry_run and department_key is None:
         try:
-            leaks = funnel.alert_leaks(Outbox(engine, poster), messages, now)
-            leaks += funnel.close_leaks(Outbox(engine, poster), messages, now)
+            posts = Outbox(engine, poster)
+            leaks = funnel.alert_leaks(posts, messages, now)
+            leaks += funnel.close_leaks(posts, messages, now)
         except Exception as error:
             log.exception("the funnel's alerts failed")
             result.failed.append(("funnel", str(error) or type(error).__name__))
