@@ -169,6 +169,7 @@ def expected_rows(config: Config, backends: list[str]) -> list[tuple[str, str | 
         ("fan-out: catch-up (serial)", None),
         ("fan-out: cron fire (APScheduler pool)", None),
         ("fan-out: Web API calls per digest", None),
+        ("fan-out: CPU per digest", None),
         ("chart render", None),
     ]
     for backend in backends:
@@ -729,6 +730,17 @@ def bench_scheduler(bench: Bench) -> None:
             "calls",
             [result["calls"] / result["posted"] for result in results[1:]],
             note="chat.postMessage + files_upload_v2 (getUploadURLExternal, upload, completeUploadExternal)",
+            extra={"by_method": [result["calls_by_method"] for result in results[1:]]},
+        )
+    )
+    bench.add(
+        Row(
+            "fan-out: CPU per digest",
+            f"{departments} digests, every run above",
+            "ms",
+            [1000 * result["cpu_s"] / result["posted"] for result in results],
+            # The scheduler process's CPU (build, Block Kit, charts, HTTP): Slack's latency costs none.
+            note="process CPU time (every thread) of one scheduler run ÷ digests posted",
         )
     )
 

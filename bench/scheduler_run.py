@@ -14,7 +14,7 @@ runs and not others):
   every digest job is made due at once and APScheduler's executor fires them (Scheduler.fire).
 
 Before each run the process prints `READY <n>` and waits for a line on stdin (the parent sets
-up its fake Slack meanwhile); after it, one JSON line: wall time, outcomes and memory
+up its fake Slack meanwhile); after it, one JSON line: wall time, the process's CPU time, outcomes and memory
 (VmHWM, and VmRSS before the first run). The first run's VmHWM is the peak of a process that
 has done exactly one scheduler run; later runs' VmHWM is the peak so far. ru_maxrss is reported
 too but is not this process's own: Linux carries the parent's peak into a child started by
@@ -101,12 +101,15 @@ def run(mode: str, engine: Engine, settings: Settings, timeout: float) -> dict[s
         lock_key=int(os.environ["BENCH_LOCK_KEY"]),
     )
     start = time.perf_counter()
+    # The whole process's CPU (every thread: APScheduler's pool, slack_sdk, matplotlib), not the wall.
+    cpu_start = time.process_time()
     fired = None
     if mode == "catch-up":
         scheduler.start()
     else:
         fired = _fire_all(scheduler, timeout)
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     scheduler.shutdown(wait=True)
     with transaction(engine) as session:
         statuses = [
@@ -115,6 +118,7 @@ def run(mode: str, engine: Engine, settings: Settings, timeout: float) -> dict[s
     return {
         "mode": mode,
         "wall_s": wall,
+        "cpu_s": cpu,
         "fired": fired,
         "posted": sum(1 for status in statuses if status is PostStatus.SENT),
         "failed": sum(1 for status in statuses if status is PostStatus.FAILED),
