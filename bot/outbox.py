@@ -44,10 +44,16 @@ ERROR_MAX = 500  # Post.error
 
 @dataclass
 class Message:
-    """One Slack message: the notification / fallback text and its Block Kit blocks (as dicts)."""
+    """One Slack message: the notification / fallback text and its Block Kit blocks (as dicts).
+
+    `plain_files`: what its thread needs when it is posted without a native chart (Slack refused the
+    new blocks, or the message never had room for one): a digest's PNG grid. A poster calls it only
+    then, after the message is posted, so the PNG (a second of matplotlib, three Web API calls) is
+    drawn only where no native chart shows the trend."""
 
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    plain_files: Callable[[], Sequence[Upload]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ back takes the `*:history` scopes (channels, groups, im, mpim) in the manifest.
 A message with blocks Slack may not support yet (a table, a native chart: handlers.blocks.WithFallback)
 that Slack refuses (`invalid_blocks`, or `invalid_arguments` naming a block) is posted at once in
 its fallback rendering instead, tagged with the same key: the same claim, so never lost, never twice.
+A message posted without a native chart (its fallback, or one that never had room for a chart) gets
+its `plain_files` in its thread: a digest's PNG grid, drawn only then.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.outbox import Message, PostFailed, PostUncertain, Upload
-from handlers.blocks import WithFallback
+from handlers.blocks import DataVisualizationBlock, WithFallback
 from handlers.client import never_sent
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ def error_code(error: SlackApiError) -> str:
 
 
 METADATA_EVENT = "kpibot_post"
+CHART_BLOCK = DataVisualizationBlock.type
 # Pages of 200: a post is looked for among the latest 1,000 messages of its channel or thread. Its
 # key is unique, so no time window is needed (and Slack's clock is not kpibot's injectable one).
 FIND_PAGES = 5
@@ -71,14 +74,19 @@ class SlackPoster:
         self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
     ) -> str:
         if not isinstance(message, WithFallback) or not message.fallback:
-            return self._post(channel, message, thread_ts=thread_ts, key=key)
+            ts = self._post(channel, message, thread_ts=thread_ts, key=key)
+            self._plain_files(channel, message, thread_ts or ts, key, message.blocks)
+            return ts
         if not self._refused_lately():
             try:
-                return self._post(channel, message, thread_ts=thread_ts, key=key)
+                ts = self._post(channel, message, thread_ts=thread_ts, key=key)
             except BlocksRefused as refused:
                 log.warning("Slack refused the blocks of %s (%s): posting its fallback", key, refused.code)
                 with self._mutex:
                     self._refused_at = time.monotonic()
+            else:
+                self._plain_files(channel, message, thread_ts or ts, key, message.blocks)
+                return ts
         first, *more = message.fallback
         ts = self._post(channel, first, thread_ts=thread_ts, key=key)
         try:
@@ -87,7 +95,22 @@ class SlackPoster:
         except PostFailed as error:
             # The root is in the channel: the post is done, its thread is incomplete (as Outbox logs).
             log.error("fallback thread of %s in %s incomplete: %s", key, channel, error.code)
+        self._plain_files(channel, message, thread_ts or ts, key, first.blocks)
         return ts
+
+    def _plain_files(
+        self, channel: str, message: Message, thread_ts: str, key: str | None, posted: list[dict[str, Any]]
+    ) -> None:
+        """The message's `plain_files` in its thread when what was posted (`posted`: its blocks or its
+        fallback's) has no native chart: the PNG grid stands in for the chart Slack did not show."""
+        if message.plain_files is None or any(block.get("type") == CHART_BLOCK for block in posted):
+            return
+        try:
+            for upload in message.plain_files():
+                self.upload(channel, upload, thread_ts=thread_ts)
+        except PostFailed as error:
+            # The message is in the channel: the post is done, its thread is incomplete (as Outbox logs).
+            log.error("files in the thread of %s in %s incomplete: %s", key, channel, error.code)
 
     def _refused_lately(self) -> bool:
         with self._mutex:

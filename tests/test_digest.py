@@ -429,6 +429,7 @@ def test_sales_digest_in_english(plan: Engine) -> None:
     assert section_after(messages, "*Process KPIs*") == [
         "🔴 *New approaches* 65 / 100 (65 %)  `·····▁` _2026-10_",
         "🟢 *Deals in pipeline* 40 / 40 (100 %) → `····▁▁` _2026-W48_",
+        ":chart_with_upwards_trend: Every KPI's trend as a PNG chart: `/kpi chart sales`",
     ]
     assert section_after(messages, "*Success factors (KFS)*") == [
         "🔴 New customer acquisition — slipping: New approaches 65 %",
@@ -464,6 +465,7 @@ def test_sales_digest_in_japanese(plan: Engine) -> None:
     assert section_after(messages, "*プロセス指標*") == [
         "🔴 *新規アプローチ数* 65 / 100(65 %)  `·····▁` _2026-10_",
         "🟢 *パイプライン商談数* 40 / 40(100 %) → `····▁▁` _2026-W48_",
+        ":chart_with_upwards_trend: 全 KPI の推移グラフ(PNG)は `/kpi chart sales` で表示できます。",
     ]
     assert section_after(messages, "*重要成功要因(KFS)*") == [
         "🔴 新規顧客の獲得 — 遅れ: 新規アプローチ数 65 %",

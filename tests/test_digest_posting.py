@@ -49,6 +49,7 @@ from handlers.digests import interactive as digests_surface
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call, FakeSlack
 from tests.plans import count_kpi
+from tests.test_digest import record
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -224,7 +225,30 @@ def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- one digest --------------------------------------------------------------------------------
 
 
-def test_digest_goes_to_its_channel_with_the_chart_in_its_thread(
+# Sales needing attention on 2026-11-30 (it reviews 2026-10): the digest shows a trend chart.
+SLIPPING = {"new_approaches": {"2026-09": 95, "2026-10": 60}, "pipeline_deals": {"2026-W48": 20}}
+
+
+def assert_png_grid_of_sales_in_thread(fake: FakeSlack, engine: Engine, post: Post) -> None:
+    """The PNG grid uploaded once, in the digest's thread, drawn from every Sales KPI."""
+    [asked] = fake.calls("files.getUploadURLExternal")
+    assert asked.args["filename"] == "kpibot-sales.png"
+    [completed] = fake.calls("files.completeUploadExternal")
+    assert completed.args["channel_id"] == "C0SALES" and completed.args["thread_ts"] == post.ts
+    [(file_id, png)] = fake.uploads.items()
+    assert completed.args["files"][0]["id"] == file_id
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    chart = json.loads(image.text["kpibot"])  # type: ignore[attr-defined]
+    with transaction(engine) as session:
+        sales_kpis = session.exec(
+            select(Kpi.name_ja).where(Kpi.department_id == department_id(engine, "sales"))
+        ).all()
+    assert {series["name"] for series in chart["series"]} == set(sales_kpis)
+    assert "営業部" in chart["title"]
+
+
+def test_digest_goes_to_its_channel_in_one_call_pointing_to_kpi_chart(
     jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
     at(SLOT + dt.timedelta(seconds=30))
@@ -244,21 +268,9 @@ def test_digest_goes_to_its_channel_with_the_chart_in_its_thread(
     for reply in fake.calls("chat.postMessage")[1:]:
         assert reply.args == {**reply.args, "channel": "C0SALES", "thread_ts": post.ts}
         assert_within_block_kit_limits(reply)
-    [asked] = fake.calls("files.getUploadURLExternal")
-    assert asked.args["filename"] == "kpibot-sales.png"
-    [completed] = fake.calls("files.completeUploadExternal")
-    assert completed.args["channel_id"] == "C0SALES" and completed.args["thread_ts"] == post.ts
-    [(file_id, png)] = fake.uploads.items()
-    assert completed.args["files"][0]["id"] == file_id
-    image = Image.open(io.BytesIO(png))
-    assert image.format == "PNG"
-    chart = json.loads(image.text["kpibot"])  # type: ignore[attr-defined]
-    with transaction(engine) as session:
-        sales_kpis = session.exec(
-            select(Kpi.name_ja).where(Kpi.department_id == department_id(engine, "sales"))
-        ).all()
-    assert {series["name"] for series in chart["series"]} == set(sales_kpis)
-    assert "営業部" in chart["title"]
+    # No KPI needs attention: no chart posted; the PNG grid is one command away.
+    assert [call.method for call in fake.calls()] == ["chat.postMessage"]
+    assert "`/kpi chart sales`" in "\n".join(_texts(root.args["blocks"]))
 
     calls = len(fake.calls())
     jobs.digest("sales", SLOT)
@@ -266,9 +278,53 @@ def test_digest_goes_to_its_channel_with_the_chart_in_its_thread(
     assert digest_post(engine, "sales").ts == post.ts
 
 
+def test_a_digest_with_its_native_chart_is_one_web_api_call_and_draws_no_png(
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
+) -> None:
+    record(engine, SLIPPING)
+    at(SLOT + dt.timedelta(seconds=30))
+    jobs.digest("sales", SLOT)
+
+    [root] = roots(fake)
+    kinds = [block["type"] for block in root.args["blocks"]]
+    assert "table" in kinds and "data_visualization" in kinds
+    assert [call.method for call in fake.calls()] == ["chat.postMessage"]
+    assert fake.uploads == {}
+    assert "`/kpi chart sales`" in "\n".join(_texts(root.args["blocks"]))
+
+
+def test_a_digest_whose_native_chart_is_refused_gets_the_png_grid_in_its_thread(
+    jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
+) -> None:
+    record(engine, SLIPPING)
+    fake.refuse_blocks("data_visualization")
+    at(SLOT + dt.timedelta(seconds=30))
+    jobs.digest("sales", SLOT)
+
+    [root] = roots(fake)
+    assert not any(block["type"] == "data_visualization" for block in root.args["blocks"])
+    post = digest_post(engine, "sales")
+    [held] = [message for message in fake.messages("C0SALES") if not message.get("thread_ts")]
+    assert post.status is PostStatus.SENT and post.ts == held["ts"]
+    assert_png_grid_of_sales_in_thread(fake, engine, post)
+    # The refused message, its fallback, then files_upload_v2's three calls.
+    assert [call.method for call in fake.calls()] == [
+        "chat.postMessage",
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
+
+    calls = len(fake.calls())
+    jobs.digest("sales", SLOT)
+    assert len(fake.calls()) == calls
+
+
 def test_a_digest_too_big_for_one_message_continues_in_its_thread(
     jobs: ScheduledJobs, fake: FakeSlack, engine: Engine
 ) -> None:
+    record(engine, SLIPPING)  # a chart to show, and no room for a table: the PNG grid in the thread
     sales = department_id(engine, "sales")
     with transaction(engine) as session:
         for i in range(60):
@@ -303,6 +359,8 @@ def test_a_digest_too_big_for_one_message_continues_in_its_thread(
 def test_a_thread_failure_after_the_root_is_logged_and_never_resent(
     jobs: ScheduledJobs, fake: FakeSlack, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    record(engine, SLIPPING)
+    fake.refuse_blocks("data_visualization")  # the PNG grid goes in the thread, and fails there
     fake.fail("files.completeUploadExternal", "internal_error", times=1)
     at(SLOT + dt.timedelta(seconds=30))
     jobs.digest("sales", SLOT)

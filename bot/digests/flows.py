@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -35,6 +35,7 @@ from bot.digests.service import (
 from bot.models import Department, PostKind
 from bot.outbox import Key, Message, Outbox, PostFailed, Upload
 from bot.schedule.slots import slot_key
+from bot.scoring import Status
 from bot.sources.freshness import is_sourced
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Built:
     messages: list[Message]
     chart: bytes | None
     locale: str
+    digest: Digest | None = None  # None for the division's summary
 
 
 def build(
@@ -124,12 +126,15 @@ def build_many(
             continue
         digest = digests[department.id]
         drawn = chart(digest, language) if with_chart and digest.rows else None
-        built.append(Built(department, day, messages.digest_messages(digest, language), drawn, language))
+        built.append(
+            Built(department, day, messages.digest_messages(digest, language), drawn, language, digest)
+        )
     return built
 
 
 def chart(digest: Digest, locale: str) -> bytes:
-    """The digest's trend chart (a PNG), posted in its thread."""
+    """The digest's trend chart (a PNG): for `/kpi chart`, `kpibot digest --dry-run`, the preview, and
+    the thread of a digest posted without its native chart (with_png_if_plain)."""
     # Imported here: matplotlib is a third of a web worker's memory, and only a digest draws.
     from bot.digests.charts import render_trend_chart
 
@@ -137,6 +142,29 @@ def chart(digest: Digest, locale: str) -> bytes:
         "digest.chart_title", locale, department=digest.department.name(locale), day=digest.day
     )
     return render_trend_chart(title, chart_series(digest, locale), locale)
+
+
+def needs_chart(digest: Digest) -> bool:
+    """Whether a digest shows a trend chart: when a KPI needs attention (the native chart's KPIs,
+    handlers/digests/messages.py). A digest all on track shows its table, and `/kpi chart` the PNG."""
+    return any(row.score.status in (Status.RED, Status.AMBER) for row in digest.rows)
+
+
+def with_png_if_plain(built: Built) -> list[Message]:
+    """The digest's messages, the root carrying its PNG grid as `plain_files`: drawn and uploaded in
+    its thread only if the root is posted without a native chart (Slack refused the new blocks, or the
+    digest had no room for them). Posted with its native chart, the digest costs one call and no
+    matplotlib."""
+    digest = built.digest
+    if digest is None or not needs_chart(digest):
+        return built.messages
+    root, *rest = built.messages
+
+    def png() -> list[Upload]:
+        assert digest is not None
+        return [chart_upload(built.department, built.day, chart(digest, built.locale), built.locale)]
+
+    return [replace(root, plain_files=png), *rest]
 
 
 def chart_upload(department: Department, day: dt.date, drawn: bytes, locale: str) -> Upload:
@@ -175,22 +203,16 @@ def post(
     if not department.channel_id:
         log.warning("digest for %s skipped: the department has no channel", department.key)
         return Outcome("no_channel", department)
-    built: list[Built] = []
 
-    # Built only when the post is not sent already (the outbox calls these after its check).
+    # Built only when the post is not sent already (the outbox calls this after its check); the
+    # PNG grid is not drawn here but only where no native chart is posted (with_png_if_plain).
     def root_and_replies() -> list[Message]:
-        built.append(build(outbox.engine, department, day, messages))
-        return built[0].messages
-
-    def uploads() -> list[Upload]:
-        drawn = built[0].chart
-        return [] if drawn is None else [chart_upload(department, day, drawn, built[0].locale)]
+        return with_png_if_plain(build(outbox.engine, department, day, messages, with_chart=False))
 
     sent = outbox.send(
         Key(department.id, PostKind.DIGEST, period, subject),
         department.channel_id,
         root_and_replies,
-        uploads=uploads,
         retry_failed=retry_failed,
     )
     if sent.status == "failed":

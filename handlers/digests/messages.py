@@ -63,6 +63,8 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
             lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in rows]
             card += _titled(kind, lines, locale)
             card_lines += lines
+    if card:
+        card.append(_chart_hint(digest, locale))
     tail: list[Block] = []
     if digest.factors:
         lines = [render.template("digest/factor.md", locale, factor=factor) for factor in digest.factors]
@@ -137,7 +139,12 @@ def _rich_scorecard(digest: Digest, locale: str) -> list[Block] | None:
     ]
     if marked:
         blocks += sections("\n".join([render.message("digest.table.notes", locale), *marked]))
-    return blocks + _attention_charts(rows, locale)
+    return [*blocks, *_attention_charts(rows, locale), _chart_hint(digest, locale)]
+
+
+def _chart_hint(digest: Digest, locale: str) -> Block:
+    """Where the PNG grid went: drawn on request by `/kpi chart`, no longer posted with every digest."""
+    return context(render.message("digest.chart_hint", locale, department_key=digest.department.key))
 
 
 # The templates' own filters, so a cell reads exactly like the row it replaces (bot/render.py
