@@ -56,12 +56,24 @@ class Settings:
             )
 
 
-def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
-    """Read settings; the process environment wins over `.env`, which is optional."""
+def environment(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> dict[str, str]:
+    """The variables kpibot reads: `.env` (optional), then the process environment over it.
+
+    Settings are built from these; data sources read their own secrets (`KPIBOT_SQL_<NAME>`, API
+    tokens: names only the plan knows) from them too, at each fetch, so a rotated secret needs
+    no restart."""
     values: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings; the process environment wins over `.env`, which is optional."""
+    values = environment(environ, env_file)
 
     def get(name: str) -> str | None:
         value = values.get(name, "").strip()

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from bot.alerts import flows as alerts
-from bot.config import Settings
+from bot.config import Settings, environment
 from bot.countermeasures import flows as countermeasures
 from bot.database import transaction
 from bot.digests import flows as digests
@@ -46,7 +46,7 @@ class ScheduledJobs:
     settings: Settings
     # How fetched sources run, built at each tick: their secrets (DSNs, tokens) from the
     # environment and .env, read afresh so a rotated secret needs no restart.
-    fetching: Callable[[], runs.Fetching] = field(default=lambda: runs.Fetching(env=runs.environment()))
+    fetching: Callable[[], runs.Fetching] = field(default=lambda: runs.Fetching(env=environment()))
 
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         found = department(self.outbox.engine, department_key)

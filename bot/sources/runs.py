@@ -1,7 +1,7 @@
 """Fetch runs: each sourced KPI fetched for the period in progress and the last finished one,
 recorded, and a value that differs from the live one stored as a correction with its source.
 
-    outcomes = fetch_kpis(engine, now, fetching=Fetching(env=os.environ))
+    outcomes = fetch_kpis(engine, now, fetching=Fetching(env=config.environment()))
 
 One run per (KPI, period, slot): the `fetch_run` row is inserted and committed before the fetch,
 so of two schedulers (or a retried job) only the one whose insert lands fetches; the other sees
@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from dotenv import dotenv_values
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -62,16 +59,6 @@ class Fetching:
     max_delay: float = 60.0
     timeout_s: float = 30.0
     wait: Callable[[float], bool] = field(default=lambda seconds: bool(time.sleep(seconds)))
-
-
-def environment(env_file: Path | None = Path(".env")) -> dict[str, str]:
-    """Where sources read their secrets: `.env`, then the process environment over it (as
-    bot.config reads settings). Read at each tick, so a rotated secret needs no restart."""
-    values: dict[str, str] = {}
-    if env_file is not None and env_file.exists():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ)
-    return values
 
 
 @dataclass(frozen=True)

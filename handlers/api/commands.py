@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from bot import render
 from bot.clock import utcnow
-from bot.config import Settings
+from bot.config import Settings, environment
 from bot.database import transaction
 from bot.errors import KpibotError
 from bot.models import DataSource, Department, Kpi
@@ -88,7 +88,7 @@ def _test(engine: Engine, key: str, locale: str) -> int:
     kpi, department = found
     if kpi.fetch_source is None:
         raise KpibotError(render.message("sources.test_not_sourced", locale, kpi=key))
-    tried = runs.try_fetch(kpi, department, utcnow(), fetching=runs.Fetching(env=runs.environment()))
+    tried = runs.try_fetch(kpi, department, utcnow(), fetching=runs.Fetching(env=environment()))
     params = {"kpi": kpi.name(locale), "label": registry.label(kpi.fetch_source), "period": tried.period.key}
     if tried.error is not None:
         error = render.message(f"sources.fetch_error.{tried.error.code}", locale)
