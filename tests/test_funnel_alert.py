@@ -124,14 +124,21 @@ def mention(slack: SlackHarness, text: str, *, user_id: str, thread_ts: str) -> 
     slack.settle()
 
 
-def test_a_countermeasure_is_logged_in_the_funnel_alerts_thread_by_either_departments_members(
-    slack: SlackHarness,
-) -> None:
-    with_funnel(slack)
+def november_alert(slack: SlackHarness, locale: str = "ja") -> Post:
+    """November leaks at Inside Sales → Sales (10 of 60 SQLs: 16.7 % against 66.7 %): its alert,
+    posted by the scan of 2026-12-07."""
+    with_funnel(slack, locale)
     seed(slack, "2026-11", NOVEMBER)
     at(dt.date(2026, 12, 7))
     scan(slack)
     [post] = funnel_posts(slack)
+    return post
+
+
+def test_a_countermeasure_is_logged_in_the_funnel_alerts_thread_by_either_departments_members(
+    slack: SlackHarness,
+) -> None:
+    post = november_alert(slack)
     assert post.ts is not None
 
     # Customer Success is neither side of the Inside Sales → Sales hand-off: refused, nothing logged.
@@ -213,3 +220,81 @@ def test_a_leak_closed_after_the_next_period_began_is_resolved_by_the_scan(slack
     [note] = thread_replies(slack, post.ts, "no longer leaks")
     assert "Inside Sales → Sales" in text_of(note) and "2026-11" in text_of(note)
     assert "66.7 %" in text_of(note)
+
+
+def log_in_thread(slack: SlackHarness, locale: str = "ja") -> Post:
+    """November's alert, and Inside Sales' head logs a countermeasure in its thread."""
+    post = november_alert(slack, locale)
+    assert post.ts is not None
+    mention(slack, "対策: SQL 引き渡し時に営業同席の初回商談を設定", user_id="U0ISHEAD", thread_ts=post.ts)
+    return post
+
+
+def effect_notes(slack: SlackHarness, thread_ts: str) -> list[str]:
+    """The effect follow-ups in the thread (funnel's or single-KPI's), oldest first."""
+    return [text_of(call) for call in thread_replies(slack, thread_ts, ":bar_chart:")]
+
+
+def report(slack: SlackHarness, words: str, user_id: str) -> None:
+    """`/kpi report <words>` by `user_id`, and its follow-ups done."""
+    slack.command(f"report {words}", user_id=user_id)
+    slack.settle()
+
+
+def test_a_funnel_countermeasure_is_followed_on_the_hand_offs_conversion_once_per_verdict(
+    slack: SlackHarness,
+) -> None:
+    post = log_in_thread(slack)
+    assert post.ts is not None
+    at(dt.date(2027, 1, 12))  # December has ended: its figures are final
+
+    # December's SQLs alone: the hand-off has no conversion yet, nothing is judged.
+    report(slack, "sqls 50 2026-12", "U0IS1")
+    assert effect_notes(slack, post.ts) == []
+
+    # 20 deals of 50 SQLs: 40 %, better than November's 16.7 % but under 90 % of the 66.7 % plan.
+    report(slack, "deals 20 2026-12", "U0SALES1")
+    [first] = effect_notes(slack, post.ts)
+    assert "*インサイドセールス部 → 営業部* の転換率(SQL 数 → 商談化数)" in first
+    assert "2026-11 16.7 % → 2026-12 *40 %*(計画 66.7 %、計画比 60 %)" in first
+    assert "判定: *まだ途中*" in first and "期中の暫定" not in first
+    # Not the single-KPI effect of deals (which would say 商談化数's count against its target).
+    assert "以降の *商談化数*" not in first
+
+    # A correction with the same verdict says nothing; one that closes the leak says "worked", once.
+    report(slack, "deals 22 2026-12", "U0SALES1")
+    assert len(effect_notes(slack, post.ts)) == 1
+    report(slack, "deals 35 2026-12", "U0SALES1")
+    scan(slack)  # the hourly scan says nothing more
+    report(slack, "deals 36 2026-12", "U0SALES1")
+    notes = effect_notes(slack, post.ts)
+    assert len(notes) == 2
+    assert "2026-11 16.7 % → 2026-12 *70 %*(計画 66.7 %、計画比 105 %)" in notes[1]
+    assert "判定: *効果あり*(引き渡しの漏れがなくなりました)" in notes[1]
+    with slack.session() as session:
+        [cm] = session.exec(select(Countermeasure)).all()
+    assert cm.verdict == "worked"
+
+
+def test_a_report_of_the_stage_before_moves_the_funnel_effect_too_with_the_series_between(
+    slack: SlackHarness,
+) -> None:
+    post = log_in_thread(slack, locale="en")
+    assert post.ts is not None
+    seed(slack, "2026-12", {"sqls": "60", "deals": "5"})  # December: 8.3 %, unreported to Slack
+    at(dt.date(2027, 1, 12))  # during January: its figures are provisional
+
+    # January: 6 deals of 60 SQLs (10 %): still worse than November — did not work.
+    slack.command("report deals 6 2027-01", user_id="U0SALES1")
+    report(slack, "sqls 60 2027-01", "U0IS1")
+    [first] = effect_notes(slack, post.ts)
+    assert "*Inside Sales → Sales* conversion (SQLs → Deals opened)" in first
+    assert "2026-11 16.7 % → 2026-12 8.3 % → 2027-01 *10 %* (plan 66.7 %, 15 % of plan)" in first
+    assert "Verdict: *did not work*" in first and "provisional" in first
+
+    # Inside Sales corrects January's SQLs to 12: 6 of 12 is 50 %, better, still leaking.
+    report(slack, "sqls 12 2027-01", "U0IS1")
+    notes = effect_notes(slack, post.ts)
+    assert len(notes) == 2
+    assert "→ 2027-01 *50 %* (plan 66.7 %, 75 % of plan)" in notes[1]
+    assert "Verdict: *not yet*" in notes[1]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from bot import outbox, render
-from bot.countermeasures import service
+from bot.countermeasures import funnel, service
 from bot.countermeasures.service import StatusChange
 from bot.database import transaction
 from bot.errors import DatabaseUnavailable
@@ -134,7 +134,9 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
     baseline (before → each period → now), % of target and a verdict (worked / not yet / did not
     work). While a period runs, once per countermeasure and period (a running total judged on its
     pace); on a finished period's figure, once per verdict, so a correction that changes the verdict
-    is said once more. Followed until a period shows it worked. One failure never stops the rest."""
+    is said once more. Followed until a period shows it worked. A countermeasure in a funnel alert's
+    thread is followed on its hand-off instead (bot.countermeasures.funnel). One failure never
+    stops the rest."""
     kpi, department, period = reported.kpi, reported.department, reported.period
     with transaction(posts.engine) as session:
         effects = service.effects(
@@ -147,6 +149,8 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
             today=service.today_for(department),
         )
     _post_effects(posts, department, effects)
+    # Explicit branch: a stage of the funnel also moves the hand-offs it is a side of.
+    funnel.on_reported(posts, kpi, period)
 
 
 def measure_finished(posts: Outbox, now: dt.datetime) -> int:

@@ -760,6 +760,10 @@ def effects(
         if _worked_before(session, cm.id, period.key):
             continue
         chosen.append(cm)
+    # Explicit branch: one logged in a funnel alert's thread is followed on the hand-off's
+    # conversion (bot.countermeasures.funnel), not on this KPI, the stage it hands off into.
+    leaks = funnel_flows.leak_threads(session, [(cm.channel_id, cm.thread_ts) for cm in chosen])
+    chosen = [cm for cm in chosen if (cm.channel_id, cm.thread_ts) not in leaks]
     if not chosen:
         return []
     between = {

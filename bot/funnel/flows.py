@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -98,6 +99,21 @@ def thread_of(session: Session, channel_id: str, thread_ts: str) -> LeakThread |
         if subject_of(kpi.key) == post.subject:
             return LeakThread(kpi, department, None if before is None else before[1])
     return None
+
+
+def leak_threads(session: Session, threads: Iterable[tuple[str | None, str | None]]) -> set[tuple[str, str]]:
+    """Which of these (channel, ts) threads a funnel alert starts. One query."""
+    wanted = {(channel, ts) for channel, ts in threads if channel and ts}
+    if not wanted:
+        return set()
+    rows = session.exec(
+        select(Post.channel_id, Post.ts).where(
+            Post.kind == PostKind.ALERT,
+            col(Post.ts).in_([ts for _, ts in wanted]),
+            col(Post.subject).startswith(SUBJECT_PREFIX),
+        )
+    ).all()
+    return {(channel, ts) for channel, ts in rows if (channel, ts) in wanted}  # type: ignore[misc]
 
 
 def leak_key(division: Department, funnel: Funnel, hand_off: HandOff) -> outbox.Key:
