@@ -28,6 +28,7 @@ from bot.plan.history import plan_warnings
 from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
+from handlers.cli_locale import argparse_in, argv_locale
 from handlers.hubspot import commands as hubspot_commands
 
 if TYPE_CHECKING:  # slack_sdk is imported only by the commands that talk to Slack
@@ -91,7 +92,7 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
             + render.message(
                 "cli.import_counts",
                 args.locale,
-                entity=entity,
+                entity=render.message(f"cli.entity.{entity}", args.locale),
                 created=counter["created"],
                 updated=counter["updated"],
                 unchanged=counter["unchanged"],
@@ -410,111 +411,74 @@ def cmd_socket(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser(default_locale: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpibot", description="KPI reviews in Slack.")
-    parser.add_argument(
-        "--locale",
-        choices=LOCALES,
-        default=default_locale,
-        help="language of messages (default: KPIBOT_LOCALE or ja)",
-    )
+def build_parser(default_locale: str, locale: str | None = None) -> argparse.ArgumentParser:
+    """The `kpibot` parser; its help in `locale` (default: `default_locale`). Build it inside
+    `argparse_in(locale)` so that argparse's own words (-h, section titles) are in that language too."""
+    words = locale or default_locale
+
+    def say(key: str) -> str:
+        return render.message(f"cli.help.{key}", words)
+
+    parser = argparse.ArgumentParser(prog="kpibot", description=say("description"))
+    parser.add_argument("--locale", choices=LOCALES, default=default_locale, help=say("locale_default"))
     # `kpibot demo --locale en` must work as well as `kpibot --locale en demo`; SUPPRESS keeps
     # the top-level value when the option is not repeated after the command.
     locale_option = argparse.ArgumentParser(add_help=False)
-    locale_option.add_argument(
-        "--locale", choices=LOCALES, default=argparse.SUPPRESS, help="language of messages"
-    )
+    locale_option.add_argument("--locale", choices=LOCALES, default=argparse.SUPPRESS, help=say("locale"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
-        "migrate", parents=[locale_option], help="create or upgrade the database schema"
-    ).set_defaults(handler=cmd_migrate)
-
-    importer = commands.add_parser(
-        "import-plan", parents=[locale_option], help="import departments, KGI, KFS, KPIs and targets"
+    commands.add_parser("migrate", parents=[locale_option], help=say("migrate")).set_defaults(
+        handler=cmd_migrate
     )
-    importer.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
-    importer.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+
+    importer = commands.add_parser("import-plan", parents=[locale_option], help=say("import_plan"))
+    importer.add_argument("file", type=Path, help=say("plan_file"))
+    importer.add_argument("--dry-run", action="store_true", help=say("import_dry_run"))
     importer.set_defaults(handler=cmd_import_plan)
 
-    plan_commands = commands.add_parser(
-        "plan", parents=[locale_option], help="check a plan file"
-    ).add_subparsers(dest="plan_command", required=True, metavar="SUBCOMMAND")
-    checker = plan_commands.add_parser(
-        "check", parents=[locale_option], help="list a plan's problems and design warnings; write nothing"
+    plan_commands = commands.add_parser("plan", parents=[locale_option], help=say("plan")).add_subparsers(
+        dest="plan_command", required=True, metavar="SUBCOMMAND"
     )
-    checker.add_argument("file", type=Path, help="a .yaml/.yml plan or a .csv KPI or targets table")
+    checker = plan_commands.add_parser("check", parents=[locale_option], help=say("plan_check"))
+    checker.add_argument("file", type=Path, help=say("plan_file"))
     checker.set_defaults(handler=cmd_plan_check)
 
-    exporter = commands.add_parser(
-        "export", parents=[locale_option], help="write actuals or targets as CSV, or the plan as YAML"
+    exporter = commands.add_parser("export", parents=[locale_option], help=say("export"))
+    exporter.add_argument(
+        "what", nargs="?", choices=("actuals", "targets", "plan"), default="actuals", help=say("export_what")
     )
-    exporter.add_argument("what", nargs="?", choices=("actuals", "targets", "plan"), default="actuals")
-    exporter.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
-    exporter.add_argument("--history", action="store_true", help="include superseded actuals (corrections)")
+    exporter.add_argument("-o", "--output", default="-", help=say("export_output"))
+    exporter.add_argument("--history", action="store_true", help=say("export_history"))
     exporter.set_defaults(handler=cmd_export)
 
-    demo = commands.add_parser(
-        "demo", parents=[locale_option], help="run the example plan with a simulated quarter, no Slack needed"
-    )
-    demo.add_argument(
-        "--database",
-        default="sqlite:///kpibot-demo.db",
-        help="database for the demo (default: sqlite:///kpibot-demo.db, recreated each run)",
-    )
-    demo.add_argument(
-        "--preview",
-        default="kpibot-demo.html",
-        help="HTML preview of the digests (default: kpibot-demo.html)",
-    )
-    demo.add_argument(
-        "--fetched",
-        action="store_true",
-        help="add a KPI fetched by SQL from the demo's own database (examples/demo-fetched.yaml)",
-    )
+    demo = commands.add_parser("demo", parents=[locale_option], help=say("demo"))
+    demo.add_argument("--database", default="sqlite:///kpibot-demo.db", help=say("demo_database"))
+    demo.add_argument("--preview", default="kpibot-demo.html", help=say("demo_preview"))
+    demo.add_argument("--fetched", action="store_true", help=say("demo_fetched"))
     demo.set_defaults(handler=cmd_demo)
 
-    digest = commands.add_parser(
-        "digest", parents=[locale_option], help="build and post digests now (or print them with --dry-run)"
-    )
-    digest.add_argument("--department", help="one department's key (default: every department)")
-    digest.add_argument(
-        "--period", help="review this period (2026-W48, 2026-11) or as of a date (2026-11-30)"
-    )
-    digest.add_argument(
-        "--dry-run", action="store_true", help="print the Block Kit JSON and write the charts"
-    )
-    digest.add_argument(
-        "--output-dir", help="where --dry-run writes chart PNGs (default: a new temporary directory)"
-    )
+    digest = commands.add_parser("digest", parents=[locale_option], help=say("digest"))
+    digest.add_argument("--department", help=say("department"))
+    digest.add_argument("--period", help=say("digest_period"))
+    digest.add_argument("--dry-run", action="store_true", help=say("digest_dry_run"))
+    digest.add_argument("--output-dir", help=say("digest_output_dir"))
     digest.set_defaults(handler=cmd_digest)
 
-    commands.add_parser(
-        "scheduler",
-        parents=[locale_option],
-        help="post digests and reminders on schedule (the Procfile's clock)",
-    ).set_defaults(handler=cmd_scheduler)
-
-    commands.add_parser(
-        "serve", parents=[locale_option], help="serve Slack over HTTP on $PORT (gunicorn; GET /healthz)"
-    ).set_defaults(handler=cmd_serve)
-    commands.add_parser(
-        "socket", parents=[locale_option], help="serve Slack over Socket Mode (needs SLACK_APP_TOKEN)"
-    ).set_defaults(handler=cmd_socket)
-
-    alerts = commands.add_parser(
-        "alerts",
-        parents=[locale_option],
-        help="scan KPIs for alerts once and post them (as the hourly job does)",
+    commands.add_parser("scheduler", parents=[locale_option], help=say("scheduler")).set_defaults(
+        handler=cmd_scheduler
     )
-    alerts.add_argument("--department", help="one department's key (default: every department)")
-    alerts.add_argument(
-        "--dry-run", action="store_true", help="print what would be raised, updated or resolved; save nothing"
+    commands.add_parser("serve", parents=[locale_option], help=say("serve")).set_defaults(handler=cmd_serve)
+    commands.add_parser("socket", parents=[locale_option], help=say("socket")).set_defaults(
+        handler=cmd_socket
     )
+
+    alerts = commands.add_parser("alerts", parents=[locale_option], help=say("alerts"))
+    alerts.add_argument("--department", help=say("department"))
+    alerts.add_argument("--dry-run", action="store_true", help=say("alerts_dry_run"))
     alerts.set_defaults(handler=cmd_alerts)
 
-    source_commands.register(commands, locale_option, _database)
-    hubspot_commands.register(commands, locale_option, _database)
+    source_commands.register(commands, locale_option, _database, say)
+    hubspot_commands.register(commands, locale_option, _database, say)
     return parser
 
 
@@ -525,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KpibotError as exc:
         print(f"kpibot: {exc}", file=sys.stderr)
         return 1
-    args = build_parser(settings.locale).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = argv_locale(argv, settings.locale)  # --help and usage errors come before args.locale
+    with argparse_in(words):
+        args = build_parser(settings.locale, words).parse_args(argv)
     try:
         code = args.handler(args, settings)
         # A reader that went away (`kpibot export | head`) shows here rather than in the

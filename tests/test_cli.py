@@ -109,7 +109,7 @@ def test_import_speaks_japanese_by_default(db: Engine, capsys: pytest.CaptureFix
     code, out, _ = run(capsys, "import-plan", str(EXAMPLE))
     assert code == 0
     assert f"{EXAMPLE} を取り込みました: すでに最新で、変更はありません。" in out
-    assert "  kpi: 新規 0、更新 0、変更なし 16" in out.splitlines()
+    assert "  KPI: 新規 0、更新 0、変更なし 16" in out.splitlines()
 
 
 def test_locale_option_after_the_command(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:

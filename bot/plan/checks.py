@@ -176,7 +176,7 @@ def _formula_targets(plan: Plan, targets: Mapping[str, TargetValue], where: _Whe
                 {
                     "kpi": kpi.key,
                     "formula": kpi.formula,
-                    "inputs": ", ".join(f"{name} {_text(value)}" for name, value in sorted(inputs.items())),
+                    "inputs": tuple(f"{name} {_text(value)}" for name, value in sorted(inputs.items())),
                     "expected": _text(expected),
                     "target": _range_text(own),
                 },

@@ -171,7 +171,7 @@ _CSV_COLUMNS = {
 
 
 def _allowed(names: frozenset[str] | set[str]) -> dict[str, str]:
-    return {"allowed": ", ".join(sorted(names))}
+    return {"allowed": tuple(sorted(names))}
 
 
 def parse_csv(text: str, source: str) -> PlanDocument:
@@ -190,7 +190,7 @@ def parse_csv(text: str, source: str) -> PlanDocument:
     elif set(header) >= _TARGET_COLUMNS:
         kind = "targets"
     else:
-        document.problems.append(("row 1", "", "csv_header", {"columns": ", ".join(header)}))
+        document.problems.append(("row 1", "", "csv_header", {"columns": tuple(header)}))
         return document
     for name in header:
         if name not in _CSV_COLUMNS[kind]:

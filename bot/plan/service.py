@@ -102,9 +102,29 @@ class Problem:
     params: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, locale: str) -> str:
-        place = ", ".join(part for part in (self.where, self.field and f"`{self.field}`") if part)
-        text = render.message(f"plan.{self.code}", locale, **self.params)
-        return f"{place}: {text}" if place else text
+        """「81 行目、`unit`: …」 / "line 81, `unit`: …": the place and every list in the reader's
+        language (a problem is found before anyone knows who will read it)."""
+        place = [part for part in (place_text(self.where, locale), self.field and f"`{self.field}`") if part]
+        params = {
+            name: place_text(value, locale) if name == "first" else _listed(value, locale)
+            for name, value in self.params.items()
+        }
+        text = render.message(f"plan.{self.code}", locale, **params)
+        return f"{render.message('cli.listing', locale, items=place)}: {text}" if place else text
+
+
+_PLACE = re.compile(r"(line|row) (\d+)")
+
+
+def place_text(where: str, locale: str) -> str:
+    """A problem's place as stored ("line 82", "row 3") as the reader reads it: 「82 行目」."""
+    match = _PLACE.fullmatch(where)
+    return render.message(f"cli.where.{match[1]}", locale, number=match[2]) if match else where
+
+
+def _listed(value: Any, locale: str) -> Any:
+    """A tuple parameter (the allowed units, the CSV's columns) joined as the locale writes a list."""
+    return render.message("cli.listing", locale, items=value) if isinstance(value, tuple) else value
 
 
 class PlanInvalid(Exception):
@@ -333,7 +353,7 @@ class _Reader:
         try:
             return enum_type(value)
         except ValueError:
-            allowed = ", ".join(member.value for member in enum_type)
+            allowed = tuple(member.value for member in enum_type)
             self.problem(record, name, f"unknown_{enum_type.__name__.lower()}", value=text, allowed=allowed)
             return None
 
@@ -548,7 +568,7 @@ def _department(reader: _Reader, record: Record) -> DepartmentSpec | None:
     names = reader.names(record) if "name" in record.fields or "name_ja" in record.fields else (key, key)
     locale = reader.text(record, "locale") or "ja"
     if locale not in LOCALES:
-        reader.problem(record, "locale", "unknown_locale", value=locale, allowed=", ".join(LOCALES))
+        reader.problem(record, "locale", "unknown_locale", value=locale, allowed=tuple(LOCALES))
     timezone = reader.text(record, "timezone") or "Asia/Tokyo"
     try:
         ZoneInfo(timezone)

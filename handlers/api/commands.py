@@ -25,25 +25,27 @@ from bot.sources import service as sources
 
 
 def register(
-    commands: Any, locale_option: argparse.ArgumentParser, database: Callable[[Settings], Engine]
+    commands: Any,
+    locale_option: argparse.ArgumentParser,
+    database: Callable[[Settings], Engine],
+    say: Callable[[str], str],
 ) -> None:
-    source = commands.add_parser(
-        "source", parents=[locale_option], help="systems allowed to push actuals (POST /api/v1/actuals)"
-    )
+    """`say(key)`: the help text `cli.help.<key>` in the language of `--help`."""
+    source = commands.add_parser("source", parents=[locale_option], help=say("source"))
     actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", parents=[locale_option], help="create a source; prints its token once")
-    add.add_argument("name", help="a short name: lower-case letters, digits, . _ -")
-    add.add_argument("--kpis", default="", help="comma-separated KPI keys it may write")
-    add.add_argument("--departments", default="", help="comma-separated department keys it may write")
-    add.add_argument("--rate", type=int, default=sources.DEFAULT_RATE_PER_MINUTE, help="requests a minute")
-    add.add_argument("--burst", type=int, default=sources.DEFAULT_BURST, help="requests at once")
-    actions.add_parser("list", parents=[locale_option], help="list sources")
-    for name, text in (("revoke", "stop a source's token now"), ("rotate", "a new token; the old one stops")):
-        actions.add_parser(name, parents=[locale_option], help=text).add_argument("name")
-    test = actions.add_parser(
-        "test", parents=[locale_option], help="fetch a KPI's source: once and print the value or the error"
-    )
-    test.add_argument("name", help="the KPI's key")
+    add = actions.add_parser("add", parents=[locale_option], help=say("source_add"))
+    add.add_argument("name", help=say("source_name"))
+    add.add_argument("--kpis", default="", help=say("source_kpis"))
+    add.add_argument("--departments", default="", help=say("source_departments"))
+    add.add_argument("--rate", type=int, default=sources.DEFAULT_RATE_PER_MINUTE, help=say("source_rate"))
+    add.add_argument("--burst", type=int, default=sources.DEFAULT_BURST, help=say("source_burst"))
+    actions.add_parser("list", parents=[locale_option], help=say("source_list"))
+    for name in ("revoke", "rotate"):
+        actions.add_parser(name, parents=[locale_option], help=say(f"source_{name}")).add_argument(
+            "name", help=say("source_revoked_name")
+        )
+    test = actions.add_parser("test", parents=[locale_option], help=say("source_test"))
+    test.add_argument("name", help=say("source_test_kpi"))
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         engine = database(settings)
@@ -102,8 +104,8 @@ def _test(engine: Engine, key: str, locale: str) -> int:
 def _issued(key: str, locale: str, issued: sources.Issued) -> list[str]:
     return [
         render.message(key, locale, name=issued.source.name),
-        f"token: {issued.token}",
-        f"signing secret: {issued.signing_secret}",
+        render.message("cli.token", locale, token=issued.token),
+        render.message("cli.signing_secret", locale, secret=issued.signing_secret),
         render.message("sources.shown_once", locale),
     ]
 

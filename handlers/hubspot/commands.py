@@ -25,28 +25,18 @@ from handlers.api.commands import _issued
 
 
 def register(
-    commands: Any, locale_option: argparse.ArgumentParser, database: Callable[[Settings], Engine]
+    commands: Any,
+    locale_option: argparse.ArgumentParser,
+    database: Callable[[Settings], Engine],
+    say: Callable[[str], str],
 ) -> None:
-    parser = commands.add_parser(
-        "hubspot", parents=[locale_option], help="HubSpot webhooks counted on KPIs (POST /hooks/hubspot/NAME)"
-    )
+    """`say(key)`: the help text `cli.help.<key>` in the language of `--help`."""
+    parser = commands.add_parser("hubspot", parents=[locale_option], help=say("hubspot"))
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser(
-        "add", parents=[locale_option], help="create a HubSpot source, or replace its secret and rules"
-    )
-    add.add_argument("name", help="a short name: lower-case letters, digits, . _ -")
-    add.add_argument(
-        "--rule",
-        action="append",
-        default=[],
-        help="SUBSCRIPTION[:PROPERTY[=VALUE]]->KPI, e.g. "
-        "contact.propertyChange:lifecyclestage=marketingqualifiedlead->mqls (repeatable)",
-    )
-    add.add_argument(
-        "--client-secret-file",
-        required=True,
-        help="file holding the HubSpot app's client secret (- for stdin)",
-    )
+    add = actions.add_parser("add", parents=[locale_option], help=say("hubspot_add"))
+    add.add_argument("name", help=say("source_name"))
+    add.add_argument("--rule", action="append", default=[], help=say("hubspot_rule"))
+    add.add_argument("--client-secret-file", required=True, help=say("hubspot_secret"))
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         locale = args.locale

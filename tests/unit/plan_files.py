@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.plan.file import read_plan
-from bot.plan.service import Existing, KnownKpi, Problem, validate
+from bot.plan.service import Existing, KnownKpi, Problem, place_text, validate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SMALL = FIXTURES / "small-plan.yaml"
@@ -40,11 +40,11 @@ def found(problems: list[Problem]) -> list[tuple[str, str, str]]:
 
 
 def assert_describable(problems: list[Problem]) -> None:
-    """Each problem reads as a sentence in both languages, after its place."""
+    """Each problem reads as a sentence in both languages, after its place (「31 行目」 / "line 31")."""
     for problem in problems:
         for locale in ("ja", "en"):
             text = problem.describe(locale)
-            assert problem.where in text
+            assert text.startswith(place_text(problem.where, locale))
             assert "{{" not in text and "plan." not in text, text
 
 
