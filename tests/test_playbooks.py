@@ -9,6 +9,7 @@ The example plan's clock is Monday 2026-11-30 10:00 JST.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.database import transaction
-from bot.models import Alert, Countermeasure, CountermeasureStatus, Kpi, Source
+from bot.models import Alert, Countermeasure, CountermeasureStatus, Department, Kpi, Source
 from bot.plan.service import PlanInvalid, load_plan
 from bot.reports.actuals import record_actual
 from handlers.alerts.interactive import scan_and_post
@@ -62,6 +63,11 @@ def write(tmp_path: Path, text: str) -> Path:
 def alerted(slack: SlackHarness, tmp_path: Path) -> Alert:
     """Cost per lead with two playbooks, amber for October, its alert posted."""
     import_plan(slack.engine, write(tmp_path, PLAYBOOK_PLAN))
+    return october_alert(slack)
+
+
+def october_alert(slack: SlackHarness) -> Alert:
+    """Cost per lead amber for October (9,200 JPY against 8,000), its alert posted by the scan."""
     with transaction(slack.engine) as session:
         kpi = session.exec(select(Kpi).where(Kpi.key == "cost_per_lead")).one()
         record_actual(
@@ -135,9 +141,13 @@ def test_playbooks_are_read_from_the_plan(slack: SlackHarness, tmp_path: Path) -
         ('""', "playbook_no_text"),
         ("[{text: '  '}]", "playbook_no_text"),
         ("{text: 予算を移す, when: red}", "playbook_shape"),
+        # The text per language: an unknown language, an empty text.
+        ("{text: {ja: 予算を移す, fr: Déplacer le budget}}", "playbook_unknown_locale"),
+        ("{text: {ja: '', en: Move the budget}}", "playbook_no_text"),
+        ("{text: {}}", "playbook_no_text"),
     ],
 )
-def test_a_playbook_without_text_is_refused_with_its_line(
+def test_a_playbook_without_text_or_in_an_unknown_language_is_refused_with_its_line(
     slack: SlackHarness, tmp_path: Path, playbook: str, code: str
 ) -> None:
     text = PLAYBOOK_PLAN.split("    playbook:")[0] + f"    playbook: {playbook}\n"
@@ -146,6 +156,11 @@ def test_a_playbook_without_text_is_refused_with_its_line(
     [problem] = refused.value.problems
     assert (problem.where, problem.field, problem.code) == ("line 12", "playbook", code)
     assert problem.describe("ja") and problem.describe("en")
+    if code == "playbook_unknown_locale":
+        assert problem.describe("en") == (
+            "line 12, `playbook`: a playbook's text is given in an unknown language fr;"
+            " use ja, en (e.g. {ja: …, en: …})"
+        )
 
 
 # -- the alert offers them ---------------------------------------------------------------------------
@@ -277,3 +292,44 @@ def test_the_review_agenda_names_alerts_without_a_countermeasure(slack: SlackHar
 
         marketing = session.exec(select(Department).where(Department.key == "marketing")).one()
         assert [item.kpi.key for item in uncovered_alerts(session, marketing)] == []
+
+
+# -- in the department's language --------------------------------------------------------------------
+
+BILINGUAL_PLAN = PLAYBOOK_PLAN.replace(
+    "      - 入札単価を 2 割下げる\n", "      - text: {ja: 入札単価を 2 割下げる, en: Cut bids by 20 %}\n"
+)
+
+
+@pytest.mark.parametrize("locale", ["ja", "en"])
+def test_a_playbook_per_language_is_offered_and_adopted_in_the_departments_language(
+    slack: SlackHarness, tmp_path: Path, locale: str
+) -> None:
+    import_plan(slack.engine, write(tmp_path, BILINGUAL_PLAN))
+    with transaction(slack.engine) as session:
+        marketing = session.exec(select(Department).where(Department.key == "marketing")).one()
+        marketing.locale = locale
+        session.add(marketing)
+        kpi = session.exec(select(Kpi).where(Kpi.key == "cost_per_lead")).one()
+        assert kpi.playbooks[1]["text"] == {"ja": "入札単価を 2 割下げる", "en": "Cut bids by 20 %"}
+    alert = october_alert(slack)
+    shown, other = ("入札単価を 2 割下げる", "Cut bids by 20 %")[:: 1 if locale == "ja" else -1]
+    [root] = [
+        call
+        for call in slack.fake.calls("chat.postMessage")
+        if not call.failed and "thread_ts" not in call.args and call.args.get("channel") == "C0MARKETING"
+    ]
+    blocks = str(root.args["blocks"])
+    assert shown in blocks and other not in blocks
+    # A playbook written in one language shows it whatever the department's.
+    assert "低効率チャネルの出稿を止め、予算をウェビナーへ移す" in blocks
+
+    click(slack, ACTION_ADOPT_EDIT, f"{alert.id}:1", MARKETING_OWNER, alert)
+    view: Any = slack.fake.wait_for("views.open")[0].args["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert shown in [block.get("element", {}).get("initial_value") for block in view["blocks"]]
+
+    click(slack, ACTION_ADOPT, f"{alert.id}:1", MARKETING_OWNER, alert)
+    click(slack, ACTION_ADOPT, f"{alert.id}:1", "U0MKTHEAD", alert)
+    [cm] = countermeasures(slack)
+    assert cm.text == shown

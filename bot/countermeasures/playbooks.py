@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bot.config import LOCALES
 from bot.countermeasures.service import Draft, Target, log, may_log, target_of_alert, today_for
 from bot.idempotency import first_time
 from bot.models import Alert, AlertStatus, Countermeasure, Kpi
@@ -23,9 +24,13 @@ DEFAULT_DUE_DAYS = 14
 
 @dataclass(frozen=True)
 class Playbook:
-    text: str
+    texts: dict[str, str]  # by locale: the plan's `text`, one string or `{ja: …, en: …}`
     owner_user_id: str | None
     due_days: int
+
+    def text_for(self, locale: str) -> str:
+        """In the department's language, else the one language it was written in."""
+        return self.texts.get(locale) or next(iter(self.texts.values()))
 
     def owner_for(self, kpi: Kpi) -> str | None:
         return self.owner_user_id or kpi.owner_user_id
@@ -34,12 +39,18 @@ class Playbook:
         return today + dt.timedelta(days=self.due_days)
 
 
+def _texts(text: Any) -> dict[str, str]:
+    if isinstance(text, dict):
+        return {str(locale): str(value) for locale, value in text.items() if value}
+    return {locale: str(text) for locale in LOCALES} if text else {}
+
+
 def playbooks_of(kpi: Kpi) -> list[Playbook]:
     entries: list[dict[str, Any]] = list(kpi.playbooks or [])
     return [
-        Playbook(str(entry["text"]), entry.get("owner"), int(entry.get("due_days") or DEFAULT_DUE_DAYS))
+        Playbook(texts, entry.get("owner"), int(entry.get("due_days") or DEFAULT_DUE_DAYS))
         for entry in entries
-        if entry.get("text")
+        if (texts := _texts(entry.get("text")))
     ]
 
 
@@ -85,7 +96,7 @@ def adopt(
         target.kpi,
         target.department,
         target.alert,
-        playbook.text,
+        playbook.text_for(target.department.locale),
         playbook.owner_for(target.kpi) or user_id,
         playbook.due(today_for(target.department)),
     )
@@ -96,6 +107,8 @@ def adopt(
 def adopted_before(session: Session, alert_id: int, playbook: Playbook) -> Countermeasure | None:
     return session.exec(
         select(Countermeasure)
-        .where(Countermeasure.alert_id == alert_id, Countermeasure.text == playbook.text)
+        .where(
+            Countermeasure.alert_id == alert_id, col(Countermeasure.text).in_(set(playbook.texts.values()))
+        )
         .order_by(col(Countermeasure.id))
     ).first()

@@ -742,7 +742,7 @@ def _playbooks(reader: _Reader, record: Record) -> list[dict[str, Any]]:
             reader.problem(record, "playbook", "playbook_shape")
             continue
         before = len(reader.problems)
-        text = reader.text(item, "text", max_length=PLAYBOOK_TEXT_MAX)
+        text = _playbook_text(reader, item)
         if text is None:
             if len(reader.problems) == before:
                 reader.problem(record, "playbook", "playbook_no_text")
@@ -751,6 +751,32 @@ def _playbooks(reader: _Reader, record: Record) -> list[dict[str, Any]]:
         due_days = reader.whole(item, "due_days", 1, 365, default=PLAYBOOK_DUE_DAYS)
         found.append({"text": text, "owner": owner, "due_days": due_days})
     return found
+
+
+def _playbook_text(reader: _Reader, item: Record) -> str | dict[str, str] | None:
+    """A playbook's `text:` — one string for every language, or per language `{ja: …, en: …}`
+    (a language left out shows the other's). An unknown language or an empty text is a problem."""
+    raw = item.fields.get("text")
+    if not isinstance(raw, dict):
+        return reader.text(item, "text", max_length=PLAYBOOK_TEXT_MAX)
+    unknown = [str(locale) for locale in raw if locale not in LOCALES]
+    if unknown:
+        allowed = ", ".join(LOCALES)
+        reader.problem(item, "playbook", "playbook_unknown_locale", value=", ".join(unknown), allowed=allowed)
+        return None
+    texts = {}
+    by_locale = Record(item.at("text"), raw)
+    for locale in LOCALES:
+        if locale not in raw:
+            continue
+        before = len(reader.problems)
+        text = reader.text(by_locale, locale, max_length=PLAYBOOK_TEXT_MAX)
+        if text is None:
+            if len(reader.problems) == before:
+                reader.problem(item, "playbook", "playbook_no_text")
+            return None
+        texts[locale] = text
+    return texts or None
 
 
 def _thresholds(

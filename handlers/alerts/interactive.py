@@ -188,7 +188,7 @@ def register(app: App, deps: Deps) -> None:
             find=lambda session: session.get(Alert, chosen[0]),
             missing="countermeasure.alert_gone",
             answer=lambda text, _thread_ts: tell(client, body, text),
-            prefill=book.text,
+            prefill=book.text_for(target.department.locale),
             owner=book.owner_for(target.kpi),
             due=book.due(today_for(target.department)),
         )

@@ -97,7 +97,7 @@ def _playbooks(view: AlertView, locale: str) -> list[Block]:
                 render.message(
                     "alert.playbook.line",
                     locale,
-                    text=render.mrkdwn_text(book.text),
+                    text=render.mrkdwn_text(book.text_for(locale)),
                     owner=book.owner_for(view.kpi),
                     days=book.due_days,
                 )
