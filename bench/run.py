@@ -973,6 +973,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--departments", type=int, help="departments of the main plan (digest, ack)")
     parser.add_argument("--weeks", type=int, help="weeks of history of the main plan")
+    parser.add_argument("--fanout", type=int, help="digests posted by the scheduler runs (fan-out, memory)")
     parser.add_argument("--growth", help="comma-separated division sizes of the growth rows (20,200,2000)")
     parser.add_argument("--growth-backends", help="comma-separated: postgresql, sqlite")
     args = parser.parse_args(argv)
@@ -989,6 +990,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(
             config, departments=args.departments or config.departments, weeks=args.weeks or config.weeks
         )
+    if args.fanout:
+        config = dataclasses.replace(config, fanout_departments=args.fanout)
     postgres = sa.make_url(
         args.postgres
         or os.environ.get("KPIBOT_BENCH_POSTGRES_URL")

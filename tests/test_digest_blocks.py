@@ -133,6 +133,48 @@ def test_the_scorecard_is_one_table_row_per_kpi_with_the_templates_formats(plan:
     )  # not reported: shown as such, not as 0
 
 
+@pytest.mark.parametrize("locale", ["ja", "en"])
+def test_the_division_summary_is_one_table_row_per_department_with_todays_lines_as_fallback(
+    plan: Engine, locale: str
+) -> None:
+    messages = build(
+        plan, department(plan, "division"), DAY, slack_messages, with_chart=False, locale=locale
+    ).messages
+    root = messages[0]
+    assert isinstance(root, WithFallback)
+    [block] = blocks_of(messages, "table")
+    assert block in root.blocks
+    Block.parse(block).validate_json()  # type: ignore[union-attr]
+    check_message(root.blocks)
+    header, *rows = cell_texts(block)
+    columns = ("department", "achievement", "status", "kpis", "slipping", "overdue")
+    assert header == [render.message(f"digest.division_table.{column}", locale) for column in columns]
+    filters = render._environment().filters
+    by_name = {row[0]: row for row in rows}
+    with transaction(plan) as session:
+        departments = session.exec(select(Department).where(col(Department.is_division).is_(False))).all()
+    assert sorted(by_name) == sorted(d.name(locale) for d in departments)
+    sales = by_name[department(plan, "sales").name(locale)]
+    # 達成率 60/84, 60/100, 80 (12 against 15–20 %), 20/40; average deal size not reported: 65 on average.
+    assert sales[1] == filters["percent"](Decimal(65))
+    assert sales[2] == f"🔴 {render.message('status.red', locale)}"
+    assert sales[3] == "🟢 0 🟡 2 🔴 2 ⚪ 1"
+    pipeline, new_approaches = (
+        next(r.kpi.name(locale) for r in sales_scorecard(plan).rows if r.kpi.key == key)
+        for key in ("pipeline_deals", "new_approaches")
+    )
+    # The worst first: pipeline deals at 50 %, new approaches at 60 %, then revenue.
+    assert sales[4].startswith(f"{pipeline} {filters['percent'](Decimal(50))}")
+    assert new_approaches in sales[4]
+    assert sales[5] == "—"  # no overdue countermeasure
+    marketing = by_name[department(plan, "marketing").name(locale)]
+    assert marketing[1] == "—" and marketing[2] == f"⚪ {render.message('status.no_data', locale)}"
+    # The fallback is today's sections, one line per department, and carries no new block.
+    assert not any(block["type"] in NEW_BLOCK_TYPES for part in root.fallback for block in part.blocks)
+    fallback_text = section_texts(root.fallback[0].blocks)
+    assert f"*{department(plan, 'sales').name(locale)}* 🟢 0 🟡 2 🔴 2 ⚪ 1" in fallback_text
+
+
 def test_the_message_text_keeps_todays_rendering_and_the_fallback_has_no_new_blocks(plan: Engine) -> None:
     messages = sales_digest(plan)
     root = messages[0]

@@ -105,6 +105,19 @@ class Digest:
     def count(self, status: Status | str) -> int:
         return sum(1 for row in self.rows if row.score.status == status)
 
+    @property
+    def status(self) -> Status:
+        """The department's status in the division summary: its worst KPI's."""
+        return worst([row.score.status for row in self.rows])
+
+    @property
+    def achievement_pct(self) -> Decimal | None:
+        """The department's average 達成率: the mean of its KPIs' (each direction-aware, as scored);
+        None when no KPI has both an actual and a target. The status beside it is the worst KPI's,
+        so one KPI far over target never hides one far under."""
+        known = [row.score.achievement_pct for row in self.rows if row.score.achievement_pct is not None]
+        return sum(known, Decimal(0)) / len(known) if known else None
+
 
 @dataclass
 class DivisionSummary:

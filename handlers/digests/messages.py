@@ -11,6 +11,7 @@ posted instead, in the same ledger claim, by a workspace that refuses the new bl
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
@@ -229,35 +230,114 @@ def _series_names(names: list[str]) -> list[str]:
 
 
 def division_messages(summary: DivisionSummary, locale: str) -> list[Message]:
-    blocks: list[Block] = [
+    """The division head's summary: one line per department, as a table where Slack allows it (with
+    today's sections as its fallback, as a digest's scorecard), then the funnel's hand-offs."""
+    head: list[Block] = [
         _header(render.template("digest/division_header.txt", locale, day=summary.day)),
     ]
     if summary.goal is not None:
-        blocks += sections(render.template("digest/goal.md", locale, goal=summary.goal))
-    blocks.append(DividerBlock())
-    lines = []
-    for digest in summary.digests:
-        slipping = sorted(
-            (row for row in digest.rows if row.score.status in (Status.RED, Status.AMBER)),
-            key=lambda row: row.score.achievement_pct or 0,
-        )[:3]
-        overdue = sum(
-            1
-            for item in digest.countermeasures
-            if item.countermeasure.due_date is not None
-            and item.countermeasure.due_date < summary.day
-            and item.countermeasure.status in (CountermeasureStatus.PLANNED, CountermeasureStatus.DOING)
+        head += sections(render.template("digest/goal.md", locale, goal=summary.goal))
+    head.append(DividerBlock())
+    slipping = {digest.department.id: _slipping(digest) for digest in summary.digests}
+    overdue = {digest.department.id: _overdue(digest, summary.day) for digest in summary.digests}
+    lines = [
+        render.template(
+            "digest/division_row.md",
+            locale,
+            digest=digest,
+            slipping=slipping[digest.department.id],
+            overdue=overdue[digest.department.id],
         )
-        lines.append(
-            render.template(
-                "digest/division_row.md", locale, digest=digest, slipping=slipping, overdue=overdue
-            )
-        )
-    blocks += sections("\n".join(lines) or "—")
+        for digest in summary.digests
+    ]
+    card = sections("\n".join(lines) or "—")
+    tail: list[Block] = []
     if summary.funnel is not None:  # the hand-offs between departments
-        blocks += sections(render.template("digest/funnel.md", locale, funnel=summary.funnel))
+        tail += sections(render.template("digest/funnel.md", locale, funnel=summary.funnel))
     fallback = render.message("digest.division_fallback", locale, departments=len(summary.digests))
-    return split_messages(blocks, fallback, locale)
+    plain = split_messages([*head, *card, *tail], fallback, locale)
+    rich_card = _division_table(summary, slipping, overdue, locale)
+    if rich_card is None:
+        return plain
+    rich = split_messages([*head, *rich_card, *tail], fallback, locale)
+    if any(uses_new_blocks(message.blocks) for message in rich[1:]):
+        return plain  # a reply cannot fall back on its own (as digest_messages)
+    root = rich[0]
+    check_message(root.blocks)
+    in_root = len(root.blocks) - len(head) - len(rich_card)
+    return [
+        WithFallback(
+            fallback,  # the notification: the division's rows are read in the message
+            root.blocks,
+            fallback=split_messages([*head, *card, *tail[:in_root]], fallback, locale),
+        ),
+        *rich[1:],
+    ]
+
+
+_DIVISION_COLUMNS = ("department", "achievement", "status", "kpis", "slipping", "overdue")
+_DIVISION_ALIGN = ("left", "right", "left", "left", "left", "right")
+
+
+def _division_table(
+    summary: DivisionSummary,
+    slipping: dict[int | None, list[ScoreRow]],
+    overdue: dict[int | None, int],
+    locale: str,
+) -> list[Block] | None:
+    """The departments as one table (average 達成率, worst status, KPIs by status, the KPIs that slip
+    most, overdue countermeasures), or None where a table does not fit (as _rich_scorecard)."""
+    digests = summary.digests
+    if not digests or len(digests) + 1 > TABLE_MAX_ROWS:
+        return None
+    header = [render.message(f"digest.division_table.{column}", locale) for column in _DIVISION_COLUMNS]
+    emoji, percent = _filter("status_emoji"), _filter("percent")
+    cells = []
+    for digest in digests:
+        counts = " ".join(
+            f"{emoji(status)} {digest.count(status)}"
+            for status in (Status.GREEN, Status.AMBER, Status.RED, Status.NO_DATA)
+            if status is not Status.NO_DATA or digest.count(status)
+        )
+        worst_rows = slipping[digest.department.id]
+        late = overdue[digest.department.id]
+        cells.append(
+            [
+                digest.department.name(locale),
+                percent(digest.achievement_pct) if digest.achievement_pct is not None else "—",
+                f"{emoji(digest.status)} {render.message(f'status.{digest.status}', locale)}",
+                counts,
+                render.message(
+                    "digest.division_table.slipping_cell",
+                    locale,
+                    items=[
+                        f"{row.kpi.name(locale)} {percent(row.score.achievement_pct)}" for row in worst_rows
+                    ],
+                ),
+                str(late) if late else "",
+            ]
+        )
+    if sum(len(cell) for row in [header, *cells] for cell in row) > TABLE_TEXT_BUDGET:
+        return None
+    return [table(header, cells, _DIVISION_ALIGN)]
+
+
+def _slipping(digest: Digest) -> list[ScoreRow]:
+    """The department's three KPIs furthest under target (red or amber), worst first."""
+    return sorted(
+        (row for row in digest.rows if row.score.status in (Status.RED, Status.AMBER)),
+        key=lambda row: row.score.achievement_pct or 0,
+    )[:3]
+
+
+def _overdue(digest: Digest, day: dt.date) -> int:
+    return sum(
+        1
+        for item in digest.countermeasures
+        if item.countermeasure.due_date is not None
+        and item.countermeasure.due_date < day
+        and item.countermeasure.status in (CountermeasureStatus.PLANNED, CountermeasureStatus.DOING)
+    )
 
 
 def _header(text: str) -> HeaderBlock:
