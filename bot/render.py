@@ -78,6 +78,18 @@ def localized(value: Decimal | None, unit: str, locale: str = "en", *, exact: bo
     return formats.quantity(value, unit, locale, exact=exact)
 
 
+def localized_target(
+    target: TargetValue | None, unit: str, locale: str = "en", *, exact: bool = False
+) -> str:
+    """A target by the locale rules: 「8,000円」, a range with its unit once 「15〜20%」 / "15–20%"."""
+    if target is None:
+        return message("status.no_target", locale)
+    high = localized(target.high, unit, locale, exact=exact)
+    if not target.is_range:
+        return high
+    return formats.span(localized(target.low, unit, locale, exact=exact), high, locale)
+
+
 def attainment(pct: Decimal | None, direction: object, locale: str = "en") -> str:
     """The one phrase for how an actual stands against its target: 「達成率 61%」 / "61% of target";
     for a lower-is-better KPI against its ceiling, 「上限を26%超過」 / "26% over its ceiling"."""
@@ -161,7 +173,9 @@ def _environment() -> jinja2.Environment:
     env.filters["mrkdwn"] = mrkdwn_text
     env.filters["localized"] = localized
     env.filters["exact"] = lambda value, unit, locale="en": localized(value, unit, locale, exact=True)
+    env.filters["localized_target"] = localized_target
     env.filters["attainment"] = attainment
+    env.filters["pct"] = formats.percent
     env.filters["period_label"] = period_label
     env.filters["day_label"] = day_label
     env.filters["quarter_label"] = formats.quarter_label

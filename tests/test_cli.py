@@ -19,6 +19,7 @@ from sqlmodel import SQLModel
 
 from bot.clock import set_clock
 from bot.config import load_settings
+from bot.formats import period_label
 from handlers.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,8 +257,8 @@ class Calendar:
 
 STORY = {
     "ja": {
-        "reviewing": "対象期間: {month} / {week}",
-        "reviewing_monthly": "対象期間: {month}\n",
+        "reviewing": "対象期間: {month_label} / {week_label}",
+        "reviewing_monthly": "対象期間: {month_label}\n",
         "fiscal_year": "({fiscal_year}年度)",
         "sqls": "🔴 *SQL 数* ・ {month} ・ インサイドセールス部",
         "root": "✅ *MQL 数* ・ {shortfall} ・ マーケティング部",
@@ -267,8 +268,8 @@ STORY = {
         "effect": r"{shortfall} (\d+)\(64 %\) → {month} \*(\d+)\*\(目標 (\d+) に対し 93 %\) 🟢 順調",
     },
     "en": {
-        "reviewing": "reviewing {month} / {week}",
-        "reviewing_monthly": "reviewing {month}\n",
+        "reviewing": "reviewing {month_label} / {week_label}",
+        "reviewing_monthly": "reviewing {month_label}\n",
         "fiscal_year": "(FY{fiscal_year})",
         "sqls": "🔴 *SQLs* · {month} · Inside Sales",
         "root": "✅ *MQLs* · {shortfall} · Marketing",
@@ -286,6 +287,9 @@ def _assert_story(out: str, locale: str, day: dt.date) -> None:
     thread, last month's figure with its measured effect, and the alert resolved."""
     cal = Calendar(day)
     periods = {
+        # The digests name periods as people read them: 「2026年11月」「第48週(11/23〜11/29)」.
+        "month_label": period_label(cal.month, locale),
+        "week_label": period_label(cal.week, locale),
         "month": cal.month,
         "week": cal.week,
         "shortfall": cal.shortfall,
@@ -446,7 +450,8 @@ def test_demo_at_pinned_dates(
         assert out.count("No Revenue reported yet this fiscal year.") == 5
     else:
         assert out.count("Revenue so far: *¥") == 5
-    assert re.search(rf"\*Revenue\* ¥[\d,]+ / ¥84,000,000 \(\d+ %\) \S+ `[^`]+` _{month}_", out)
+    month_label = re.escape(period_label(month, "en"))
+    assert re.search(rf"\*Revenue\* ¥[\d.]+M / ¥84M \(\d+% of target\) \S+ `[^`]+` _{month_label}_", out)
     assert demo_database_counts(demo.folder)["actual"] == demo_actuals(date)
 
 

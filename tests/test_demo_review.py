@@ -79,7 +79,7 @@ def test_the_demo_shows_the_funnel_a_streak_a_playbook_adopted_and_an_effect_wit
     division, _, slack = out.partition("Alerts, threads and countermeasures")
 
     # The division digest: the funnel's stages and the hand-off that leaks most.
-    assert "*Funnel* · 2026-11" in division
+    assert "*Funnel* · Nov 2026" in division
     assert "*Deals opened* (Sales)" in division and "*Upsells* (Customer Success)" in division
     assert "leaks most: Sales → Sales" in division
     # Its own alert in the division channel, naming the head.

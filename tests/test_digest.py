@@ -385,14 +385,14 @@ def test_only_open_countermeasures_of_the_department_in_due_order(plan: Engine) 
 
     en = digest_messages(digest, "en")
     assert section_after(en, "*Open countermeasures*") == [
-        "• Partner webinar — New approaches · <@U0SALES2> · due 2026-11-20 ⚠️ *overdue* · planned",
-        "• Call 30 dormant accounts — New approaches · <@U0SALES1> · due 2026-12-15 · doing",
+        "• Partner webinar — New approaches · <@U0SALES2> · due Fri, Nov 20 ⚠️ *overdue* · planned",
+        "• Call 30 dormant accounts — New approaches · <@U0SALES1> · due Tue, Dec 15 · doing",
         "• Review lost deals weekly — Close rate · no owner · no due date · planned",
     ]
     ja = digest_messages(digest, "ja")
     assert section_after(ja, "*進行中の対策*") == [
-        "• Partner webinar — 新規アプローチ数 ・ <@U0SALES2> ・ 期限 2026-11-20 ⚠️ *期限超過* ・ 予定",
-        "• Call 30 dormant accounts — 新規アプローチ数 ・ <@U0SALES1> ・ 期限 2026-12-15 ・ 実行中",
+        "• Partner webinar — 新規アプローチ数 ・ <@U0SALES2> ・ 期限 11月20日(金) ⚠️ *期限超過* ・ 予定",
+        "• Call 30 dormant accounts — 新規アプローチ数 ・ <@U0SALES1> ・ 期限 12月15日(火) ・ 実行中",
         "• Review lost deals weekly — 成約率 ・ 担当者なし ・ 期限なし ・ 予定",
     ]
     assert "Trade show" not in as_text(en) and "Cold mailing" not in as_text(en)
@@ -411,29 +411,34 @@ def test_sales_digest_in_english(plan: Engine) -> None:
     assert message.text.split("\n")[0] == "Weekly KPI digest for Sales: 🟢 2 · 🟡 1 · 🔴 1"
     assert message.blocks[0] == {
         "type": "header",
-        "text": {"type": "plain_text", "text": "📊 Sales — weekly KPI digest, Nov 30, 2026", "emoji": True},
+        "text": {
+            "type": "plain_text",
+            "text": "📊 Sales — weekly KPI digest, Mon, Nov 30, 2026",
+            "emoji": True,
+        },
     }
     assert texts(message)[1] == (
-        "🟢 2 on track · 🟡 1 at risk · 🔴 1 off track · ⚪ 1 not reported · reviewing 2026-10 / 2026-W48"
+        "🟢 2 on track · 🟡 1 at risk · 🔴 1 off track · ⚪ 1 not reported · "
+        "reviewing Oct 2026 / week 48 (Nov 23–29)"
     )
     assert lines(messages)[2:4] == [
         "*🎯 Annual revenue ¥1bn* (FY2026)",
-        "Revenue so far: *¥600,000,000* of ¥1,000,000,000 (60 %). "
-        "The plan expects ¥586,301,370 by now: ✅ 102 % of plan.",
+        "Revenue so far: *¥600M* of ¥1bn (60% of target). "
+        "The plan expects ¥586.3M by now: ✅ 102% of plan.",
     ]
     assert section_after(messages, "*Result KPIs*") == [
-        "🟢 *Revenue* ¥100,000,000 / ¥84,000,000 (119 %) ↗ `▁▁▄▄▄█` _2026-10_",
-        "🟡 *Close rate* 12 % / 15–20 % (80 %) ↘ `···█▅▁` _2026-10_",
-        "⚪ *Average deal size* — / ¥3,000,000 (—)  `·` _2026-10_",
+        "🟢 *Revenue* ¥100M / ¥84M (119% of target) ↗ `▁▁▄▄▄█` _Oct 2026_",
+        "🟡 *Close rate* 12% / 15–20% (80% of target) ↘ `···█▅▁` _Oct 2026_",
+        "⚪ *Average deal size* — / ¥3M (—)  `·` _Oct 2026_",
     ]
     assert section_after(messages, "*Process KPIs*") == [
-        "🔴 *New approaches* 65 / 100 (65 %)  `·····▁` _2026-10_",
-        "🟢 *Deals in pipeline* 40 / 40 (100 %) → `····▁▁` _2026-W48_",
+        "🔴 *New approaches* 65 / 100 (65% of target)  `·····▁` _Oct 2026_",
+        "🟢 *Deals in pipeline* 40 / 40 (100% of target) → `····▁▁` _week 48 (Nov 23–29)_",
         ":chart_with_upwards_trend: Every KPI's trend as a PNG chart: `/kpi chart sales`",
     ]
     assert section_after(messages, "*Success factors (KFS)*") == [
-        "🔴 New customer acquisition — slipping: New approaches 65 %",
-        "🟡 Better deal conversion — slipping: Close rate 80 %",
+        "🔴 New customer acquisition — slipping: New approaches 65% of target",
+        "🟡 Better deal conversion — slipping: Close rate 80% of target",
         "🟢 Pipeline building",
         "⚪ Higher unit price",
     ]
@@ -449,27 +454,28 @@ def test_sales_digest_in_japanese(plan: Engine) -> None:
     assert_block_kit_limits(messages)
     assert messages[0].text.split("\n")[0] == "営業部 の週次 KPI ダイジェスト: 🟢 2 ・ 🟡 1 ・ 🔴 1"
     assert texts(messages[0])[:2] == [
-        "📊 営業部 週次 KPI ダイジェスト(2026年11月30日)",
-        "🟢 順調 2 ・ 🟡 注意 1 ・ 🔴 未達 1 ・ ⚪ 未報告 1 ・ 対象期間: 2026-10 / 2026-W48",
+        "📊 営業部 週次 KPI ダイジェスト ・ 2026年11月30日(月)",
+        "🟢 順調 2 ・ 🟡 要注意 1 ・ 🔴 要対策 1 ・ ⚪ 未報告 1 ・ "
+        "対象期間: 2026年10月 / 第48週(11/23〜11/29)",
     ]
     assert lines(messages)[2:4] == [
         "*🎯 年間売上 10 億円*(2026年度)",
-        "売上の累計: *¥600,000,000* / 目標 ¥1,000,000,000(達成率 60 %)。"
-        "計画上の現時点の見込み ¥586,301,370 に対し ✅ 102 %。",
+        "売上の累計: *6億円* / 目標 10億円(達成率 60%)。"
+        "現時点の計画値 5億8,630万円 に対し ✅ 計画比 102%。",
     ]
     assert section_after(messages, "*結果指標*") == [
-        "🟢 *売上* ¥100,000,000 / ¥84,000,000(119 %) ↗ `▁▁▄▄▄█` _2026-10_",
-        "🟡 *成約率* 12 % / 15–20 %(80 %) ↘ `···█▅▁` _2026-10_",
-        "⚪ *平均受注単価* — / ¥3,000,000(—)  `·` _2026-10_",
+        "🟢 *売上* 1億円 / 8,400万円(達成率 119%) ↗ `▁▁▄▄▄█` _2026年10月_",
+        "🟡 *成約率* 12% / 15〜20%(達成率 80%) ↘ `···█▅▁` _2026年10月_",
+        "⚪ *平均受注単価* — / 300万円(—)  `·` _2026年10月_",
     ]
     assert section_after(messages, "*プロセス指標*") == [
-        "🔴 *新規アプローチ数* 65 / 100(65 %)  `·····▁` _2026-10_",
-        "🟢 *パイプライン商談数* 40 / 40(100 %) → `····▁▁` _2026-W48_",
+        "🔴 *新規アプローチ数* 65件 / 100件(達成率 65%)  `·····▁` _2026年10月_",
+        "🟢 *パイプライン商談数* 40件 / 40件(達成率 100%) → `····▁▁` _第48週(11/23〜11/29)_",
         ":chart_with_upwards_trend: 全 KPI の推移グラフ(PNG)は `/kpi chart sales` で表示できます。",
     ]
     assert section_after(messages, "*重要成功要因(KFS)*") == [
-        "🔴 新規顧客の獲得 — 遅れ: 新規アプローチ数 65 %",
-        "🟡 商談成約率の向上 — 遅れ: 成約率 80 %",
+        "🔴 新規顧客の獲得 — 遅れ: 新規アプローチ数 達成率 65%",
+        "🟡 商談成約率の向上 — 遅れ: 成約率 達成率 80%",
         "🟢 パイプラインの構築",
         "⚪ 顧客単価の向上",
     ]
@@ -482,18 +488,18 @@ def test_goal_behind_plan_is_flagged_in_both_languages(plan: Engine) -> None:
     record(plan, {"revenue": {"2026-10": 40 * M}})  # YTD ¥540M against ¥586.3M expected: 92 %
     digest = digest_of(plan, "sales")
     assert (
-        "Revenue so far: *¥540,000,000* of ¥1,000,000,000 (54 %). "
-        "The plan expects ¥586,301,370 by now: ⚠️ *92 % of plan — behind*."
+        "Revenue so far: *¥540M* of ¥1bn (54% of target). "
+        "The plan expects ¥586.3M by now: ⚠️ *92% of plan — behind*."
         in lines(digest_messages(digest, "en"))
     )
     assert (
-        "売上の累計: *¥540,000,000* / 目標 ¥1,000,000,000(達成率 54 %)。"
-        "計画上の現時点の見込み ¥586,301,370 に対し ⚠️ *92 % — 計画より遅れ*。"
+        "売上の累計: *5億4,000万円* / 目標 10億円(達成率 54%)。"
+        "現時点の計画値 5億8,630万円 に対し ⚠️ *計画比 92% — 計画より遅れ*。"
         in lines(digest_messages(digest, "ja"))
     )
     # October fell from ¥90M to ¥40M: 48 % of its ¥84M target, red.
     assert line_of(digest_messages(digest, "en"), "Revenue").startswith(
-        "🔴 *Revenue* ¥40,000,000 / ¥84,000,000 (48 %) ↘"
+        "🔴 *Revenue* ¥40M / ¥84M (48% of target) ↘"
     )
 
 
@@ -501,12 +507,19 @@ def test_marketing_digest_values_and_units(plan: Engine) -> None:
     digest = digest_of(plan, "marketing")
     en, ja = digest_messages(digest, "en"), digest_messages(digest, "ja")
 
-    assert line_of(en, "Cost per lead") == "🟡 *Cost per lead* ¥10,000 / ¥8,000 (80 %)  `·····▁` _2026-10_"
-    assert line_of(en, "SQL conversion") == "🟡 *SQL conversion* 25 % / 30 % (83 %) ↘ `····█▁` _2026-10_"
-    assert line_of(en, "MQLs") == "🟢 *MQLs* 200 / 200 (100 %) ↗ `····▁█` _2026-10_"
-    assert line_of(en, "Website visits") == "⚪ *Website visits* — / 5,000 (—)  `·` _2026-W48_"
-    assert line_of(ja, "リード獲得単価") == "🟡 *リード獲得単価* ¥10,000 / ¥8,000(80 %)  `·····▁` _2026-10_"
-    assert line_of(ja, "SQL 化率") == "🟡 *SQL 化率* 25 % / 30 %(83 %) ↘ `····█▁` _2026-10_"
+    # Lower is better: the cost is 25% over its ceiling, not "80% of target".
+    assert line_of(en, "Cost per lead") == (
+        "🟡 *Cost per lead* ¥10K / ¥8,000 (25% over its ceiling)  `·····▁` _Oct 2026_"
+    )
+    assert line_of(en, "SQL conversion") == (
+        "🟡 *SQL conversion* 25% / 30% (83% of target) ↘ `····█▁` _Oct 2026_"
+    )
+    assert line_of(en, "MQLs") == "🟢 *MQLs* 200 / 200 (100% of target) ↗ `····▁█` _Oct 2026_"
+    assert line_of(en, "Website visits") == "⚪ *Website visits* — / 5,000 (—)  `·` _week 48 (Nov 23–29)_"
+    assert line_of(ja, "リード獲得単価") == (
+        "🟡 *リード獲得単価* 1万円 / 8,000円(上限を25%超過)  `·····▁` _2026年10月_"
+    )
+    assert line_of(ja, "SQL 化率") == "🟡 *SQL 化率* 25% / 30%(達成率 83%) ↘ `····█▁` _2026年10月_"
     assert en[0].text.split("\n")[0] == "Weekly KPI digest for Marketing: 🟢 1 · 🟡 2 · 🔴 0"
 
 
@@ -521,9 +534,9 @@ def test_a_kpi_without_target_says_no_target_never_zero_percent(plan: Engine) ->
     en, ja = digest_messages(digest, "en"), digest_messages(digest, "ja")
     assert (
         line_of(en, "Average deal size")
-        == "⚪ *Average deal size* ¥2,500,000 · no target ↗ `····▁█` _2026-10_"
+        == "⚪ *Average deal size* ¥2.5M · no target ↗ `····▁█` _Oct 2026_"
     )
-    assert line_of(ja, "平均受注単価") == "⚪ *平均受注単価* ¥2,500,000 ・ 目標なし ↗ `····▁█` _2026-10_"
+    assert line_of(ja, "平均受注単価") == "⚪ *平均受注単価* 250万円 ・ 目標なし ↗ `····▁█` _2026年10月_"
     for messages, name in ((en, "Average deal size"), (ja, "平均受注単価")):
         assert "%" not in line_of(messages, name)
         assert not any(name in line and "%" in line for line in lines(messages))  # nor among the slipping
@@ -543,13 +556,13 @@ def test_a_department_with_no_actuals_lists_every_owner_as_not_reported(example_
     assert_block_kit_limits(en)
     assert (
         texts(en[0])[1]
-        == "🟢 0 on track · 🟡 0 at risk · 🔴 0 off track · ⚪ 5 not reported · reviewing 2026-10"
+        == "🟢 0 on track · 🟡 0 at risk · 🔴 0 off track · ⚪ 5 not reported · reviewing Oct 2026"
     )
     assert lines(en)[2:4] == [
         "*🎯 Annual revenue ¥1bn* (FY2026)",
-        "Target ¥1,000,000,000. No Revenue reported yet this fiscal year.",
+        "Target ¥1bn. No Revenue reported yet this fiscal year.",
     ]
-    assert line_of(en, "Cross-sell rate") == "⚪ *Cross-sell rate* — / 20–30 % (—)  `·` _2026-10_"
+    assert line_of(en, "Cross-sell rate") == "⚪ *Cross-sell rate* — / 20–30% (—)  `·` _Oct 2026_"
     assert section_after(en, "*Not reported yet*") == [
         "• <@U0CS1>: NPS, Retention rate, Churn rate — `/kpi report` to fill in",
         "• <@U0CS2>: Upsell rate, Cross-sell rate — `/kpi report` to fill in",
@@ -560,8 +573,8 @@ def test_a_department_with_no_actuals_lists_every_owner_as_not_reported(example_
         "• <@U0CS1>: NPS、継続率、解約率 — `/kpi report` で報告してください",
         "• <@U0CS2>: アップセル率、クロスセル率 — `/kpi report` で報告してください",
     ]
-    assert "目標 ¥1,000,000,000。今年度の売上はまだ報告がありません。" in lines(ja)
-    assert not any("%)" in line and "0 %" in line for line in lines(en) + lines(ja))
+    assert "目標 10億円。今年度の売上はまだ報告がありません。" in lines(ja)
+    assert not any(zero in line for zero in (" 0%", "(0%") for line in lines(en) + lines(ja))
 
 
 # -- the division head's summary -----------------------------------------------------------------------
@@ -583,27 +596,29 @@ def test_division_summary_one_line_per_department(plan: Engine) -> None:
     assert_block_kit_limits(en)
     assert en[0].text == "Division KPI summary: 4 departments"
     assert lines(en) == [
-        "📊 Division KPI summary, Nov 30, 2026",
+        "📊 Division KPI summary, Mon, Nov 30, 2026",
         "*🎯 Annual revenue ¥1bn* (FY2026)",
-        "Revenue so far: *¥600,000,000* of ¥1,000,000,000 (60 %). "
-        "The plan expects ¥586,301,370 by now: ✅ 102 % of plan.",
+        "Revenue so far: *¥600M* of ¥1bn (60% of target). "
+        "The plan expects ¥586.3M by now: ✅ 102% of plan.",
         # Marketing's overdue countermeasure is on cost per lead; Sales' on new approaches.
-        "*Marketing* 🟢 1 🟡 2 🔴 0 ⚪ 1 — 🟡 Cost per lead 80 %, 🟡 SQL conversion 83 %"
+        "*Marketing* 🟢 1 🟡 2 🔴 0 ⚪ 1 — 🟡 Cost per lead 25% over its ceiling,"
+        " 🟡 SQL conversion 83% of target"
         " · ⚠️ 1 overdue countermeasure",
-        "*Inside Sales* 🟢 0 🟡 1 🔴 0 ⚪ 1 — 🟡 SQLs 83 %",
-        "*Sales* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 New approaches 65 %, 🟡 Close rate 80 %"
+        "*Inside Sales* 🟢 0 🟡 1 🔴 0 ⚪ 1 — 🟡 SQLs 83% of target",
+        "*Sales* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 New approaches 65% of target, 🟡 Close rate 80% of target"
         " · ⚠️ 1 overdue countermeasure",
         "*Customer Success* 🟢 0 🟡 0 🔴 0 ⚪ 5",
     ]
     ja = division_messages(summary, "ja")
     assert_block_kit_limits(ja)
     assert ja[0].text == "事業部 KPI サマリー: 4 部署"
-    assert lines(ja)[0] == "📊 事業部 KPI サマリー(2026年11月30日)"
+    assert lines(ja)[0] == "📊 事業部 KPI サマリー ・ 2026年11月30日(月)"
     assert lines(ja)[3:] == [
-        "*マーケティング部* 🟢 1 🟡 2 🔴 0 ⚪ 1 — 🟡 リード獲得単価 80 %、🟡 SQL 化率 83 %"
-        " ・ ⚠️ 期限超過の対策 1 件",
-        "*インサイドセールス部* 🟢 0 🟡 1 🔴 0 ⚪ 1 — 🟡 SQL 数 83 %",
-        "*営業部* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 新規アプローチ数 65 %、🟡 成約率 80 % ・ ⚠️ 期限超過の対策 1 件",
+        "*マーケティング部* 🟢 1 🟡 2 🔴 0 ⚪ 1 — 🟡 リード獲得単価 上限を25%超過、🟡 SQL 化率 達成率 83%"
+        " ・ ⚠️ 期限超過の対策 1件",
+        "*インサイドセールス部* 🟢 0 🟡 1 🔴 0 ⚪ 1 — 🟡 SQL 数 達成率 83%",
+        "*営業部* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 新規アプローチ数 達成率 65%、🟡 成約率 達成率 80%"
+        " ・ ⚠️ 期限超過の対策 1件",
         "*カスタマーサクセス部* 🟢 0 🟡 0 🔴 0 ⚪ 5",
     ]
 
@@ -612,8 +627,10 @@ def test_build_of_the_division_is_the_summary_without_a_chart(plan: Engine) -> N
     built = build(plan, department(plan, "division"), DAY, slack_messages)
     assert built.chart is None
     assert built.locale == "ja"
-    assert lines(built.messages)[0] == "📊 事業部 KPI サマリー(2026年11月30日)"
-    assert "*営業部* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 新規アプローチ数 65 %、🟡 成約率 80 %" in lines(built.messages)
+    assert lines(built.messages)[0] == "📊 事業部 KPI サマリー ・ 2026年11月30日(月)"
+    assert "*営業部* 🟢 2 🟡 1 🔴 1 ⚪ 1 — 🔴 新規アプローチ数 達成率 65%、🟡 成約率 達成率 80%" in lines(
+        built.messages
+    )
 
 
 # -- Block Kit limits: a long scorecard continues in the thread ------------------------------------------
@@ -698,7 +715,7 @@ def test_a_long_scorecard_is_split_into_thread_replies_and_nothing_is_lost(big: 
     text = "\n".join(all_lines)
     for i, name in enumerate(names):
         assert text.count(name) == 2, name
-        slipping_entry = f"{name} 50 %"
+        slipping_entry = f"{name} 達成率 50%" if locale == "ja" else f"{name} 50% of target"
         assert (slipping_entry in text) == (i % 2 == 0)
 
 
@@ -724,7 +741,7 @@ def test_the_chart_carries_the_departments_kpis_and_values(plan: Engine) -> None
     assert built.chart is not None and built.locale == "ja"
     data = chart_data(built.chart)
 
-    assert data["title"] == "営業部: 実績と目標の推移(2026-11-30)"
+    assert data["title"] == "営業部: 実績と目標の推移 ・ 2026年11月30日(月)"
     assert data["no_data"] is False and data["omitted"] == 0
     series = {item["name"]: item for item in data["series"]}
     assert sorted(series) == sorted(
@@ -776,7 +793,7 @@ def test_the_chart_follows_the_locale_asked_for(plan: Engine) -> None:
         "New approaches",
         "Deals in pipeline",
     }
-    assert texts(built.messages[0])[0] == "📊 Sales — weekly KPI digest, Nov 30, 2026"
+    assert texts(built.messages[0])[0] == "📊 Sales — weekly KPI digest, Mon, Nov 30, 2026"
 
 
 # -- a department without a channel ---------------------------------------------------------------------
@@ -791,7 +808,7 @@ def test_a_department_without_a_channel_builds_but_is_not_posted(plan: Engine) -
 
     built = build(plan, sales, DAY, slack_messages)  # the dry run still shows it
     assert built.chart is not None
-    assert "🟡 *成約率* 12 % / 15–20 %(80 %) ↘ `···█▅▁` _2026-10_" in as_text(built.messages)
+    assert "🟡 *成約率* 12% / 15〜20%(達成率 80%) ↘ `···█▅▁` _2026年10月_" in as_text(built.messages)
 
     with FakeSlack() as fake:
         client = WebClient(token="xoxb-test", base_url=fake.url)

@@ -121,15 +121,22 @@ def test_the_scorecard_is_one_table_row_per_kpi_with_the_templates_formats(plan:
     for score_row in digest.rows:
         cells = by_name[score_row.kpi.name(locale)]
         unit = score_row.kpi.unit
-        assert cells[1] == filters["amount"](score_row.score.actual, unit, locale)
-        assert cells[2] == filters["target_text"](score_row.score.target, unit, locale)
+        assert cells[1] == filters["localized"](score_row.score.actual, unit, locale)
+        assert cells[2] == filters["localized_target"](score_row.score.target, unit, locale)
         status = score_row.score.status
         assert cells[5] == f"{filters['status_emoji'](status)} {render.message(f'status.{status}', locale)}"
     new_approaches = by_name[next(r.kpi.name(locale) for r in digest.rows if r.kpi.key == "new_approaches")]
-    assert new_approaches[3] == filters["percent"](Decimal(60))  # 60 of 100
+    assert new_approaches[3] == "60%"  # 60 of 100, no space before the sign
+    revenue = by_name[next(r.kpi.name(locale) for r in digest.rows if r.kpi.key == "revenue")]
+    # Money rounded for reading by the locale's rules; a range keeps its unit once.
+    assert revenue[1:4] == (["6,000万円", "8,400万円", "71%"] if locale == "ja" else ["¥60M", "¥84M", "71%"])
+    close_rate = by_name[next(r.kpi.name(locale) for r in digest.rows if r.kpi.key == "close_rate")]
+    assert close_rate[2] == ("15〜20%" if locale == "ja" else "15–20%")
+    assert new_approaches[1:3] == (["60件", "100件"] if locale == "ja" else ["60", "100"])
+    assert new_approaches[5] == ("🔴 要対策" if locale == "ja" else "🔴 off track")
     assert new_approaches[5].startswith("🔴")
     assert by_name[next(r.kpi.name(locale) for r in digest.rows if r.kpi.key == "average_deal_size")][1] == (
-        filters["amount"](None, "jpy", locale)
+        "—"
     )  # not reported: shown as such, not as 0
 
 
@@ -267,7 +274,7 @@ def test_the_native_chart_is_the_kpis_needing_attention_in_percent_of_target(pla
     }
     # The terminal (demo, --dry-run) renders no chart: it shows the fallback, every KPI's line.
     assert all(f"*{row.kpi.name('ja')}*" in as_text(messages) for row in digest.rows)
-    assert "2026-W48" in as_text(messages)
+    assert "第48週(11/23〜11/29)" in as_text(messages)
 
 
 def test_no_chart_when_every_kpi_is_on_track(example_plan: Engine) -> None:

@@ -59,8 +59,8 @@ def test_values_from_systems_and_corrections_since_the_last_digest_are_marked(sl
     record(slack, "mqls", "2026-11", 150, Source.MODAL)  # the month in progress, reviewed next month
     at(dt.datetime(2026, 11, 30, 10, 0, tzinfo=JST))
     first = digest_lines(slack)
-    assert row(first, "MQL 数").endswith("_2026-10_")  # typed in Slack, never corrected: no mark
-    assert row(first, "リード獲得単価").endswith("_2026-10_ ・ :satellite_antenna: _API crm から_")
+    assert row(first, "MQL 数").endswith("_2026年10月_")  # typed in Slack, never corrected: no mark
+    assert row(first, "リード獲得単価").endswith("_2026年10月_ ・ :satellite_antenna: _API crm から_")
     assert ":satellite_antenna: _HubSpot hs から_" in row(first, "Web サイト訪問数")
     assert not any(":pencil2:" in line for line in first)  # no digest before this one
 
@@ -70,8 +70,10 @@ def test_values_from_systems_and_corrections_since_the_last_digest_are_marked(sl
     record(slack, "cost_per_lead", "2026-11", 8000, Source.COMMAND)  # corrected, but to the same value
     at(dt.datetime(2026, 12, 7, 10, 0, tzinfo=JST))
     second = digest_lines(slack)
-    assert row(second, "MQL 数").endswith("_2026-11_ ・ :pencil2: _前回のダイジェスト以降に修正(前回 150)_")
-    assert row(second, "リード獲得単価").endswith("_2026-11_")  # a person's value now, and first seen
+    assert row(second, "MQL 数").endswith(
+        "_2026年11月_ ・ :pencil2: _前回のダイジェスト以降に修正(前回 150件)_"
+    )
+    assert row(second, "リード獲得単価").endswith("_2026年11月_")  # a person's value now, and first seen
 
 
 def test_the_marks_in_english(slack: SlackHarness) -> None:
@@ -88,6 +90,6 @@ def test_the_marks_in_english(slack: SlackHarness) -> None:
     at(dt.datetime(2026, 11, 9, 10, 0, tzinfo=JST))
     line = row(digest_lines(slack), "MQLs")
     assert line.endswith(
-        "_2026-10_ · :satellite_antenna: _from HubSpot hs_"
+        "_Oct 2026_ · :satellite_antenna: _from HubSpot hs_"
         " · :pencil2: _corrected since the last digest (was 180)_"
     )

@@ -112,10 +112,13 @@ def test_the_division_digest_shows_the_funnel_and_marks_the_leaking_hand_off(pla
         summary = build_division_summary(session, division, REVIEW_DAY)
     ja = as_text(division_messages(summary, "ja"))
     assert "ファネル" in ja and "MQL 数" in ja and "SQL 数" in ja
-    assert "転換率 20 %(計画 30 %、計画比 67 %)" in ja.replace(".0 %", " %")
+    assert ":twisted_rightwards_arrows: *ファネル* ・ 2026年11月" in ja
+    assert "転換率 20%(計画 30%、計画比 67%)" in ja
     assert "最も漏れている引き継ぎ: マーケティング部 → インサイドセールス部" in ja
     en = as_text(division_messages(summary, "en"))
     assert "leaks most: Marketing → Inside Sales" in en
+    assert ":twisted_rightwards_arrows: *Funnel* · Nov 2026" in en
+    assert "↓ 20% converted (plan 30%, 67% of plan)" in en
 
 
 def test_no_funnel_no_section(engine: Engine) -> None:

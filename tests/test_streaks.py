@@ -218,9 +218,9 @@ def test_the_digest_marks_a_kpi_on_a_streak(slack: SlackHarness) -> None:
         marketing = session.exec(select(Department).where(Department.key == "marketing")).one()
         digest = build_digest(session, marketing, dt.date(2026, 11, 2), None)
     text = as_text(digest_messages(digest, "ja"))
-    [cost_line] = [line for line in text.splitlines() if "リード獲得単価" in line and "2026-10" in line]
+    [cost_line] = [line for line in text.splitlines() if "リード獲得単価" in line and "_2026年10月_" in line]
     assert STREAK_JA in cost_line
-    [mql_line] = [line for line in text.splitlines() if "MQL 数" in line and "2026-10" in line]
+    [mql_line] = [line for line in text.splitlines() if "MQL 数" in line and "_2026年10月_" in line]
     assert "期連続" not in mql_line
     english = as_text(digest_messages(digest, "en"))
     assert "below target 3 periods running" in english

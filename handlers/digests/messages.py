@@ -161,12 +161,23 @@ def _cells(row: ScoreRow, locale: str) -> list[str]:
     spark = sparkline(row.history[-6:])
     return [
         row.kpi.name(locale),
-        _filter("amount")(row.score.actual, unit, locale),
-        _filter("target_text")(row.score.target, unit, locale),
-        _filter("percent")(row.score.achievement_pct) if row.score.target else "—",
+        _filter("localized")(row.score.actual, unit, locale),
+        _filter("localized_target")(row.score.target, unit, locale),
+        _achievement_cell(row, locale),
         f"{arrow} {spark}".strip(),
         f"{_filter('status_emoji')(status)} {render.message(f'status.{status}', locale)}",
     ]
+
+
+def _achievement_cell(row: ScoreRow, locale: str) -> str:
+    """Under the 達成率 header a bare "61%"; a lower-is-better KPI says how far it is over its
+    ceiling instead, since "79%" would read as cheaper than planned."""
+    pct = row.score.achievement_pct
+    if not row.score.target or pct is None:
+        return "—"
+    if row.kpi.direction.value == "lower":
+        return _filter("attainment")(pct, row.kpi.direction, locale)
+    return _filter("pct")(pct)
 
 
 def _attention_charts(rows: list[ScoreRow], locale: str) -> list[Block]:
