@@ -302,7 +302,11 @@ def _division_table(
     if not digests or len(digests) + 1 > TABLE_MAX_ROWS:
         return None
     header = [render.message(f"digest.division_table.{column}", locale) for column in _DIVISION_COLUMNS]
-    emoji, percent = _filter("status_emoji"), _filter("percent")
+    emoji, percent = _filter("status_emoji"), _filter("pct")
+
+    def attainment(row: ScoreRow) -> str:
+        return _filter("attainment")(row.score.achievement_pct, row.kpi.direction, locale)
+
     cells = []
     for digest in digests:
         counts = " ".join(
@@ -322,7 +326,9 @@ def _division_table(
                     "digest.division_table.slipping_cell",
                     locale,
                     items=[
-                        f"{row.kpi.name(locale)} {percent(row.score.achievement_pct)}" for row in worst_rows
+                        # As the department lines say it: lower-is-better KPIs as over their ceiling.
+                        f"{row.kpi.name(locale)} {attainment(row)}"
+                        for row in worst_rows
                     ],
                 ),
                 str(late) if late else "",
