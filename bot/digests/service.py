@@ -2,8 +2,8 @@
 
 A digest reviews the periods that last ended before its date (last week, last month).
 Queries do not grow with history, and are per batch of departments (`build_digests`): the
-scorecards' four, one for KFS names, one for countermeasures; only the provenance marks are read
-per department (bot/digests/provenance.py). The KGI roll-up is computed once per run and shared.
+scorecards' four, one for KFS names, one for countermeasures, the provenance marks' few
+(bot/digests/provenance.py). The KGI roll-up is computed once per run and shared.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from bot.alerts.rules import below_streak, streak_length
-from bot.digests.provenance import Mark, marks
+from bot.digests.provenance import Mark, marks_of
 from bot.funnel.service import Funnel, build_funnel
 from bot.models import (
     Countermeasure,
@@ -194,13 +194,23 @@ def build_digests(
     session: Session, departments: Sequence[Department], day: dt.date, goal: GoalProgress | None
 ) -> list[Digest]:
     """The digests of many departments on one day, in their order: the statements of one
-    department's digest for all of them (but the marks: per department)."""
+    department's digest for all of them."""
     cards = build_scorecards(session, departments, day, history_length=CHART_PERIODS)
     rows = [row for card in cards for row in card.rows]
     factors = _factors(session, rows)
     countermeasures = _open_countermeasures(session, rows)
+    marks = marks_of(
+        session, {card.department.id: card.rows for card in cards if card.department.id is not None}
+    )
     return [
-        _digest_from(session, card, day, goal, factors, countermeasures.get(card.department.id or 0, []))
+        _digest_from(
+            card,
+            day,
+            goal,
+            factors,
+            countermeasures.get(card.department.id or 0, []),
+            marks.get(card.department.id or 0, {}),
+        )
         for card in cards
     ]
 
@@ -237,12 +247,12 @@ def _open_countermeasures(session: Session, rows: Sequence[ScoreRow]) -> dict[in
 
 
 def _digest_from(
-    session: Session,
     card: Scorecard,
     day: dt.date,
     goal: GoalProgress | None,
     factors: dict[int, SuccessFactor],
     countermeasures: list[OpenCountermeasure],
+    marks: dict[int, Mark],
 ) -> Digest:
     department = card.department
     rows = card.rows
@@ -269,11 +279,7 @@ def _digest_from(
             missing_by_owner[row.kpi.owner_user_id].append(row.kpi)
     missing = [MissingReports(owner, kpis) for owner, kpis in missing_by_owner.items()]
 
-    assert department.id is not None
-    return Digest(
-        department, day, results, processes, progress, goal, countermeasures, missing,
-        marks(session, department.id, rows),
-    )  # fmt: skip
+    return Digest(department, day, results, processes, progress, goal, countermeasures, missing, marks)
 
 
 def chart_series(digest: Digest, locale: str) -> list[ChartSeries]:
