@@ -224,6 +224,17 @@ def test_department_line_links_open_alerts_and_division_head_sees_every_departme
         assert name in shown
 
 
+def test_a_department_line_puts_its_counts_and_its_alerts_on_lines_of_their_own(slack: SlackHarness) -> None:
+    # The department section once ran its parts together: 「…(直近に終了した期間)未解決のアラート…」.
+    _open_alert(slack, _kpi_id(slack, "new_approaches"), "1700000000.000100")
+    view = open_home(slack, SALES_HEAD)
+    sections = [block["text"]["text"] for block in view["blocks"] if block["type"] == "section"]
+    [line] = [text for text in sections if "未解決のアラート" in text]
+    head, _, rest = line.partition("(直近に終了した期間)")
+    assert head.startswith("*営業部* ・ 🟢 ")
+    assert rest.startswith("\n未解決のアラート(1 件): <https://fake.slack.com/archives/C0SALES/p1700000000000100|")
+
+
 def test_an_admin_with_hundreds_of_kpis_gets_a_tab_within_the_limits(slack: SlackHarness) -> None:
     with slack.session() as session:
         sales = session.exec(select(Department).where(Department.key == "sales")).one()
