@@ -28,6 +28,7 @@ from bot.plan.history import plan_warnings
 from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
+from handlers.cli_groups import CommandGroups
 from handlers.cli_locale import argparse_in, argv_locale
 from handlers.hubspot import commands as hubspot_commands
 
@@ -67,9 +68,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
-    path: Path = args.file
-    if not path.exists():
-        raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
+    path = _plan_file(args)
     engine = _database(settings)
     try:
         with transaction(engine) as session:
@@ -104,9 +103,7 @@ def cmd_import_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_plan_check(args: argparse.Namespace, settings: Settings) -> int:
     """`kpibot plan check FILE`: the problems that block an import (exit 1), else the warnings (exit 0)."""
-    path: Path = args.file
-    if not path.exists():
-        raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
+    path = _plan_file(args)
     engine = _database(settings)
     try:
         with transaction(engine) as session:
@@ -116,6 +113,14 @@ def cmd_plan_check(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _print_warnings(warnings, path, args.locale)
     return 0
+
+
+def _plan_file(args: argparse.Namespace) -> Path:
+    """The plan file named on the command line, refused with one line before the database is opened."""
+    path: Path = args.file
+    if not path.exists():
+        raise KpibotError(render.message("cli.no_such_file", args.locale, path=path))
+    return path
 
 
 def _print_warnings(
@@ -477,8 +482,9 @@ def build_parser(default_locale: str, locale: str | None = None) -> argparse.Arg
     alerts.add_argument("--dry-run", action="store_true", help=say("alerts_dry_run"))
     alerts.set_defaults(handler=cmd_alerts)
 
-    source_commands.register(commands, locale_option, _database, say)
-    hubspot_commands.register(commands, locale_option, _database, say)
+    groups = CommandGroups(commands, locale_option, _database, say)
+    source_commands.register(groups)
+    hubspot_commands.register(groups)
     return parser
 
 

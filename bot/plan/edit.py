@@ -82,6 +82,22 @@ def _audit(session: Session, actor: str, action: str, entity: str, entity_id: st
     )
 
 
+def _audit_target(session: Session, user_id: str, change: TargetChange) -> None:
+    """One audit event per period whose target changed, from `/kpi target` or the targets form alike."""
+    _audit(
+        session,
+        user_id,
+        "target.set",
+        "kpi",
+        change.kpi.key,
+        period=change.period.key,
+        onward=change.onward,
+        before=_target_json(change.before),
+        after=_target_json(change.after),
+        recomputed=change.recomputed,
+    )
+
+
 def _day_in(department: Department) -> dt.date:
     return today(ZoneInfo(department.timezone))
 
@@ -214,21 +230,11 @@ def set_target(session: Session, *, text: str, user_id: str, is_admin: Callable[
         recomputed = _with_actuals(session, kpi.id, [period.key])
     kpi.updated_at = utcnow()  # the version an open edit form compares with
     session.add(kpi)
-    _audit(
-        session,
-        user_id,
-        "target.set",
-        "kpi",
-        kpi.key,
-        period=period.key,
-        onward=onward,
-        before=_target_json(before),
-        after=_target_json(after),
-        recomputed=recomputed,
-    )
+    change = TargetChange(kpi, department, period, onward, before, after, recomputed)
+    _audit_target(session, user_id, change)
     session.flush()
     alerts.check_kpi(session, kpi, department, day)
-    return TargetChange(kpi, department, period, onward, before, after, recomputed)
+    return change
 
 
 def _lock(session: Session, kpi: Kpi) -> None:
@@ -363,21 +369,9 @@ def set_period_targets(
             continue
         _put(session, kpi_id, period.key, after)
         recomputed = _with_actuals(session, kpi_id, [period.key])
-        _audit(
-            session,
-            user_id,
-            "target.set",
-            "kpi",
-            kpi.key,
-            period=period.key,
-            onward=False,
-            before=_target_json(before.get(period.key)),
-            after=_target_json(after),
-            recomputed=recomputed,
-        )
-        changes.append(
-            TargetChange(kpi, department, period, False, before.get(period.key), after, recomputed)
-        )
+        change = TargetChange(kpi, department, period, False, before.get(period.key), after, recomputed)
+        _audit_target(session, user_id, change)
+        changes.append(change)
     if changes:
         kpi.updated_at = utcnow()
         session.add(kpi)

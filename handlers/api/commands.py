@@ -8,8 +8,6 @@ bot.sources.service. The token and the signing secret are printed once and never
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -22,33 +20,25 @@ from bot.errors import KpibotError
 from bot.models import DataSource, Department, Kpi
 from bot.sources import registry, runs
 from bot.sources import service as sources
+from handlers.cli_groups import CommandGroups
 
 
-def register(
-    commands: Any,
-    locale_option: argparse.ArgumentParser,
-    database: Callable[[Settings], Engine],
-    say: Callable[[str], str],
-) -> None:
-    """`say(key)`: the help text `cli.help.<key>` in the language of `--help`."""
-    source = commands.add_parser("source", parents=[locale_option], help=say("source"))
-    actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", parents=[locale_option], help=say("source_add"))
+def register(cli: CommandGroups) -> None:
+    say = cli.say
+    source, actions = cli.group("source")
+    add = cli.action(actions, "add", "source_add")
     add.add_argument("name", help=say("source_name"))
     add.add_argument("--kpis", default="", help=say("source_kpis"))
     add.add_argument("--departments", default="", help=say("source_departments"))
     add.add_argument("--rate", type=int, default=sources.DEFAULT_RATE_PER_MINUTE, help=say("source_rate"))
     add.add_argument("--burst", type=int, default=sources.DEFAULT_BURST, help=say("source_burst"))
-    actions.add_parser("list", parents=[locale_option], help=say("source_list"))
+    cli.action(actions, "list", "source_list")
     for name in ("revoke", "rotate"):
-        actions.add_parser(name, parents=[locale_option], help=say(f"source_{name}")).add_argument(
-            "name", help=say("source_revoked_name")
-        )
-    test = actions.add_parser("test", parents=[locale_option], help=say("source_test"))
-    test.add_argument("name", help=say("source_test_kpi"))
+        cli.action(actions, name, f"source_{name}").add_argument("name", help=say("source_revoked_name"))
+    cli.action(actions, "test", "source_test").add_argument("name", help=say("source_test_kpi"))
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
-        engine = database(settings)
+        engine = cli.database(settings)
         if args.action == "test":
             return _test(engine, args.name, args.locale)
         lines: list[str] = []  # printed once committed: a token shown is a token that works

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.engine import Engine
 
 from bot import render
 from bot.config import Settings
@@ -22,21 +18,15 @@ from bot.errors import KpibotError
 from bot.sources import hubspot
 from bot.sources import service as sources
 from handlers.api.commands import _issued
+from handlers.cli_groups import CommandGroups
 
 
-def register(
-    commands: Any,
-    locale_option: argparse.ArgumentParser,
-    database: Callable[[Settings], Engine],
-    say: Callable[[str], str],
-) -> None:
-    """`say(key)`: the help text `cli.help.<key>` in the language of `--help`."""
-    parser = commands.add_parser("hubspot", parents=[locale_option], help=say("hubspot"))
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", parents=[locale_option], help=say("hubspot_add"))
-    add.add_argument("name", help=say("source_name"))
-    add.add_argument("--rule", action="append", default=[], help=say("hubspot_rule"))
-    add.add_argument("--client-secret-file", required=True, help=say("hubspot_secret"))
+def register(cli: CommandGroups) -> None:
+    parser, actions = cli.group("hubspot")
+    add = cli.action(actions, "add", "hubspot_add")
+    add.add_argument("name", help=cli.say("source_name"))
+    add.add_argument("--rule", action="append", default=[], help=cli.say("hubspot_rule"))
+    add.add_argument("--client-secret-file", required=True, help=cli.say("hubspot_secret"))
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         locale = args.locale
@@ -51,7 +41,7 @@ def register(
                     reason=error.strerror,
                 )
             ) from None
-        engine = database(settings)
+        engine = cli.database(settings)
         try:
             rules = [hubspot.parse_rule(text) for text in args.rule]
             with transaction(engine) as session:

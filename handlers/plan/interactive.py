@@ -18,9 +18,11 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
+from sqlmodel import Session
 
 from bot import render
 from bot.departments import find_department, own_department
+from bot.models import Department, Kpi
 from bot.plan import edit
 from bot.plan.edit import KpiFields, NewKpi, PlanEditError
 from bot.scorecard import all_departments
@@ -71,11 +73,14 @@ def target_command(request: CommandRequest) -> None:
     _after_change(request.deps, request.client, change.kpi.id, request.user_id)
 
 
-@subcommand("edit", "編集")
-def edit_command(request: CommandRequest) -> None:
+def _open_kpi_form(
+    request: CommandRequest, usage: str, form: Callable[[Session, Kpi, Department], Any]
+) -> None:
+    """`/kpi edit <kpi>`, `/kpi targets <kpi>`: the form `form` builds for a KPI the user may edit
+    (inside the read, which it may need), or the usage or the refusal in words."""
     locale = request.locale()
     if not request.text:
-        request.reply(render.message("plan_edit.error.edit_usage", locale))
+        request.reply(render.message(usage, locale))
         return
     with unit_of_work(request.deps.engine) as session:
         try:
@@ -85,9 +90,18 @@ def edit_command(request: CommandRequest) -> None:
         except PlanEditError as error:
             request.reply(messages.error_text(error, locale))
             return
+        view = form(session, kpi, department)
     answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
-    request.client.views_open(
-        trigger_id=request.trigger_id, view=messages.kpi_form(kpi, department, request.channel_id, locale)
+    request.client.views_open(trigger_id=request.trigger_id, view=view)
+
+
+@subcommand("edit", "編集")
+def edit_command(request: CommandRequest) -> None:
+    locale = request.locale()
+    _open_kpi_form(
+        request,
+        "plan_edit.error.edit_usage",
+        lambda _session, kpi, department: messages.kpi_form(kpi, department, request.channel_id, locale),
     )
 
 
@@ -95,22 +109,26 @@ def edit_command(request: CommandRequest) -> None:
 def targets_command(request: CommandRequest) -> None:
     """`/kpi targets <kpi>`: the form with the KPI's target period by period."""
     locale = request.locale()
-    if not request.text:
-        request.reply(render.message("plan_edit.error.targets_usage", locale))
-        return
-    with unit_of_work(request.deps.engine) as session:
-        try:
-            kpi, department = edit.find_editable_kpi(
-                session, request.text, request.user_id, request.deps.admin_check(request.user_id)
-            )
-        except PlanEditError as error:
-            request.reply(messages.error_text(error, locale))
-            return
+
+    def form(session: Session, kpi: Kpi, department: Department) -> Any:
         periods = edit.target_periods(kpi, department)
         now = edit.current_targets(session, kpi, periods)
-    answer_in(request.context, locale=locale, slack_error="plan_edit.form.open_failed")
-    view = messages.targets_form(kpi, department, periods, now, request.channel_id, locale)
-    request.client.views_open(trigger_id=request.trigger_id, view=view)
+        return messages.targets_form(kpi, department, periods, now, request.channel_id, locale)
+
+    _open_kpi_form(request, "plan_edit.error.targets_usage", form)
+
+
+def _accepted(
+    ack: Ack, context: BoltContext, metadata: dict[str, Any], locale: str, errors: dict[str, str]
+) -> bool:
+    """A submitted plan form: its errors shown beside their fields (False), or the form closed and
+    what follows answered in the channel it was opened from (True)."""
+    if errors:
+        ack(response_action="errors", errors=errors)
+        return False
+    ack()
+    answer_in(context, channel=metadata.get("channel") or None, locale=locale)
+    return True
 
 
 def submit_targets(
@@ -136,15 +154,10 @@ def submit_targets(
             return
         kpi, _ = found
         checked, problems = edit.check_period_targets(kpi, typed)
-    if problems:
-        errors = {
-            f"{messages.PERIOD_PREFIX}{key}": messages.error_text(p, locale) for key, p in problems.items()
-        }
-        ack(response_action="errors", errors=errors)
+    errors = {f"{messages.PERIOD_PREFIX}{key}": messages.error_text(p, locale) for key, p in problems.items()}
+    if not _accepted(ack, context, metadata, locale, errors):
         return
-    ack()
     channel = metadata.get("channel") or None
-    answer_in(context, channel=channel, locale=locale)
     try:
         with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
             changes = edit.set_period_targets(
@@ -275,12 +288,10 @@ def submit_new_kpi(
     )
     with unit_of_work(deps.engine) as session:
         kpi, target, problems = edit.check_new_kpi(session, fields)
-    if problems or kpi is None:
-        ack(response_action="errors", errors={b: messages.error_text(p, locale) for b, p in problems.items()})
+    errors = {b: messages.error_text(p, locale) for b, p in problems.items()}
+    if not _accepted(ack, context, metadata, locale, errors) or kpi is None:
         return
-    ack()
     channel = metadata.get("channel") or None
-    answer_in(context, channel=channel, locale=locale)
     try:
         with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
             kpi, department = edit.add_kpi(
@@ -332,13 +343,10 @@ def register(app: App, deps: Deps) -> None:
                 if edit.version_of(kpi) != metadata.get("version"):
                     by = edit.last_editor(session, kpi.key)
                     problems["name_ja"] = PlanEditError("changed_meanwhile", kpi=kpi, by=by)
-        if problems:
-            errors = {block: messages.error_text(problem, locale) for block, problem in problems.items()}
-            ack(response_action="errors", errors=errors)
+        errors = {block: messages.error_text(problem, locale) for block, problem in problems.items()}
+        if not _accepted(ack, context, metadata, locale, errors):
             return
-        ack()
         channel = metadata.get("channel") or None
-        answer_in(context, channel=channel, locale=locale)
         try:
             # A retried submission carries the same view id: saved once.
             with unit_of_work(deps.engine, f"view:{body['view']['id']}") as session:
