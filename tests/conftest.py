@@ -72,7 +72,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         migrate(engine)
         engine.dispose()
         yield url
-        _dispose_engine(url)
         return
 
     base = _postgres_url()
@@ -101,17 +100,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     try:
         yield url
     finally:
-        _dispose_engine(url)
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-# One engine per database for the whole worker: a new engine per test opened new connections,
-# and a PostgreSQL connection costs the server a backend (~15 ms CPU, ~100 ms wall on a loaded
-# machine). Its pool outlives a test (pre-ping replaces a connection a test had killed); the
-# tables are emptied between tests, so a test still starts from an empty database.
-_engines: dict[str, Engine] = {}
 
 
 @pytest.fixture
@@ -120,20 +111,12 @@ def engine(database_url: URL, request: pytest.FixtureRequest) -> Iterator[Engine
     global _postgres_tests_run
     if database_url.get_backend_name() == "postgresql":
         _postgres_tests_run += 1
-    key = database_url.render_as_string(hide_password=False)
-    if key not in _engines:
-        _engines[key] = make_engine(database_url)
-    engine = _engines[key]
+    engine = make_engine(database_url)
     try:
         yield engine
     finally:
         _empty_tables(engine)
-
-
-def _dispose_engine(url: URL) -> None:
-    engine = _engines.pop(url.render_as_string(hide_password=False), None)
-    if engine is not None:
-        engine.dispose()  # its connections closed before PostgreSQL drops the database
+        engine.dispose()
 
 
 def _empty_tables(engine: Engine) -> None:
