@@ -611,6 +611,36 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
     assert len(roots(fake, "C0SALES")) == 1
 
 
+# -- many at once ------------------------------------------------------------------------------
+
+
+def test_catch_up_posts_channels_in_parallel_each_once_and_a_shared_channel_in_order(
+    jobs: ScheduledJobs,
+    fake: FakeSlack,
+    engine: Engine,
+    make_scheduler: Callable[..., Scheduler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Marketing and Sales share a channel: four channels for five digests, two posted at once.
+    update_department(engine, "sales", channel_id="C0MARKETING")
+    monkeypatch.setattr(scheduled, "POST_WORKERS", 2)
+    fake.latency = 0.5  # long enough that two posts in flight overlap however loaded the machine
+
+    ran = make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(seconds=30)))
+
+    assert [key for key, _ in ran] == sorted(CHANNELS)
+    assert fake.max_in_flight == 2  # in parallel, and never more than the pool
+    assert root_channels(fake) == Counter({"C0CS": 1, "C0DIVISION": 1, "C0INSIDESALES": 1, "C0MARKETING": 2})
+    # The shared channel's digests one after the other, in the catch-up's (slot, key) order.
+    shared = [call.args["metadata"]["event_payload"]["key"] for call in roots(fake, "C0MARKETING")]
+    marketing, sales = department_id(engine, "marketing"), department_id(engine, "sales")
+    assert [key.split(":")[0] for key in shared] == [str(marketing), str(sales)]
+    ledger = posts(engine)
+    assert {key for key, _, _ in ledger} == set(CHANNELS)
+    assert all(post.status is PostStatus.SENT and post.attempts == 1 for post in ledger.values())
+    assert len({post.ts for post in ledger.values()}) == len(CHANNELS)
+
+
 # -- failures ----------------------------------------------------------------------------------
 
 
@@ -631,9 +661,10 @@ def test_one_failing_channel_is_recorded_told_once_and_the_others_still_post(
             h for h in jobs.outbox.poster.client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)
         ]
         attempts = handler.max_retry_count + 1
-        fake.fail("chat.postMessage", error, times=attempts, retry_after=0)
+        fake.fail("chat.postMessage", error, times=attempts, retry_after=0, channel="C0CS")
     else:
-        fake.fail("chat.postMessage", error, times=1)
+        # The channel named: the catch-up posts several channels at once, not CS's first.
+        fake.fail("chat.postMessage", error, times=1, channel="C0CS")
     caplog.set_level(logging.INFO)
     scheduler = make_scheduler(jobs)
     ran = scheduler.catch_up(at(SLOT + dt.timedelta(seconds=30)))

@@ -13,7 +13,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,6 +51,10 @@ class RecordingJobs:
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         self._call("reminder", department_key, slot)
+
+    def digests(self, due: Sequence[tuple[str, dt.datetime]]) -> list[tuple[str, dt.datetime]]:
+        # Every digest left to `digest` one at a time: these tests record (and fail) each call.
+        return list(due)
 
     # The hourly jobs are not what these tests are about (tests/test_alert_posting.py and
     # tests/test_countermeasures.py drive them); recorded all the same.

@@ -197,8 +197,10 @@ def post(
     period: str,
     subject: str = "",
     retry_failed: bool = False,
+    built: Built | None = None,
 ) -> Outcome:
-    """Build and post one digest, exactly once for (department, period, subject)."""
+    """Build and post one digest, exactly once for (department, period, subject). `built`: its
+    digest built already, with others' (`build_many`, bot.schedule.jobs posting many at once)."""
     assert department.id is not None
     if not department.channel_id:
         log.warning("digest for %s skipped: the department has no channel", department.key)
@@ -207,7 +209,8 @@ def post(
     # Built only when the post is not sent already (the outbox calls this after its check); the
     # PNG grid is not drawn here but only where no native chart is posted (with_png_if_plain).
     def root_and_replies() -> list[Message]:
-        return with_png_if_plain(build(outbox.engine, department, day, messages, with_chart=False))
+        made = built or build(outbox.engine, department, day, messages, with_chart=False)
+        return with_png_if_plain(made)
 
     sent = outbox.send(
         Key(department.id, PostKind.DIGEST, period, subject),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.alerts import flows as alerts
 from bot.config import Settings, environment
@@ -27,6 +28,16 @@ from bot.schedule.slots import slot_key
 from bot.sources import runs
 
 log = logging.getLogger(__name__)
+
+# Digests posted at once by `ScheduledJobs.digests`: Slack allows ~1 chat.postMessage per second per
+# channel and a short burst per workspace; four channels in flight stay well inside both (a 429's
+# Retry-After is waited out by the Web API client, handlers/client.py), and a channel's own posts go
+# one after the other, in their order.
+POST_WORKERS = 4
+# Departments whose digests are read together (bot.digests.flows.build_many: one set of statements).
+BUILD_CHUNK = 50
+
+Due = tuple[str, dt.datetime]  # (department key, digest slot)
 
 
 def department(engine: Engine, key: str) -> Department | None:
@@ -62,6 +73,79 @@ class ScheduledJobs:
             slot.astimezone(tz).date(),
             period=slot_key(slot, tz),
         )
+
+    def digests(self, due: Sequence[Due]) -> list[Due]:
+        """The digests of many departments' slots at once (the catch-up): built together, a chunk of
+        departments per day with `build_many`, then posted through the ledger as `digest` does, up to
+        POST_WORKERS channels in parallel, each channel's posts in `due`'s order. Returns what is left
+        for the caller to run one at a time (`digest`, with its retries): a chunk whose build failed,
+        a post that raised. A department removed since is skipped, as by `digest`."""
+        engine = self.outbox.engine
+        with transaction(engine) as session:
+            found = {
+                department.key: department
+                for department in session.exec(
+                    select(Department).where(col(Department.key).in_(sorted({key for key, _ in due})))
+                ).all()
+            }
+        by_day: dict[dt.date, list[tuple[Due, Department]]] = {}
+        for key, slot in due:
+            department_ = found.get(key)
+            if department_ is None:
+                log.warning("digest for %s skipped: the department no longer exists", key)
+                continue
+            day = slot.astimezone(ZoneInfo(department_.timezone)).date()
+            by_day.setdefault(day, []).append(((key, slot), department_))
+        left: list[Due] = []
+        ready: dict[Due, digests.Built] = {}
+        for day, items in by_day.items():
+            for start in range(0, len(items), BUILD_CHUNK):
+                chunk = items[start : start + BUILD_CHUNK]
+                try:
+                    built = digests.build_many(
+                        engine, [d for _, d in chunk], day, self.digest_messages, with_chart=False
+                    )
+                except Exception:
+                    log.exception(
+                        "digests of %d departments on %s: building them together failed", len(chunk), day
+                    )
+                    left += [item for item, _ in chunk]
+                    continue
+                ready.update(zip((item for item, _ in chunk), built, strict=True))
+        # Per channel, in `due`'s order: one thread posts a channel's digests one after the other.
+        channels: dict[str, list[Due]] = {}
+        for item in due:
+            if item in ready:
+                channels.setdefault(ready[item].department.channel_id or "", []).append(item)
+
+        def post_channel(items: list[Due]) -> list[Due]:
+            failed = []
+            for key, slot in items:
+                made = ready[(key, slot)]
+                tz = ZoneInfo(made.department.timezone)
+                try:
+                    digests.post(
+                        self.outbox,
+                        self.digest_messages,
+                        self.settings,
+                        made.department,
+                        made.day,
+                        period=slot_key(slot, tz),
+                        built=made,
+                    )
+                except Exception:
+                    # Run again alone by the caller, with its retries; the ledger keeps it single.
+                    log.warning("digest for %s: posting it with others failed", key, exc_info=True)
+                    failed.append((key, slot))
+            return failed
+
+        if channels:
+            with ThreadPoolExecutor(
+                min(POST_WORKERS, len(channels)), thread_name_prefix="digest-post"
+            ) as pool:
+                for failed in pool.map(post_channel, channels.values()):
+                    left += failed
+        return left
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         """`slot` is the digest the reminder announces (bot.schedule.scheduler passes it so)."""

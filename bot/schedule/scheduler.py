@@ -73,6 +73,10 @@ class Jobs(Protocol):
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         """Post the department's digest for `slot` (its period is `slots.slot_key(slot, tz)`)."""
 
+    def digests(self, due: Sequence[tuple[str, dt.datetime]]) -> list[tuple[str, dt.datetime]]:
+        """Post many (department key, slot) digests at once, as `digest` would each; returns those
+        it left for `digest` one at a time (a build or a post that raised)."""
+
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         """Remind owners before the digest at `slot` — the digest's slot, not the reminder's."""
 
@@ -570,12 +574,24 @@ class Scheduler:
                 missed.append((schedule.key, latest))
             else:
                 self._log_skip(schedule.key, latest, f"older than {CATCH_UP_WINDOW}")
-        ran = []
-        for key, slot in sorted(missed, key=lambda item: (item[1], item[0])):
+        ran = sorted(missed, key=lambda item: (item[1], item[0]))
+        for key, slot in ran:
             log.warning("department %s: posting the digest of %s late", key, slot.isoformat())
-            self.run("digest", key, slot)
-            ran.append((key, slot))
+        self.run_digests(ran)
         return ran
+
+    def run_digests(self, due: list[tuple[str, dt.datetime]]) -> None:
+        """Many departments' digests together (`jobs.digests`: built in one batch, posted in parallel);
+        what it leaves (a failed build or post) runs one at a time with `run`'s retries. Never raises."""
+        if not due:
+            return
+        try:
+            left = self.jobs.digests(due)
+        except Exception:
+            log.exception("%d digests: posting them together failed; one at a time instead", len(due))
+            left = list(due)
+        for key, slot in left:
+            self.run("digest", key, slot)
 
     def _log_skip(self, key: str, slot: dt.datetime, reason: str) -> None:
         if (key, slot) in self._skips_logged:

@@ -46,6 +46,7 @@ class _Failure:
     error: str
     remaining: int | None  # None: fail forever
     retry_after: int
+    channel: str | None = None  # only calls to this channel (None: any call)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        reply = self.server.fake._dispatch(self.path, raw, self.headers)
+        fake = self.server.fake
+        fake._enter()
+        try:
+            reply = fake._dispatch(self.path, raw, self.headers)
+        finally:
+            fake._leave()
         if reply is _DROPPED:
             self.close_connection = True
             return
@@ -139,6 +145,9 @@ class FakeSlack:
         self._users: dict[str, JsonDict] = {}
         self._filenames: dict[str, str] = {}
         self._ts_us = 1_700_000_000_000_000
+        # Requests being answered now, and the most at once since start or reset(): posting in parallel.
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._next_serial = 0
         self._server: _FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -215,14 +224,23 @@ class FakeSlack:
             self._users[user_id] = self._make_user(user_id, locale, tz, is_admin, real_name)
 
     def fail(
-        self, method: str, error: str = "ratelimited", times: int | None = 1, retry_after: int = 1
+        self,
+        method: str,
+        error: str = "ratelimited",
+        times: int | None = 1,
+        retry_after: int = 1,
+        *,
+        channel: str | None = None,
     ) -> None:
-        """Make the next `times` calls of `method` fail (None: until clear_failures()).
+        """Make the next `times` calls of `method` fail (None: until clear_failures()); with
+        `channel`, only its calls to that channel (calls to several channels at once need it to
+        say which one fails).
 
         Queued failures for the same method are used in order, so a test can script a sequence.
         """
         with self._lock:
-            self._failures.setdefault(method, deque()).append(_Failure(error, times, retry_after))
+            failure = _Failure(error, times, retry_after, channel)
+            self._failures.setdefault(method, deque()).append(failure)
 
     def refuse_blocks(self, *block_types: str, error: str = "invalid_blocks") -> None:
         """Refuse messages (chat.postMessage, chat.update) carrying any of these block types, as Slack
@@ -246,6 +264,7 @@ class FakeSlack:
             self._filenames.clear()
             self.uploads.clear()
             self._messages.clear()
+            self.max_in_flight = self._in_flight
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -286,6 +305,15 @@ class FakeSlack:
 
     # -- request handling --------------------------------------------------------------------------
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def _dispatch(self, raw_path: str, raw: bytes, headers: Message) -> _Reply:
         if self.latency:
             time.sleep(self.latency)
@@ -303,7 +331,7 @@ class FakeSlack:
 
         token = _bearer_token(headers) or args.get("token")
         with self._lock:
-            failure = self._take_failure(method)
+            failure = self._take_failure(method, args)
             refused = self._refused_block(method, args) if failure is None else None
             self._calls.append(
                 Call(
@@ -348,15 +376,19 @@ class FakeSlack:
                 return _Reply(200, {**body, "response_metadata": {"messages": [detail]}})
         return None
 
-    def _take_failure(self, method: str) -> _Failure | None:
+    def _take_failure(self, method: str, args: JsonDict) -> _Failure | None:
         queue = self._failures.get(method)
         if not queue:
             return None
-        failure = queue[0]
+        # The first queued failure that applies to this call (one for another channel waits).
+        index = next((i for i, f in enumerate(queue) if f.channel in (None, args.get("channel"))), None)
+        if index is None:
+            return None
+        failure = queue[index]
         if failure.remaining is not None:
             failure.remaining -= 1
             if failure.remaining <= 0:
-                queue.popleft()
+                del queue[index]
         return failure
 
     # -- Web API answers (called with the lock held) -----------------------------------------------
