@@ -16,6 +16,8 @@ from bot.database import transaction
 from bot.models import Countermeasure, Department, Kpi, Post, PostKind, Source
 from bot.plan.service import apply_plan, load_plan
 from bot.reports.actuals import record_actual
+from bot.reports.batch import Sender, Stored, ingest
+from bot.reports.rows import Row
 from bot.resources import EXAMPLE_FUNNEL
 from handlers.alerts.interactive import scan_and_post
 from handlers.client import make_web_client
@@ -235,6 +237,13 @@ def effect_notes(slack: SlackHarness, thread_ts: str) -> list[str]:
     return [text_of(call) for call in thread_replies(slack, thread_ts, ":bar_chart:")]
 
 
+def the_countermeasure(slack: SlackHarness) -> Countermeasure:
+    """The one countermeasure stored (logged in the alert's thread)."""
+    with slack.session() as session:
+        [cm] = session.exec(select(Countermeasure)).all()
+    return cm
+
+
 def report(slack: SlackHarness, words: str, user_id: str) -> None:
     """`/kpi report <words>` by `user_id`, and its follow-ups done."""
     slack.command(f"report {words}", user_id=user_id)
@@ -271,9 +280,7 @@ def test_a_funnel_countermeasure_is_followed_on_the_hand_offs_conversion_once_pe
     assert len(notes) == 2
     assert "2026-11 16.7 % → 2026-12 *70 %*(計画 66.7 %、計画比 105 %)" in notes[1]
     assert "判定: *効果あり*(引き渡しの漏れがなくなりました)" in notes[1]
-    with slack.session() as session:
-        [cm] = session.exec(select(Countermeasure)).all()
-    assert cm.verdict == "worked"
+    assert the_countermeasure(slack).verdict == "worked"
 
 
 def test_a_report_of_the_stage_before_moves_the_funnel_effect_too_with_the_series_between(
@@ -298,3 +305,49 @@ def test_a_report_of_the_stage_before_moves_the_funnel_effect_too_with_the_serie
     assert len(notes) == 2
     assert "→ 2027-01 *50 %* (plan 66.7 %, 75 % of plan)" in notes[1]
     assert "Verdict: *not yet*" in notes[1]
+    # The hourly scan judges January (the period the thread last spoke of), not December's older figure.
+    scan(slack)
+    assert len(effect_notes(slack, post.ts)) == 2
+
+
+def fetched(slack: SlackHarness, rows: dict[str, str], period: str) -> None:
+    """Values stored as a scheduled fetch stores them (bot.sources.runs → bot.reports.batch.ingest):
+    no Slack report, so no follow-up of their own."""
+    sender = Sender(reported_by="source:warehouse", source=Source.FETCH, source_name="warehouse")
+    with transaction(slack.engine) as session:
+        stored = ingest(session, [Row(key, value, period) for key, value in rows.items()], sender=sender)
+    assert isinstance(stored, Stored) and len(stored.saved) == len(rows)
+
+
+def test_figures_fetched_without_a_slack_report_move_the_funnel_effect_in_the_hourly_scan_once(
+    slack: SlackHarness,
+) -> None:
+    post = log_in_thread(slack, locale="en")
+    assert post.ts is not None
+    at(dt.date(2027, 1, 12))  # December has ended: its figures are final
+
+    # December arrives from the warehouse: 20 deals of 50 SQLs (40 %), better than November, still leaking.
+    fetched(slack, {"sqls": "50", "deals": "20"}, "2026-12")
+    assert effect_notes(slack, post.ts) == []  # no Slack report: nothing said until the scan
+    scan(slack)
+    scan(slack)  # the next hour's scan: nothing new
+    [first] = effect_notes(slack, post.ts)
+    assert "*Inside Sales → Sales* conversion (SQLs → Deals opened)" in first
+    assert "2026-11 16.7 % → 2026-12 *40 %* (plan 66.7 %, 60 % of plan)" in first
+    assert "Verdict: *not yet*" in first and "provisional" not in first
+
+    # The warehouse corrects December's deals to 36 (72 %): the leak is closed, "worked" is said once.
+    fetched(slack, {"deals": "36"}, "2026-12")
+    scan(slack)
+    scan(slack)
+    notes = effect_notes(slack, post.ts)
+    assert len(notes) == 2
+    assert "2026-11 16.7 % → 2026-12 *72 %* (plan 66.7 %, 108 % of plan)" in notes[1]
+    assert "Verdict: *worked*" in notes[1]
+    cm = the_countermeasure(slack)
+    with slack.session() as session:
+        said = session.exec(
+            select(Post.subject).where(Post.kind == PostKind.FOLLOWUP, Post.subject.startswith("effect:"))  # type: ignore[attr-defined]
+        ).all()
+    assert cm.verdict == "worked"
+    assert sorted(said) == [f"effect:{cm.id}:2026-12:not_yet", f"effect:{cm.id}:2026-12:worked"]

@@ -156,10 +156,12 @@ def on_reported(posts: Outbox, reported: Reported) -> None:
 def measure_finished(posts: Outbox, now: dt.datetime) -> int:
     """The final figure of a period that ended since its last report (the hourly scan): each followed
     countermeasure's effect on its KPI's period that last ended, said once per verdict (nothing new
-    when a report already said it). Returns how many were posted."""
+    when a report already said it); and those in funnel alerts' threads on their hand-off (a figure
+    fetched or pushed moves it without a Slack report). Returns how many were posted."""
     with transaction(posts.engine) as session:
         found = service.finished_effects(session, now)
-    return sum(_post_effects(posts, department, effects) for department, effects in found)
+    posted = sum(_post_effects(posts, department, effects) for department, effects in found)
+    return posted + funnel.measure_finished(posts, now)
 
 
 def _post_effects(posts: Outbox, department: Department, effects: list[service.Effect]) -> int:

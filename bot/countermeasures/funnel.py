@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_
 from sqlmodel import Session, col, select
@@ -30,7 +32,7 @@ from bot.countermeasures.service import (
     today_for,
 )
 from bot.database import transaction
-from bot.funnel.flows import leak_subject, subject_of
+from bot.funnel.flows import SUBJECT_PREFIX, leak_subject, subject_of
 from bot.funnel.service import Funnel, HandOff, build_funnel
 from bot.models import (
     Countermeasure,
@@ -44,6 +46,7 @@ from bot.models import (
 )
 from bot.outbox import Message, Outbox
 from bot.periods import Period, parse_key
+from bot.scorecard import reviewed_period
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,31 @@ def effects(session: Session, *, kpi: Kpi, period: Period) -> list[FunnelEffect]
     subjects = _subjects_touching(session, kpi.id)
     if not subjects:
         return []
-    rows = session.exec(
+    return _judge(session, _followed(session, subjects), lambda cm, post, day: period)
+
+
+def finished_effects(session: Session, now: dt.datetime) -> list[FunnelEffect]:
+    """The hourly scan's judgement, for figures stored without a Slack report (a fetch, the push API,
+    a file): each followed countermeasure on the period its thread last spoke of, or the one the
+    funnel last finished when that is later. A changed verdict only; the same ledger key as a report's."""
+    rows = _followed(session, None)
+    if not rows:
+        return []
+    said = _said_periods(session, rows)
+
+    def period_of(cm: Countermeasure, post: Post, day: dt.date) -> Period | None:
+        reviewed = reviewed_period(parse_key(post.period).cadence, day)
+        last = said.get(cm.id or 0, [])
+        # The thread's latest period (a running one reported in Slack) is not undone by an older one.
+        later = max((key for key in last if len(key) == len(reviewed.key)), default=None)
+        return parse_key(later) if later is not None and reviewed.key < later else reviewed
+
+    return _judge(session, rows, period_of, now)
+
+
+def _followed(session: Session, subjects: set[str] | None) -> list[tuple[Countermeasure, Post]]:
+    """The countermeasures (not dropped) logged in the threads of funnel alerts (of `subjects`, or all)."""
+    query = (
         select(Countermeasure, Post)
         .join(
             Post,
@@ -109,12 +136,44 @@ def effects(session: Session, *, kpi: Kpi, period: Period) -> list[FunnelEffect]
         .where(
             Post.kind == PostKind.ALERT,
             Post.status == PostStatus.SENT,
-            col(Post.subject).in_(subjects),
             col(Countermeasure.status) != CountermeasureStatus.DROPPED,
         )
         .order_by(col(Countermeasure.id))
+    )
+    if subjects is None:
+        query = query.where(col(Post.subject).startswith(SUBJECT_PREFIX))
+    else:
+        query = query.where(col(Post.subject).in_(subjects))
+    return [(cm, post) for cm, post in session.exec(query).all()]
+
+
+def _said_periods(session: Session, rows: list[tuple[Countermeasure, Post]]) -> dict[int, list[str]]:
+    """The periods each countermeasure's effect was said for (ledger subjects effect:<id>:<period>…)."""
+    wanted = {cm.id for cm, _ in rows}
+    subjects = session.exec(
+        select(Post.subject).where(
+            Post.kind == PostKind.FOLLOWUP,
+            Post.status == PostStatus.SENT,
+            col(Post.department_id).in_({post.department_id for _, post in rows}),
+            col(Post.subject).startswith("effect:"),
+        )
     ).all()
-    since = dt.datetime.combine(period.previous().start, dt.time(), tzinfo=dt.UTC)
+    said: dict[int, list[str]] = {}
+    for subject in subjects:
+        _, cm_id, period, *_ = subject.split(":")
+        if int(cm_id) in wanted:
+            said.setdefault(int(cm_id), []).append(period)
+    return said
+
+
+def _judge(
+    session: Session,
+    rows: list[tuple[Countermeasure, Post]],
+    period_of: Callable[[Countermeasure, Post, dt.date], Period | None],
+    now: dt.datetime | None = None,
+) -> list[FunnelEffect]:
+    """Each countermeasure's verdict on the period `period_of` chooses (in its division's day), when
+    it differs from the one last said."""
     funnels: dict[str, Funnel | None] = {}
 
     def funnel_in(key: str, day: dt.date) -> Funnel | None:
@@ -124,18 +183,20 @@ def effects(session: Session, *, kpi: Kpi, period: Period) -> list[FunnelEffect]
 
     found = []
     for cm, post in rows:
-        # The alert's period is the baseline: only later periods of the same cadence are judged.
-        if len(post.period) != len(period.key) or not post.period < period.key:
-            continue
-        # Done long ago: its follow-up is over (as on the single-KPI path).
-        if cm.status is CountermeasureStatus.DONE and cm.updated_at < since:
-            continue
         division = session.get(Department, post.department_id)
         if division is None or cm.id is None:
             continue
-        day = today_for(division)
-        now = funnel_in(period.key, day)
-        hand_off = None if now is None else _hand_off(now, post.subject)
+        day = today_for(division) if now is None else now.astimezone(ZoneInfo(division.timezone)).date()
+        period = period_of(cm, post, day)
+        # The alert's period is the baseline: only later periods of the same cadence are judged.
+        if period is None or len(post.period) != len(period.key) or not post.period < period.key:
+            continue
+        # Done long ago: its follow-up is over (as on the single-KPI path).
+        since = dt.datetime.combine(period.previous().start, dt.time(), tzinfo=dt.UTC)
+        if cm.status is CountermeasureStatus.DONE and cm.updated_at < since:
+            continue
+        current = funnel_in(period.key, day)
+        hand_off = None if current is None else _hand_off(current, post.subject)
         if hand_off is None or hand_off.vs_plan_pct is None:
             continue  # a stage unreported: nothing to judge yet
         start = funnel_in(post.period, day)
@@ -178,6 +239,19 @@ def on_reported(posts: Outbox, kpi: Kpi, period: Period) -> int:
     with transaction(posts.engine) as session:
         found = effects(session, kpi=kpi, period=period)
         divisions = {e.division_id: session.get(Department, e.division_id) for e in found}
+    return _say(posts, found, divisions)
+
+
+def measure_finished(posts: Outbox, now: dt.datetime) -> int:
+    """The hourly scan: say each verdict that figures stored without a Slack report changed
+    (finished_effects), once, under the same ledger key as a report's; returns how many were posted."""
+    with transaction(posts.engine) as session:
+        found = finished_effects(session, now)
+        divisions = {e.division_id: session.get(Department, e.division_id) for e in found}
+    return _say(posts, found, divisions)
+
+
+def _say(posts: Outbox, found: list[FunnelEffect], divisions: dict[int, Department | None]) -> int:
     posted = 0
     for effect in found:
         cm, division = effect.countermeasure, divisions.get(effect.division_id)
