@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -639,6 +640,36 @@ def test_catch_up_posts_channels_in_parallel_each_once_and_a_shared_channel_in_o
     assert {key for key, _, _ in ledger} == set(CHANNELS)
     assert all(post.status is PostStatus.SENT and post.attempts == 1 for post in ledger.values())
     assert len({post.ts for post in ledger.values()}) == len(CHANNELS)
+
+
+def test_department_jobs_firing_at_once_post_at_most_the_pools_worth(
+    fake: FakeSlack,
+    plan: Engine,
+    engine: Engine,
+    make_scheduler: Callable[..., Scheduler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 09:00: APScheduler's executor (10 threads) fires every department's job at once.
+    monkeypatch.setattr(scheduled, "POST_WORKERS", 2)
+    scheduler = make_scheduler(make_jobs(plan, fake))
+    fake.latency = 0.5
+    at(SLOT + dt.timedelta(seconds=30))
+    scheduler.try_lead()
+    scheduler.sync()
+    aps = scheduler.apscheduler
+    aps.start(paused=True)
+    for job in aps.get_jobs():
+        if job.id.startswith("digest:"):
+            job.modify(next_run_time=dt.datetime.now(dt.UTC))
+    aps.resume()
+    deadline = time.monotonic() + 60
+    while len(root_channels(fake)) < len(CHANNELS) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    scheduler.shutdown(wait=True)
+
+    assert root_channels(fake) == Counter(CHANNELS.values())
+    assert fake.max_in_flight == 2
+    assert all(digest_post(engine, key).status is PostStatus.SENT for key in CHANNELS)
 
 
 # -- failures ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from bot.sources import runs
 
 log = logging.getLogger(__name__)
 
-# Digests posted at once by `ScheduledJobs.digests`: Slack allows ~1 chat.postMessage per second per
+# Digests posted at once (`ScheduledJobs.digests`'s pool, and every job's posts together: APScheduler's
+# pool fires up to 10 department jobs at once at 09:00): Slack allows ~1 chat.postMessage per second per
 # channel and a short burst per workspace; four channels in flight stay well inside both (a 429's
 # Retry-After is waited out by the Web API client, handlers/client.py), and a channel's own posts go
 # one after the other, in their order.
@@ -58,6 +60,10 @@ class ScheduledJobs:
     # How fetched sources run, built at each tick: their secrets (DSNs, tokens) from the
     # environment and .env, read afresh so a rotated secret needs no restart.
     fetching: Callable[[], runs.Fetching] = field(default=lambda: runs.Fetching(env=environment()))
+    # Held while a digest is built and posted: at most POST_WORKERS at once, whichever path posts.
+    posting: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(POST_WORKERS), compare=False, repr=False
+    )
 
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         found = department(self.outbox.engine, department_key)
@@ -65,14 +71,15 @@ class ScheduledJobs:
             log.warning("digest for %s skipped: the department no longer exists", department_key)
             return
         tz = ZoneInfo(found.timezone)
-        digests.post(
-            self.outbox,
-            self.digest_messages,
-            self.settings,
-            found,
-            slot.astimezone(tz).date(),
-            period=slot_key(slot, tz),
-        )
+        with self.posting:
+            digests.post(
+                self.outbox,
+                self.digest_messages,
+                self.settings,
+                found,
+                slot.astimezone(tz).date(),
+                period=slot_key(slot, tz),
+            )
 
     def digests(self, due: Sequence[Due]) -> list[Due]:
         """The digests of many departments' slots at once (the catch-up): built together, a chunk of
@@ -124,15 +131,16 @@ class ScheduledJobs:
                 made = ready[(key, slot)]
                 tz = ZoneInfo(made.department.timezone)
                 try:
-                    digests.post(
-                        self.outbox,
-                        self.digest_messages,
-                        self.settings,
-                        made.department,
-                        made.day,
-                        period=slot_key(slot, tz),
-                        built=made,
-                    )
+                    with self.posting:
+                        digests.post(
+                            self.outbox,
+                            self.digest_messages,
+                            self.settings,
+                            made.department,
+                            made.day,
+                            period=slot_key(slot, tz),
+                            built=made,
+                        )
                 except Exception:
                     # Run again alone by the caller, with its retries; the ledger keeps it single.
                     log.warning("digest for %s: posting it with others failed", key, exc_info=True)
