@@ -559,6 +559,21 @@ def _db_error() -> OperationalError:
     return OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
 
 
+def complete_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[OperationalError]:
+    """The ledger's next `complete` (right after Slack took the post) fails as a lost database
+    would; the returned list empties when it has."""
+    real_complete = outbox.complete
+    failures = [_db_error()]
+
+    def flaky_complete(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_complete(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "complete", flaky_complete)
+    return failures
+
+
 def test_database_unavailable_when_the_job_fires_is_retried_and_posts_once(
     jobs: ScheduledJobs,
     fake: FakeSlack,
@@ -592,15 +607,7 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
     make_scheduler: Callable[..., Scheduler],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_complete = outbox.complete
-    failures = [_db_error()]
-
-    def flaky_complete(*args: Any, **kwargs: Any) -> None:
-        if failures:
-            raise failures.pop()
-        real_complete(*args, **kwargs)
-
-    monkeypatch.setattr(outbox, "complete", flaky_complete)
+    complete_fails_once(monkeypatch)
     at(SLOT + dt.timedelta(seconds=30))
     scheduler = make_scheduler(jobs)
     assert scheduler.run("digest", "sales", SLOT) is True
@@ -640,6 +647,22 @@ def test_catch_up_posts_channels_in_parallel_each_once_and_a_shared_channel_in_o
     assert {key for key, _, _ in ledger} == set(CHANNELS)
     assert all(post.status is PostStatus.SENT and post.attempts == 1 for post in ledger.values())
     assert len({post.ts for post in ledger.values()}) == len(CHANNELS)
+
+
+def test_a_post_that_raises_in_the_catch_ups_pool_is_recorded_by_its_retry_not_sent_twice(
+    jobs: ScheduledJobs,
+    fake: FakeSlack,
+    engine: Engine,
+    make_scheduler: Callable[..., Scheduler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whichever post of the pool completes first: Slack has it, the ledger not (yet).
+    failures = complete_fails_once(monkeypatch)
+    ran = make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(seconds=30)))
+
+    assert [key for key, _ in ran] == sorted(CHANNELS) and failures == []
+    assert root_channels(fake) == Counter(CHANNELS.values())
+    assert all(digest_post(engine, key).status is PostStatus.SENT for key in CHANNELS)
 
 
 def test_department_jobs_firing_at_once_post_at_most_the_pools_worth(
