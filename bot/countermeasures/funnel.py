@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from bot import outbox, render
 from bot.countermeasures.service import (
     DID_NOT_WORK,
+    EFFECT_PREFIX,
     NOT_YET,
     SERIES_MAX,
     WORKED,
@@ -85,11 +86,11 @@ def _subjects_touching(session: Session, kpi_id: int) -> set[str]:
         .order_by(col(FunnelStage.position))
     ).all()
     subjects: set[str] = set()
-    for index, (stage_id, _) in enumerate(keys):
+    for index, (stage_id, key) in enumerate(keys):
         if stage_id != kpi_id:
             continue
         if index > 0:
-            subjects.add(subject_of(keys[index][1]))
+            subjects.add(subject_of(key))
         if index + 1 < len(keys):
             subjects.add(subject_of(keys[index + 1][1]))
     return subjects
@@ -155,7 +156,7 @@ def _said_periods(session: Session, rows: list[tuple[Countermeasure, Post]]) -> 
             Post.kind == PostKind.FOLLOWUP,
             Post.status == PostStatus.SENT,
             col(Post.department_id).in_({post.department_id for _, post in rows}),
-            col(Post.subject).startswith("effect:"),
+            col(Post.subject).startswith(EFFECT_PREFIX),
         )
     ).all()
     said: dict[int, list[str]] = {}

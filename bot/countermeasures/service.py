@@ -704,10 +704,14 @@ def verdict_of(kpi: Kpi, before: Decimal | None, judged: Decimal, target: Target
     return NOT_YET if _change(kpi, before, judged) == "better" else DID_NOT_WORK
 
 
+# Ledger subjects of effects: effect:<countermeasure id>:<period>[:<verdict>] (effect_subject).
+EFFECT_PREFIX = "effect:"
+
+
 def effect_subject(countermeasure_id: int, period: str, verdict: str | None = None) -> str:
     """The ledger subject of an effect: once per period while it runs (`verdict` None), once per
     verdict of its final figure (a correction that changes the verdict is said once more)."""
-    base = f"effect:{countermeasure_id}:{period}"
+    base = f"{EFFECT_PREFIX}{countermeasure_id}:{period}"
     return base if verdict is None else f"{base}:{verdict}"
 
 
@@ -716,7 +720,7 @@ def _worked_before(session: Session, countermeasure_id: int, period: str) -> boo
     subjects = session.exec(
         select(Post.subject).where(
             Post.kind == PostKind.FOLLOWUP,
-            col(Post.subject).startswith(f"effect:{countermeasure_id}:"),
+            col(Post.subject).startswith(f"{EFFECT_PREFIX}{countermeasure_id}:"),
             col(Post.subject).endswith(f":{WORKED}"),
         )
     ).all()

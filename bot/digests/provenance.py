@@ -55,10 +55,6 @@ class Mark:
         return " ・ ".join(parts) if locale == "ja" else " · ".join(parts)
 
 
-def last_digest_at(session: Session, department_id: int, before: dt.datetime) -> dt.datetime | None:
-    return last_digests_at(session, [department_id], before).get(department_id)
-
-
 def last_digests_at(
     session: Session, department_ids: Collection[int], before: dt.datetime
 ) -> dict[int, dt.datetime]:
@@ -76,12 +72,6 @@ def last_digests_at(
         .group_by(col(Post.department_id))
     ).all()
     return {department_id: sent for department_id, sent in found if department_id is not None and sent}
-
-
-def marks(session: Session, department_id: int, rows: Sequence[ScoreRow]) -> dict[int, Mark]:
-    """By KPI id, for the rows whose reviewed value came from a system or changed since the last
-    digest (before now). Without an earlier digest nothing counts as corrected since."""
-    return marks_of(session, {department_id: rows}).get(department_id, {})
 
 
 def marks_of(
