@@ -47,7 +47,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# An execution option: the transaction only reads (`reading`).
+READ_ONLY = "kpibot_read_only"
+
+
 def _sqlite_begin(connection: Any) -> None:
+    if connection.get_execution_options().get(READ_ONLY):
+        # Deferred: under WAL a reader sees the last commit and never waits for the write lock.
+        connection.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE takes the write lock up front, so two writers queue on the busy timeout
     # instead of one failing at once when it upgrades a read lock.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -81,6 +89,21 @@ def transaction(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A unit of work that only reads: what an ack path may do. On SQLite every other transaction
+    takes the write lock up front (BEGIN IMMEDIATE), and a burst of saves holds it in turn for
+    seconds; this one begins deferred and reads the last commit without waiting. A flush of
+    changes in it is refused (it would take the lock after all)."""
+    with transaction(engine.execution_options(**{READ_ONLY: True})) as session:
+        sa.event.listen(session, "before_flush", _refuse_writes)
+        yield session
+
+
+def _refuse_writes(session: Session, *_args: Any) -> None:
+    raise RuntimeError("a reading transaction (bot.database.reading) does not write")
 
 
 def alembic_config(engine: Engine) -> Config:

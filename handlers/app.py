@@ -26,7 +26,7 @@ from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
 from handlers.users import UserDirectory
-from handlers.work import acknowledge_other_events, keep_ack, on_error
+from handlers.work import acknowledge_other_events, failures_told, keep_ack, on_error
 
 
 def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False) -> App:
@@ -47,7 +47,9 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     )
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(client, settings.admins))
     app.use(keep_ack)
-    app.error(on_error(lambda user: deps.locale_for(user) if user else settings.locale))
+    handle_error = on_error(lambda user: deps.locale_for(user) if user else settings.locale)
+    app.error(handle_error)
+    app.use(failures_told(handle_error))
     commands.register(app, deps)
     report.register(app, deps)
     alerts.register(app, deps)

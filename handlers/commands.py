@@ -11,9 +11,9 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot import render
+from bot.database import reading
 from bot.models import Department
 from handlers.deps import Deps, department_of_channel
-from handlers.work import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ def register(app: App, deps: Deps) -> None:
 
 def dispatch(request: CommandRequest, name: str) -> None:
     """What escapes a subcommand is told to the user by the app's error handler (handlers/work.py)."""
-    with unit_of_work(request.deps.engine) as session:
+    # Only reads: a listener thread never waits here for a save's write lock (SQLite).
+    with reading(request.deps.engine) as session:
         request.channel_department = department_of_channel(session, request.channel_id)
     handler = SUBCOMMANDS.get(name)
     if handler is None:

@@ -16,9 +16,10 @@ is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error
   it is logged, never raised.
 - `acknowledge_other_events(app)`, registered after every listener: an event none of them takes
   is answered 200 and dropped (Bolt's answer is a 404, which Slack redelivers and counts as failed).
-- `PostAckPool` and `after_ack(context, fn, ...)`: work that may wait (the follow-ups after a save)
+- `PostAckPool` and `after_ack(context, fn, ...)`: work that may wait (a save and its follow-ups)
   runs on a few threads of its own per web worker, so a burst of it neither holds the listeners'
   threads that the next request's ack needs nor has many threads competing for the interpreter.
+  What escapes it is told to the user as app.error would (`failures_told`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ SLACK_ERROR = "slack_error"
 ANSWER_CHANNEL = "answer_channel"
 ANSWER_LOCALE = "answer_locale"
 POST_ACK = "post_ack"  # the worker's PostAckPool (handlers/web.py puts it there)
+FAILED_AFTER_ACK = "failed_after_ack"  # app.error's handler for this request (failures_told)
 
 # Two threads: at most two CPU-bound follow-ups compete with the request threads for the GIL.
 POST_ACK_THREADS = 2
@@ -260,11 +262,37 @@ def post_ack_pool(pool: PostAckPool) -> Callable[..., None]:
     return middleware
 
 
+def failures_told(handler: Callable[..., None]) -> Callable[..., None]:
+    """Global middleware: what escapes work handed to the pool goes to `handler` (the app's
+    error handler) with this request's body — as it would from the listener's own thread."""
+
+    def middleware(context: BoltContext, body: dict[str, Any], next: Callable[[], None]) -> None:  # noqa: A002
+        context[FAILED_AFTER_ACK] = lambda error: handler(error, body, context.client, context)
+        next()
+
+    return middleware
+
+
 def after_ack(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
     """Run `fn` after the ack on the worker's PostAckPool, or here when the app has none (Socket
-    Mode, an app dispatched in-process)."""
+    Mode, an app dispatched in-process). Call it after `ack()`: queued work is not the ack's."""
     pool = context.get(POST_ACK)
     if pool is None:
         fn(*args, **kwargs)
         return
-    pool.submit(fn, *args, **kwargs)
+    pool.submit(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
+
+
+def _told(
+    failed: Callable[[Exception], None] | None,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as error:
+        if failed is None:
+            raise  # the pool logs it
+        failed(error)
+        return None

@@ -20,17 +20,26 @@ from sqlalchemy.exc import OperationalError
 
 from bot import render
 from bot.clock import today
+from bot.database import reading
 from bot.errors import DatabaseUnavailable
 from bot.models import Cadence, Department, Source
 from bot.periods import PeriodError, looks_like_period, parse_key, parse_period
 from bot.reports import periods_open
-from bot.reports.service import ReportError, check_note, check_reports, report, reportable_kpis, save_reports
+from bot.reports.service import (
+    CheckedReport,
+    ReportError,
+    check_note,
+    check_reports,
+    report,
+    reportable_kpis,
+    save_reports,
+)
 from handlers.commands import CommandRequest, subcommand
 from handlers.deps import Deps, department_of_channel
 from handlers.report import messages
 from handlers.report.followup import after_reports
 from handlers.report.messages import KPI_BLOCK_PREFIX, NOTE_ACTION, NOTE_BLOCK, VALUE_ACTION
-from handlers.work import answer_in, tell, unit_of_work
+from handlers.work import after_ack, answer_in, tell, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,13 @@ def report_command(request: CommandRequest) -> None:
     if looks_like_period(request.text):  # `/kpi report 2026-10`: the form on that period
         open_report_modal(request, period_text=request.text)
         return
+    # The save waits its turn on the worker's post-ack pool: a burst of reports queues there
+    # instead of holding the listener threads that the next requests' acks need.
+    after_ack(request.context, save_command, request)
+
+
+def save_command(request: CommandRequest) -> None:
+    """`/kpi report <kpi> <value> …` stored, confirmed and followed up (after the ack)."""
     # Slack may deliver a command again (X-Slack-Retry-Num); its trigger_id is the same.
     with unit_of_work(request.deps.engine, f"command:{request.trigger_id}") as session:
         try:
@@ -99,7 +115,8 @@ def form_view(deps: Deps, user_id: str, channel_id: str, locale: str, period: st
     None opens it on the oldest finished period with something unreported, or on the periods in
     progress when everything is reported."""
     is_admin = deps.admin_check(user_id)
-    with unit_of_work(deps.engine) as session:
+    # Only reads, before views.open: never waits for a save's write lock (bot.database.reading).
+    with reading(deps.engine) as session:
         current = [
             item for item in reportable_kpis(session, user_id=user_id, is_admin=is_admin) if not item.derived
         ]
@@ -195,7 +212,8 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
     try:
         # Checking reads the database while the modal is still open: the answer is the ack, so a
         # database that is down shows as an error in the form, with everything typed still there.
-        with unit_of_work(deps.engine) as session:
+        # Only reads, by unique keys: it never waits for another form's write lock.
+        with reading(deps.engine) as session:
             department = department_of_channel(session, form.channel_id)
             checked, problems = check_reports(
                 session, values=form.values, periods=form.periods, user_id=form.user_id, is_admin=is_admin
@@ -216,19 +234,37 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
 
     if department is None and checked:
         department = checked[0].department
-    locale = deps.locale_for(form.user_id, department)
     # Not the form kpibot opened (a forged or mangled private_metadata): which periods were shown
     # is unknown, so nothing is saved.
     if form.foreign or any(item.kpi.id not in form.periods for item in checked):
+        locale = deps.locale_for(form.user_id, department)
         _refuse(ack, {form.first_block: render.message("modal.foreign", locale)})
         return
     if errors:
+        locale = deps.locale_for(form.user_id, department)
         _refuse(ack, {block: messages.error_text(problem, locale) for block, problem in errors.items()})
         return
 
     ack()  # closes the modal; saving and confirming happen after, outside Slack's 3 s
     # What escapes from here is told by app.error, in the form's channel.
-    answer_in(context, channel=form.channel_id, locale=locale)
+    answer_in(context, channel=form.channel_id)
+    # On the worker's post-ack pool: a burst of forms queues there, not in the listener threads.
+    after_ack(context, save_form, deps, client, body, context, form, checked, note, department)
+
+
+def save_form(
+    deps: Deps,
+    client: WebClient,
+    body: dict[str, Any],
+    context: BoltContext,
+    form: Submission,
+    checked: list[CheckedReport],
+    note: str | None,
+    department: Department | None,
+) -> None:
+    """A checked form stored, confirmed and followed up (after the ack)."""
+    locale = deps.locale_for(form.user_id, department)  # may ask Slack (users.info): not before the ack
+    answer_in(context, locale=locale)
     # A retried submission carries the same view id: save once, confirm once.
     with unit_of_work(deps.engine, f"view:{form.view_id}") as session:
         outcome = save_reports(session, checked, user_id=form.user_id, source=Source.MODAL, note=note)
