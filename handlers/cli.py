@@ -25,7 +25,8 @@ from bot.errors import KpibotError
 from bot.models import Department
 from bot.periods import PeriodError, parse_key
 from bot.plan.history import plan_warnings
-from bot.plan.service import Plan, PlanInvalid, Problem, apply_plan, load_plan
+from bot.plan.service import apply_plan, load_plan
+from bot.plan.specs import Plan, PlanInvalid, Problem
 from bot.scorecard import all_departments
 from handlers.api import commands as source_commands
 from handlers.cli_groups import CommandGroups

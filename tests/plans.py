@@ -14,7 +14,8 @@ from sqlmodel import SQLModel
 from bot.clock import utcnow
 from bot.database import transaction
 from bot.models import Aggregation, Cadence, Direction, Kpi, KpiKind, Unit
-from bot.plan.service import ImportResult, apply_plan, load_plan
+from bot.plan.service import apply_plan, load_plan
+from bot.plan.specs import ImportResult
 
 EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "b2b-plan.yaml"
 

@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 
 from bot.models import Department, Kpi, Target
 from bot.plan.file import read_plan
-from bot.plan.service import Existing, Plan, PlanInvalid, validate
+from bot.plan.specs import Existing, Plan, PlanInvalid
+from bot.plan.validation import validate
 from tests.plans import import_plan
 from tests.unit.plan_files import MARK, SMALL, edited, found, marked_line
 

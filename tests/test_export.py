@@ -19,7 +19,7 @@ from bot.database import transaction
 from bot.export import ACTUAL_COLUMNS, export_actuals, export_plan, export_targets
 from bot.models import Department, FunnelStage, Goal, Kpi, Source, SuccessFactor, Target
 from bot.plan.edit import retire_kpi
-from bot.plan.service import PlanInvalid
+from bot.plan.specs import PlanInvalid
 from bot.reports.actuals import record_actual
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 

@@ -17,7 +17,8 @@ from bot.database import transaction
 from bot.digests.service import build_division_summary
 from bot.funnel.service import build_funnel
 from bot.models import Department, FunnelStage, Kpi, Source
-from bot.plan.service import PlanInvalid, load_plan
+from bot.plan.service import load_plan
+from bot.plan.specs import PlanInvalid
 from bot.reports.actuals import record_actual
 from handlers.digests.messages import as_text, division_messages
 from tests.plans import EXAMPLE_PLAN, import_plan

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from bot.models import Aggregation, Cadence, Department, Direction, Goal, Kpi, SuccessFactor, Target, Unit
-from bot.plan.service import Existing, PlanInvalid, Problem
+from bot.plan.specs import Existing, PlanInvalid, Problem
 from tests.plans import EXAMPLE_PLAN, import_plan, outcomes
 from tests.unit.plan_files import (
     BAD_YAML,

@@ -20,7 +20,8 @@ from sqlmodel import col, select
 
 from bot.database import transaction
 from bot.models import Alert, Countermeasure, CountermeasureStatus, Department, Kpi, Source
-from bot.plan.service import PlanInvalid, load_plan
+from bot.plan.service import load_plan
+from bot.plan.specs import PlanInvalid
 from bot.reports.actuals import record_actual
 from handlers.alerts.interactive import scan_and_post
 from handlers.alerts.messages import ACTION_ADOPT, ACTION_ADOPT_EDIT

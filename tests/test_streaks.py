@@ -19,7 +19,8 @@ from bot.clock import set_clock
 from bot.database import transaction
 from bot.digests.service import build_digest
 from bot.models import Alert, AlertReason, Department, Kpi, Source
-from bot.plan.service import PlanInvalid, load_plan
+from bot.plan.service import load_plan
+from bot.plan.specs import PlanInvalid
 from bot.reports.actuals import record_actual
 from bot.scoring import TargetValue
 from handlers.alerts.interactive import scan_and_post

@@ -1,6 +1,6 @@
 """The plan checked before use: the seed's design checklist as warnings (pure; no database).
 
-Warnings never block an import (problems in bot/plan/service.py still do); `kpibot plan check FILE`
+Warnings never block an import (problems in bot/plan/validation.py still do); `kpibot plan check FILE`
 lists them, and `kpibot import-plan` prints them after importing. Each is a `Problem` (code
 `warn_*`, words in templates/<locale>/messages/plan.yaml) pointing at the line of what it is about:
 
@@ -26,7 +26,7 @@ from decimal import Decimal
 from bot.formulas import FormulaError, parse_formula
 from bot.models import EVERY_PERIOD, Direction, KpiKind
 from bot.plan.file import PlanDocument
-from bot.plan.service import KpiSpec, Plan, Problem
+from bot.plan.specs import KpiSpec, Plan, Problem
 from bot.scoring import HUNDRED, TargetValue
 
 HISTORY_MIN = 5  # periods of history before a target is compared with the best of them

@@ -41,7 +41,7 @@ from bot.models import (
 )
 from bot.numbers import NumberFormatError, parse_amount
 from bot.periods import Period, PeriodError, looks_like_period, parse_key, parse_period
-from bot.plan.service import KEY_PATTERN
+from bot.plan.validation import KEY_PATTERN
 from bot.reports.periods_open import finished_open
 from bot.reports.service import ReportError, all_kpis, find_kpi, kpi_by_key
 from bot.scorecard import current_period, targets_for

@@ -1,6 +1,6 @@
 """Reading plan files (YAML or CSV) into plain records that remember where they came from.
 
-Nothing here validates meaning; `bot.plan.service` does. Each record is a dict of raw field
+Nothing here validates meaning; `bot.plan.validation` does. Each record is a dict of raw field
 values plus the line or row it was read from, so every problem can point at its place.
 """
 
@@ -86,7 +86,7 @@ _LineLoader.add_constructor(
     "tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node, deep=True)
 )
 # A float is kept as the text written: `0.1` or `99999999999999.99` through float would be a
-# different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.service` parses
+# different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.validation` parses
 # the text exactly, with the storable range, like any typed number.
 _LineLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node))
 # An integer too, so it means what it means when typed in Slack: YAML 1.1 reads `017` as octal 15,

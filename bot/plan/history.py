@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from bot.models import Actual, Goal, Kpi
 from bot.plan.checks import Context, FunnelStep, check_plan
 from bot.plan.file import read_plan
-from bot.plan.service import Plan, Problem
+from bot.plan.specs import Plan, Problem
 
 HISTORY_PERIODS = 12  # the latest periods a target is compared with
 

@@ -22,7 +22,7 @@ from bot.models import Department, Kpi
 from bot.plan.file import Record
 
 if TYPE_CHECKING:
-    from bot.plan.service import KpiSpec
+    from bot.plan.specs import KpiSpec
 
 FIELD = "retired"
 

@@ -11,7 +11,8 @@ from functools import cache
 
 from bot.models import Department, Kpi
 from bot.plan.file import read_plan
-from bot.plan.service import Existing, validate
+from bot.plan.specs import Existing
+from bot.plan.validation import validate
 from tests.plans import EXAMPLE_PLAN
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.plan.file import read_plan
-from bot.plan.service import Existing, KnownKpi, Problem, place_text, validate
+from bot.plan.specs import Existing, KnownKpi, Problem, place_text
+from bot.plan.validation import validate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SMALL = FIXTURES / "small-plan.yaml"

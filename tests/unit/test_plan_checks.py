@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from bot.plan.checks import Context, FunnelStep, check_plan
 from bot.plan.file import parse_yaml, read_plan
-from bot.plan.service import Existing, Problem, validate
+from bot.plan.specs import Existing, Problem
+from bot.plan.validation import validate
 from tests.plans import EXAMPLE_PLAN
 
 BASE = """\

@@ -15,11 +15,12 @@ import pytest
 import bot.formulas
 import bot.models
 import bot.plan.file
-import bot.plan.service
+import bot.plan.validation
 import bot.scoring
 from bot import render
 from bot.plan.file import read_plan
-from bot.plan.service import Existing, PlanInvalid, Problem, validate
+from bot.plan.specs import Existing, PlanInvalid, Problem
+from bot.plan.validation import validate
 from tests.plans import EXAMPLE_PLAN
 from tests.unit.plan_files import (
     BAD_YAML,
@@ -108,8 +109,8 @@ def test_unreadable_files(tmp_path: Path, name: str, text: str, expected: tuple[
 
 
 def _problem_codes() -> set[str]:
-    """Every problem code bot/plan/service.py and bot/plan/file.py can produce, read from their source."""
-    plan_source = Path(bot.plan.service.__file__).read_text(encoding="utf-8")
+    """Every problem code bot/plan/validation.py and bot/plan/file.py can produce, read from their source."""
+    plan_source = Path(bot.plan.validation.__file__).read_text(encoding="utf-8")
     file_source = Path(bot.plan.file.__file__).read_text(encoding="utf-8")
     codes: set[str] = set()
     # reader.problem(record, name, "code"), Problem(where, "field", "code"), slack_id(..., "code")
