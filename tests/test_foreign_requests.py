@@ -55,6 +55,9 @@ FOREIGN: dict[str, Any] = {
     "a channel not a string": lambda slack: json.dumps(
         {"channel": ["C0SALES"], "periods": {"2026-11": [_kpi_id(slack, "new_approaches")]}}
     ),
+    "a language kpibot does not speak": lambda slack: json.dumps(
+        {"channel": "C0SALES", "periods": {"2026-11": [_kpi_id(slack, "new_approaches")]}, "locale": "fr"}
+    ),
     "huge": lambda slack: json.dumps(
         {
             "channel": "C0SALES",

@@ -18,6 +18,7 @@ from bot.alerts import service as alerts
 from bot.clock import set_clock
 from bot.models import Actual, Cadence, Department, Kpi, Source
 from bot.reports.actuals import Recorded
+from handlers import users
 from tests.fakeslack.client import Response
 from tests.fakeslack.harness import SlackHarness
 from tests.plans import count_kpi
@@ -396,6 +397,22 @@ def test_every_problem_is_shown_at_once_in_the_users_language(slack: SlackHarnes
     assert "thousands separator" in errors["kpi:new_approaches"]
     assert "over 100 %" in errors["kpi:close_rate"]
     assert "2001" in errors["note"] and "2000" in errors["note"]
+    assert all_actuals(slack) == []
+
+
+def test_a_refusal_is_in_the_forms_language_without_asking_slack_before_the_ack(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing cached (as in another worker, or an hour later): any lookup would be a users.info call.
+    monkeypatch.setattr(users, "TTL_SECONDS", 0)
+    slack.fake.set_user(SALES1, locale="en-US")
+    view = open_in_progress(slack, SALES1)
+    slack.fake.set_user(SALES1, locale="ja-JP")  # changed since: the form is still in English
+    asked = len(slack.fake.calls("users.info"))
+    answer = submit(slack, view, SALES1, {"new_approaches": "1,20"}).json()
+    assert len(slack.fake.calls("users.info")) == asked  # the refusal is the ack: no lookup first
+    assert answer["response_action"] == "errors"
+    assert "thousands separator" in answer["errors"]["kpi:new_approaches"]
     assert all_actuals(slack) == []
 
 

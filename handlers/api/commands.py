@@ -80,7 +80,9 @@ def _test(engine: Engine, key: str, locale: str) -> int:
     kpi, department = found
     if kpi.fetch_source is None:
         raise KpibotError(render.message("sources.test_not_sourced", locale, kpi=key))
-    tried = runs.try_fetch(kpi, department, utcnow(), fetching=runs.Fetching(env=environment()))
+    # Once, as its help says: a test answers at once, not after the scheduler's retries (15 s).
+    once = runs.Fetching(env=environment(), attempts=1)
+    tried = runs.try_fetch(kpi, department, utcnow(), fetching=once)
     params = {"kpi": kpi.name(locale), "label": registry.label(kpi.fetch_source), "period": tried.period.key}
     if tried.error is not None:
         error = render.message(f"sources.fetch_error.{tried.error.code}", locale)

@@ -152,6 +152,7 @@ class Submission:
     periods: dict[int, str]  # KPI id → period key shown
     note: str | None
     first_block: str  # where an error about the whole form is shown
+    locale: str | None = None  # the language the form was opened in
     foreign: bool = False  # its private_metadata is not what kpibot wrote
 
 
@@ -165,7 +166,7 @@ def read_submission(body: dict[str, Any]) -> Submission:
     }
     note = (state.get(NOTE_BLOCK, {}).get(NOTE_ACTION) or {}).get("value")
     metadata = messages.read_metadata(view.get("private_metadata"))
-    channel_id, periods = metadata or ("", {})
+    channel_id, periods, locale = metadata or ("", {}, None)
     input_blocks = [block["block_id"] for block in view.get("blocks", []) if block.get("type") == "input"]
     first_block = next(iter(input_blocks or list(state) or [NOTE_BLOCK]))
     return Submission(
@@ -176,6 +177,7 @@ def read_submission(body: dict[str, Any]) -> Submission:
         periods=periods,
         note=note,
         first_block=first_block,
+        locale=locale,
         foreign=metadata is None,
     )
 
@@ -193,7 +195,7 @@ def register(app: App, deps: Deps) -> None:
         period = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get(
             "value"
         ) or messages.CURRENT
-        channel_id, _ = messages.read_metadata(view.get("private_metadata")) or ("", {})
+        channel_id = (messages.read_metadata(view.get("private_metadata")) or ("", {}, None))[0]
         locale = deps.locale_for(user_id)
         answer_in(context, channel=channel_id or None, locale=locale, slack_error="modal.open_failed")
         new = form_view(deps, user_id, channel_id, locale, period)
@@ -225,11 +227,11 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
             errors[NOTE_BLOCK] = problem
     except (DatabaseUnavailable, OperationalError):
         log.exception("database unavailable for the report modal of %s", form.user_id)
-        _refuse(ack, {form.first_block: render.message("error.database", deps.locale_for(form.user_id))})
+        _refuse(ack, {form.first_block: render.message("error.database", _ack_locale(deps, form))})
         return
     except Exception:
         log.exception("checking the report modal of %s failed", form.user_id)
-        _refuse(ack, {form.first_block: render.message("error.unexpected", deps.locale_for(form.user_id))})
+        _refuse(ack, {form.first_block: render.message("error.unexpected", _ack_locale(deps, form))})
         return
 
     if department is None and checked:
@@ -237,11 +239,11 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
     # Not the form kpibot opened (a forged or mangled private_metadata): which periods were shown
     # is unknown, so nothing is saved.
     if form.foreign or any(item.kpi.id not in form.periods for item in checked):
-        locale = deps.locale_for(form.user_id, department)
+        locale = _ack_locale(deps, form, department)
         _refuse(ack, {form.first_block: render.message("modal.foreign", locale)})
         return
     if errors:
-        locale = deps.locale_for(form.user_id, department)
+        locale = _ack_locale(deps, form, department)
         _refuse(ack, {block: messages.error_text(problem, locale) for block, problem in errors.items()})
         return
 
@@ -263,13 +265,20 @@ def save_form(
     department: Department | None,
 ) -> None:
     """A checked form stored, confirmed and followed up (after the ack)."""
-    locale = deps.locale_for(form.user_id, department)  # may ask Slack (users.info): not before the ack
+    # The form's own language; else asking Slack (users.info) is fine here, after the ack.
+    locale = form.locale or deps.locale_for(form.user_id, department)
     answer_in(context, locale=locale)
     # A retried submission carries the same view id: save once, confirm once.
     with unit_of_work(deps.engine, f"view:{form.view_id}") as session:
         outcome = save_reports(session, checked, user_id=form.user_id, source=Source.MODAL, note=note)
     tell(client, body, messages.modal_confirmation(outcome, note, locale), channel=form.channel_id)
     after_reports(deps, client, outcome.saved)
+
+
+def _ack_locale(deps: Deps, form: Submission, department: Department | None = None) -> str:
+    """The language of a refusal, which is the ack itself: the form's own, so no users.info call
+    spends the 3 s. Only a form without one (forged, or opened before forms kept it) asks."""
+    return form.locale or deps.locale_for(form.user_id, department)
 
 
 def _refuse(ack: Ack, errors: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from slack_sdk.models.blocks import (
     Block,
@@ -22,6 +23,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import render
+from bot.config import LOCALES
 from bot.periods import PeriodError, parse_key
 from bot.reports.periods_open import PeriodChoice
 from bot.reports.service import (
@@ -88,7 +90,7 @@ def report_view(
         title=render.message("modal.title", locale),
         submit=render.message("modal.submit", locale),
         close=render.message("modal.close", locale),
-        private_metadata=_metadata(channel_id, shown),
+        private_metadata=_metadata(channel_id, shown, locale),
         blocks=blocks,
     )
 
@@ -135,7 +137,7 @@ def _kpi_input(item: ReportableKpi, locale: str) -> InputBlock:
     )
 
 
-def _metadata(channel_id: str, shown: Sequence[ReportableKpi]) -> str:
+def _metadata(channel_id: str, shown: Sequence[ReportableKpi], locale: str) -> str:
     # KPI ids grouped by the period shown, so a submission just after midnight (or a month end)
     # saves into the period the user saw. Ids, not keys: 97 keys of up to 64 characters would
     # not fit in Slack's 3,000 characters; ids under a handful of period keys always do.
@@ -143,25 +145,39 @@ def _metadata(channel_id: str, shown: Sequence[ReportableKpi]) -> str:
     for item in shown:
         assert item.kpi.id is not None
         periods.setdefault(item.period.key, []).append(item.kpi.id)
-    return json.dumps({"channel": channel_id, "periods": periods}, separators=(",", ":"))
+    # The form's language too: a refusal is the ack itself, and asking Slack for the user's
+    # language then (users.info) would spend the 3 s on a lookup the opening already made.
+    return json.dumps({"channel": channel_id, "periods": periods, "locale": locale}, separators=(",", ":"))
 
 
 METADATA_MAX = 3000  # Slack's limit on private_metadata
 
 
-def read_metadata(raw: str | None) -> tuple[str, dict[int, str]] | None:
-    """What `_metadata` wrote: (the channel, KPI id → period key shown); None for anything else
-    (empty, not JSON, another shape, a period that is none, longer than Slack allows)."""
+class FormMetadata(NamedTuple):
+    channel: str
+    periods: dict[int, str]  # KPI id → period key shown
+    locale: str | None  # the form's language; None in a form opened before it was kept
+
+
+def read_metadata(raw: str | None) -> FormMetadata | None:
+    """What `_metadata` wrote; None for anything else (empty, not JSON, another shape, a period
+    that is none, a language kpibot does not speak, longer than Slack allows)."""
     if not raw or len(raw) > METADATA_MAX:
         return None
     try:
         metadata = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(metadata, dict) or set(metadata) != {"channel", "periods"}:
+    if not isinstance(metadata, dict) or not {"channel", "periods"} <= set(metadata) <= {
+        "channel",
+        "periods",
+        "locale",
+    }:
         return None
-    channel, periods = metadata["channel"], metadata["periods"]
+    channel, periods, locale = metadata["channel"], metadata["periods"], metadata.get("locale")
     if not isinstance(channel, str) or not isinstance(periods, dict):
+        return None
+    if locale is not None and locale not in LOCALES:
         return None
     shown: dict[int, str] = {}
     for key, ids in periods.items():
@@ -172,7 +188,7 @@ def read_metadata(raw: str | None) -> tuple[str, dict[int, str]] | None:
         if not isinstance(ids, list) or not all(type(kpi_id) is int for kpi_id in ids):
             return None
         shown.update(dict.fromkeys(ids, key))
-    return channel, shown
+    return FormMetadata(channel, shown, locale)
 
 
 def error_text(error: ReportError, locale: str) -> str:
