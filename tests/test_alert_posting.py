@@ -186,8 +186,9 @@ def test_a_red_report_posts_one_alert_root_with_both_buttons(
     assert root.args["channel"] == "C0SALES"
     assert_block_kit_limits(root)
     text = text_of(root)
-    assert "🔴" in text and "*成約率*" in text and "2026-11" in text and "営業部" in text
-    assert "10 %(目標 15–20 %)" in text and "目標の *67 %*" in text
+    assert "🔴" in text and "*成約率*" in text and "2026年11月" in text and "営業部" in text
+    assert "10%(目標 15〜20%): *達成率 67%* です。" in text
+    assert "要対策" in text  # 🔴: the one word of the digest's legend
     alert = the_alert(slack, "close_rate")
     assert buttons(root) == [(ACTION_COUNTERMEASURE, str(alert.id)), (ACTION_ACKNOWLEDGE, str(alert.id))]
     assert alert.channel_id == "C0SALES" and alert.thread_ts is not None
@@ -205,7 +206,7 @@ def test_english_department_gets_english_and_lower_is_better_wording(
     assert root.args["channel"] == "C0CS"
     text = text_of(root)
     assert "*Churn rate*" in text and "Customer Success" in text
-    assert "4 % against a target of at most 2 %: *50 %* of target" in text
+    assert "4% against a target of 2%: *100% over its ceiling*." in text  # not "50% of target"
     assert "off track" in text and "Log countermeasure" in text and "Acknowledge" in text
     assert root.args["text"].startswith("🔴 *Churn rate*")
 
@@ -230,10 +231,10 @@ def test_worse_updates_the_same_message_and_says_so_in_its_thread(
     report("close_rate 10")  # red
     (update,) = updates(slack.fake)
     assert (update.args["channel"], update.args["ts"]) == ("C0SALES", root_ts)
-    assert "🔴" in text_of(update) and "目標の *67 %*" in text_of(update)
+    assert "🔴" in text_of(update) and "*達成率 67%*" in text_of(update)
     assert len(roots(slack.fake)) == 1
     (note,) = replies(slack.fake, root_ts)
-    assert "🟡 → 🔴" in note.args["text"] and "*未達*" in note.args["text"]
+    assert note.args["text"] == "🟡 → 🔴 *成約率* は要注意から *要対策* になりました(達成率 67%)。"
 
     report("close_rate 12")  # better: amber again, the same message
     assert [u.args["ts"] for u in updates(slack.fake)] == [root_ts, root_ts]
@@ -311,8 +312,8 @@ def test_the_scan_raises_a_pace_alert_mid_month_once(
     ]
     (root,) = roots(slack.fake, "C0SALES")
     text = text_of(root)
-    assert "このペースだと月末には目標の *45 %* にとどまる見込みです" in text
-    assert "ここまで 30、見込み 45(目標 100)" in text
+    assert "このペースだと月末の着地は *達成率 45%* の見込みです" in text
+    assert "ここまで 30件、着地見込み 45件(目標 100件)" in text
     alert = the_alert(slack, "new_approaches")
     assert (alert.reason, alert.value) == (AlertReason.PACE, Decimal(45))
 
@@ -349,10 +350,10 @@ def test_the_scan_escalates_a_missing_streak_to_the_head(
     assert len(roots(slack.fake)) == 15
     (approaches,) = [call for call in roots(slack.fake, "C0SALES") if "新規アプローチ数" in text_of(call)]
     text = text_of(approaches)
-    assert "⚠️" in text and "2026-11 と 2026-12 の 2 期連続で未報告です" in text
+    assert "⚠️" in text and "2026年11月と2026年12月の2期連続で未報告です" in text
     assert "<@U0SALESHEAD> さん、<@U0SALES1> さんに確認をお願いします" in text
     (churn,) = [call for call in roots(slack.fake, "C0CS") if "Churn rate" in text_of(call)]
-    assert "Not reported for 2026-11 or 2026-12" in text_of(
+    assert "Not reported for Nov 2026 or Dec 2026: two periods in a row." in text_of(
         churn
     ) and "<@U0CSHEAD>, please follow up" in text_of(churn)
 
@@ -404,7 +405,7 @@ def test_fifty_red_kpis_in_one_channel_make_one_grouped_message(slack: SlackHarn
 
     (root,) = roots(slack.fake)
     assert root.args["channel"] == "C0SALES"
-    assert "*営業部の KPI 50 件に注意が必要です* ・ 🔴 50" in text_of(root)
+    assert "*営業部の KPI 50件に注意が必要です* ・ 🔴 50" in text_of(root)
     alerts = alert_rows(slack)
     root_ts = alerts[0].thread_ts
     assert root_ts is not None and all(a.thread_ts == root_ts and a.channel_id == "C0SALES" for a in alerts)
@@ -620,5 +621,5 @@ def test_the_scheduler_scans_every_hour_on_the_leader(
     finally:
         scheduler.shutdown()
     (root,) = roots(slack.fake, "C0SALES")
-    assert "目標の *36 %*" in text_of(root)  # 30 by the 25th
+    assert "*達成率 36%*" in text_of(root)  # 30 by the 25th
     assert the_alert(slack, "new_approaches").reason is AlertReason.PACE

@@ -83,7 +83,7 @@ def test_the_demo_shows_the_funnel_a_streak_a_playbook_adopted_and_an_effect_wit
     assert "*Deals opened* (Sales)" in division and "*Upsells* (Customer Success)" in division
     assert "leaks most: Sales → Sales" in division
     # Its own alert in the division channel, naming the head.
-    assert "#C0DIVISION" in slack and "*The funnel leaks: Sales → Sales* (2026-11)" in slack
+    assert "#C0DIVISION" in slack and "*The funnel leaks: Sales → Sales* (Nov 2026)" in slack
     # Deals won below target three months running: the streak alert, escalated to the head, with the
     # countermeasures agreed in the plan; the head adopted the first in one click.
     assert "*below target 3 periods running* <@U0SALESHEAD>" in slack

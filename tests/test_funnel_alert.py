@@ -92,7 +92,7 @@ def test_a_leaking_hand_off_is_said_once_in_the_division_channel_naming_both_hea
     text = text_of(root)
     assert "インサイドセールス部 → 営業部" in text
     assert "<@U0ISHEAD>" in text and "<@U0SALESHEAD>" in text
-    assert "16.7 %" in text and "66.7 %" in text  # converted, against plan
+    assert "転換率 16.7%、計画 66.7%" in text  # converted, against plan
     # The one leaking hand-off, once, and its ledger row holds the thread its discussion happens in.
     [post] = funnel_posts(slack)
     assert (post.period, post.subject, post.channel_id) == ("2026-11", "funnel:deals", DIVISION)
@@ -199,7 +199,7 @@ def test_a_correction_that_closes_the_leak_resolves_the_alert_in_its_thread_once
 
     [note] = thread_replies(slack, post.ts, "漏れがなくなりました")
     assert "インサイドセールス部 → 営業部" in text_of(note)
-    assert "63.3 %" in text_of(note) and "66.7 %" in text_of(note)
+    assert "転換率 *63.3%*(計画 66.7%、計画比 95%)" in text_of(note)
     assert note.args["channel"] == DIVISION
     # Still one alert for November: its root is not posted again.
     assert [(p.period, p.subject) for p in funnel_posts(slack)] == [("2026-11", "funnel:deals")]
@@ -220,8 +220,8 @@ def test_a_leak_closed_after_the_next_period_began_is_resolved_by_the_scan(slack
     scan(slack)
 
     [note] = thread_replies(slack, post.ts, "no longer leaks")
-    assert "Inside Sales → Sales" in text_of(note) and "2026-11" in text_of(note)
-    assert "66.7 %" in text_of(note)
+    assert "Inside Sales → Sales" in text_of(note) and "(Nov 2026)" in text_of(note)
+    assert "*SQLs* 60 → *Deals opened* 40, *66.7%* converted against a plan of 66.7%" in text_of(note)
 
 
 def log_in_thread(slack: SlackHarness, locale: str = "ja") -> Post:

@@ -172,7 +172,7 @@ def test_the_alert_offers_its_playbooks(slack: SlackHarness, alerted: Alert) -> 
     text = str(root.args["blocks"])
     assert "事前に合意した対策" in text
     assert "低効率チャネルの出稿を止め、予算をウェビナーへ移す" in text and f"<@{PLAYBOOK_OWNER}>" in text
-    assert "期限 10 日後" in text and "期限 14 日後" in text
+    assert "期限 10日後" in text and "期限 14日後" in text
     offered = [b for b in buttons(root) if b[0] in (ACTION_ADOPT, ACTION_ADOPT_EDIT)]
     assert offered == [
         (ACTION_ADOPT, f"{alerted.id}:0"),

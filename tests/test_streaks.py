@@ -128,7 +128,7 @@ def test_a_streak_that_completes_later_escalates_the_posted_alert_once(slack: Sl
     assert november is not None and november.reason is AlertReason.BELOW_TARGET
     thread = november.thread_ts
     assert thread is not None
-    [root] = [call for call in roots(slack.fake, "C0SALES") if "2026-11" in text_of(call)]
+    [root] = [call for call in roots(slack.fake, "C0SALES") if "2026年11月" in text_of(call)]
     assert STREAK_JA not in text_of(root)
 
     # December 1st: November is finished, the third period in a row under amber.

@@ -43,7 +43,7 @@ def severity_word(severity: Severity, locale: str) -> str:
 
 
 def _context(view: AlertView, locale: str) -> dict[str, Any]:
-    return {"v": view, "emoji": emoji(view), "previous": view.period.previous().key}
+    return {"v": view, "emoji": emoji(view), "previous": view.period.previous()}
 
 
 def line(view: AlertView, locale: str) -> str:
@@ -238,6 +238,7 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
             before=severity_word(before, locale),
             after=severity_word(alert.severity, locale),
             pct=pct,
+            direction=view.kpi.direction,
         )
     if event == "reopened":
         return render.message(
@@ -247,6 +248,7 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
             emoji=SEVERITY_EMOJI[alert.severity],
             severity=severity_word(alert.severity, locale),
             pct=pct,
+            direction=view.kpi.direction,
         )
     if event == "streak":
         return render.message(
@@ -255,6 +257,7 @@ def note(event: str, view: AlertView, before: Severity | None = None) -> str:
             kpi=name,
             count=view.kpi.streak,
             pct=pct,
+            direction=view.kpi.direction,
             head=view.department.head_user_id,
         )
     if event == "acknowledged":
@@ -273,13 +276,13 @@ def _funnel_words(hand_off: HandOff, funnel: Funnel, locale: str) -> dict[str, A
         "after": hand_off.after.kpi.name(locale),
         "from_department": hand_off.before.department.name(locale),
         "to_department": hand_off.after.department.name(locale),
-        "period": funnel.period.key,
+        "period": render.period_label(funnel.period, locale),
         "actual": hand_off.actual_pct,
         "planned": hand_off.planned_pct,
         "vs_plan": hand_off.vs_plan_pct,
         "leak": hand_off.leak_pct,
-        "before_value": hand_off.before.actual,
-        "after_value": hand_off.after.actual,
+        "before_value": render.localized(hand_off.before.actual, hand_off.before.kpi.unit, locale),
+        "after_value": render.localized(hand_off.after.actual, hand_off.after.kpi.unit, locale),
         "heads": heads,
     }
 
