@@ -195,7 +195,8 @@ def register(app: App, deps: Deps) -> None:
         period = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get(
             "value"
         ) or messages.CURRENT
-        channel_id = (messages.read_metadata(view.get("private_metadata")) or ("", {}, None))[0]
+        metadata = messages.read_metadata(view.get("private_metadata"))
+        channel_id = metadata.channel if metadata else ""
         locale = deps.locale_for(user_id)
         answer_in(context, channel=channel_id or None, locale=locale, slack_error="modal.open_failed")
         new = form_view(deps, user_id, channel_id, locale, period)
@@ -227,11 +228,11 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
             errors[NOTE_BLOCK] = problem
     except (DatabaseUnavailable, OperationalError):
         log.exception("database unavailable for the report modal of %s", form.user_id)
-        _refuse(ack, {form.first_block: render.message("error.database", _ack_locale(deps, form))})
+        _refuse(ack, {form.first_block: render.message("error.database", _form_locale(deps, form))})
         return
     except Exception:
         log.exception("checking the report modal of %s failed", form.user_id)
-        _refuse(ack, {form.first_block: render.message("error.unexpected", _ack_locale(deps, form))})
+        _refuse(ack, {form.first_block: render.message("error.unexpected", _form_locale(deps, form))})
         return
 
     if department is None and checked:
@@ -239,11 +240,11 @@ def submit(deps: Deps, ack: Ack, body: dict[str, Any], client: WebClient, contex
     # Not the form kpibot opened (a forged or mangled private_metadata): which periods were shown
     # is unknown, so nothing is saved.
     if form.foreign or any(item.kpi.id not in form.periods for item in checked):
-        locale = _ack_locale(deps, form, department)
+        locale = _form_locale(deps, form, department)
         _refuse(ack, {form.first_block: render.message("modal.foreign", locale)})
         return
     if errors:
-        locale = _ack_locale(deps, form, department)
+        locale = _form_locale(deps, form, department)
         _refuse(ack, {block: messages.error_text(problem, locale) for block, problem in errors.items()})
         return
 
@@ -265,8 +266,7 @@ def save_form(
     department: Department | None,
 ) -> None:
     """A checked form stored, confirmed and followed up (after the ack)."""
-    # The form's own language; else asking Slack (users.info) is fine here, after the ack.
-    locale = form.locale or deps.locale_for(form.user_id, department)
+    locale = _form_locale(deps, form, department)
     answer_in(context, locale=locale)
     # A retried submission carries the same view id: save once, confirm once.
     with unit_of_work(deps.engine, f"view:{form.view_id}") as session:
@@ -275,9 +275,10 @@ def save_form(
     after_reports(deps, client, outcome.saved)
 
 
-def _ack_locale(deps: Deps, form: Submission, department: Department | None = None) -> str:
-    """The language of a refusal, which is the ack itself: the form's own, so no users.info call
-    spends the 3 s. Only a form without one (forged, or opened before forms kept it) asks."""
+def _form_locale(deps: Deps, form: Submission, department: Department | None = None) -> str:
+    """The language the form was opened in, so a refusal (which is the ack itself) spends none of
+    Slack's 3 s on a users.info call. Only a form without one (forged, or opened before forms
+    kept it) asks."""
     return form.locale or deps.locale_for(form.user_id, department)
 
 

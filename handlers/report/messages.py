@@ -151,6 +151,8 @@ def _metadata(channel_id: str, shown: Sequence[ReportableKpi], locale: str) -> s
 
 
 METADATA_MAX = 3000  # Slack's limit on private_metadata
+_KEYS = {"channel", "periods", "locale"}
+_REQUIRED_KEYS = {"channel", "periods"}  # "locale" is missing in forms opened before it was kept
 
 
 class FormMetadata(NamedTuple):
@@ -168,11 +170,7 @@ def read_metadata(raw: str | None) -> FormMetadata | None:
         metadata = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(metadata, dict) or not {"channel", "periods"} <= set(metadata) <= {
-        "channel",
-        "periods",
-        "locale",
-    }:
+    if not isinstance(metadata, dict) or not _REQUIRED_KEYS <= set(metadata) <= _KEYS:
         return None
     channel, periods, locale = metadata["channel"], metadata["periods"], metadata.get("locale")
     if not isinstance(channel, str) or not isinstance(periods, dict):
