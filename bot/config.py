@@ -51,9 +51,7 @@ class Settings:
             required["SLACK_SIGNING_SECRET"] = self.slack_signing_secret
         missing = [name for name, value in required.items() if not value]
         if missing:
-            raise ConfigError(
-                f"{', '.join(missing)} must be set (in the environment or .env); see .env.example"
-            )
+            raise config_error(self.locale, "slack_missing", names=missing)
 
 
 def environment(
@@ -79,78 +77,85 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         value = values.get(name, "").strip()
         return value or None
 
+    # First, so that every other error is told in the operator's language.
+    locale = _locale("KPIBOT_LOCALE", get("KPIBOT_LOCALE") or "ja")
+
+    def whole(name: str, default: str, low: int, high: int) -> int:
+        return _int_in_range(name, get(name) or default, low, high, locale)
+
     return Settings(
-        database_url=parse_database_url(get("DATABASE_URL") or "sqlite:///kpibot.db"),
+        database_url=parse_database_url(get("DATABASE_URL") or "sqlite:///kpibot.db", locale=locale),
         slack_bot_token=get("SLACK_BOT_TOKEN"),
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=get("SLACK_APP_TOKEN"),
-        slack_api_url=_slack_api_url(get("SLACK_API_URL")),
-        port=_int_in_range("PORT", get("PORT") or "3000", 1, 65535),
-        timezone=_timezone("KPIBOT_TIMEZONE", get("KPIBOT_TIMEZONE") or "Asia/Tokyo"),
-        locale=_locale("KPIBOT_LOCALE", get("KPIBOT_LOCALE") or "ja"),
-        fiscal_year_start_month=_int_in_range(
-            "KPIBOT_FISCAL_YEAR_START", get("KPIBOT_FISCAL_YEAR_START") or "4", 1, 12
-        ),
-        admins=_user_ids("KPIBOT_ADMINS", get("KPIBOT_ADMINS") or ""),
-        web_concurrency=_int_in_range("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or "2", 1, 256),
-        web_threads=_int_in_range("KPIBOT_THREADS", get("KPIBOT_THREADS") or "8", 1, 1024),
-        listener_threads=_int_in_range(
-            "KPIBOT_LISTENER_THREADS", get("KPIBOT_LISTENER_THREADS") or "32", 1, 1024
-        ),
+        slack_api_url=_slack_api_url(get("SLACK_API_URL"), locale),
+        port=whole("PORT", "3000", 1, 65535),
+        timezone=_timezone("KPIBOT_TIMEZONE", get("KPIBOT_TIMEZONE") or "Asia/Tokyo", locale),
+        locale=locale,
+        fiscal_year_start_month=whole("KPIBOT_FISCAL_YEAR_START", "4", 1, 12),
+        admins=_user_ids("KPIBOT_ADMINS", get("KPIBOT_ADMINS") or "", locale),
+        web_concurrency=whole("WEB_CONCURRENCY", "2", 1, 256),
+        web_threads=whole("KPIBOT_THREADS", "8", 1, 1024),
+        listener_threads=whole("KPIBOT_LISTENER_THREADS", "32", 1, 1024),
     )
 
 
-def parse_database_url(raw: str, name: str = "DATABASE_URL") -> URL:
+def config_error(locale: str | None, key: str, **params: object) -> ConfigError:
+    """A settings error in `locale` (templates/<locale>/messages/config.yaml); with no locale known
+    (KPIBOT_LOCALE itself is wrong) in every language kpibot speaks, on one line."""
+    from bot import render  # bot.render reads LOCALES from this module
+
+    shown = [locale] if locale in LOCALES else list(LOCALES)
+    return ConfigError(" / ".join(render.message(f"config.{key}", each, **params) for each in shown))
+
+
+def parse_database_url(raw: str, name: str = "DATABASE_URL", *, locale: str = "en") -> URL:
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
-        raise ConfigError(f"{name} is not a database URL: expected e.g. sqlite:///kpibot.db") from None
+        raise config_error(locale, "not_a_database_url", name=name) from None
     # Heroku-style URLs say postgres:// and would pick psycopg2, which we do not ship.
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(
-            f"{name} uses {url.get_backend_name()!r}; kpibot supports sqlite:// and postgresql:// URLs"
-        )
+        raise config_error(locale, "unsupported_database", name=name, backend=url.get_backend_name())
     return url
 
 
-def _user_ids(name: str, raw: str) -> frozenset[str]:
+def _user_ids(name: str, raw: str, locale: str) -> frozenset[str]:
     ids = frozenset(part.strip() for part in raw.split(",") if part.strip())
     bad = sorted(user_id for user_id in ids if user_id[:1] not in ("U", "W") or not user_id.isalnum())
     if bad:
-        raise ConfigError(
-            f"{name} must list Slack user IDs separated by commas (e.g. U0123ABCD), got {bad[0]!r}"
-        )
+        raise config_error(locale, "user_ids", name=name, value=repr(bad[0]))
     return ids
 
 
-def _slack_api_url(raw: str | None) -> str:
+def _slack_api_url(raw: str | None, locale: str) -> str:
     if raw is None:
         return DEFAULT_SLACK_API_URL
     if not raw.startswith(("http://", "https://")):
-        raise ConfigError(f"SLACK_API_URL must start with http:// or https://, got {raw!r}")
+        raise config_error(locale, "slack_api_url", value=repr(raw))
     return raw if raw.endswith("/") else raw + "/"
 
 
-def _int_in_range(name: str, raw: str, low: int, high: int) -> int:
+def _int_in_range(name: str, raw: str, low: int, high: int, locale: str) -> int:
     try:
         value = int(raw)
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+        raise config_error(locale, "whole_number", name=name, low=low, high=high, value=repr(raw))
     return value
 
 
-def _timezone(name: str, raw: str) -> ZoneInfo:
+def _timezone(name: str, raw: str, locale: str) -> ZoneInfo:
     try:
         return ZoneInfo(raw)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{name} must be an IANA time zone such as Asia/Tokyo, got {raw!r}") from None
+        raise config_error(locale, "timezone", name=name, value=repr(raw)) from None
 
 
 def _locale(name: str, raw: str) -> str:
     if raw not in LOCALES:
-        raise ConfigError(f"{name} must be one of {', '.join(LOCALES)}, got {raw!r}")
+        raise config_error(None, "locale", name=name, locales=LOCALES, value=repr(raw))
     return raw

@@ -179,6 +179,16 @@ def period_label(period: Period | str, locale: str) -> str:
     return f"week {period.number} ({days})"
 
 
+def axis_label(period: Period | str, locale: str) -> str:
+    """A period under a chart's axis, within Slack's 20 characters and unique in a 13-period window:
+    「2026年11月」「第48週」 / "Nov 2026", "wk 48" (the week's days are in the digest's text)."""
+    if isinstance(period, str):
+        period = parse_key(period)
+    if period.cadence is Cadence.MONTHLY:
+        return period_label(period, locale)
+    return f"第{period.number}週" if _lang(locale) == "ja" else f"wk {period.number}"
+
+
 def day_span(start: dt.date, end: dt.date, locale: str) -> str:
     """「11/23〜11/29」 / "Nov 23–29", "Nov 30–Dec 6"."""
     if _lang(locale) == "ja":

@@ -35,46 +35,11 @@ def _number(value: Decimal | int | float | None, locale: str = "en", digits: int
     return format_decimal(Decimal(str(value)) if isinstance(value, float) else Decimal(value), locale, digits)
 
 
-def amount(value: Decimal | None, unit: str, locale: str = "en") -> str:
-    """A value with its unit, as people write it: 1,200 / 15.5 % / ¥3,000,000 / $12,000."""
-    if value is None:
-        return "—"
-    if unit == "percent":
-        return f"{_number(value, locale, 1)} %"
-    if unit == "jpy":
-        return f"¥{_number(value, locale, 0)}"
-    if unit == "usd":
-        return f"${_number(value, locale, 2)}"
-    if unit in ("hours", "days"):
-        label = {"hours": ("時間", "h"), "days": ("日", "d")}[unit][0 if locale == "ja" else 1]
-        return f"{_number(value, locale, 1)} {label}"
-    return _number(value, locale, 1)
-
-
-def target_text(target: TargetValue | None, unit: str, locale: str = "en") -> str:
-    if target is None:
-        return message("status.no_target", locale)
-    if not target.is_range:
-        return amount(target.low, unit, locale)
-    low = amount(target.low, unit, locale)
-    high = amount(target.high, unit, locale)
-    # "15 %–20 %" reads worse than "15–20 %": keep the unit once, at its usual side.
-    if unit == "percent":
-        return f"{_number(target.low, locale, 1)}–{high}"
-    return f"{low}–{high}"
-
-
-def _percent(value: Decimal | None, digits: int = 0) -> str:
-    if value is None:
-        return "—"
-    return f"{_number(value, digits=digits)} %"
-
-
 def localized(value: Decimal | None, unit: str, locale: str = "en", *, exact: bool = False) -> str:
     """A value with its unit by the locale rules of bot/formats.py: 「8,400万円」「120件」「61%」 /
     "¥84M", "120", "61%". Money is rounded for reading unless `exact` (what was typed, corrections).
-    The filters `localized`, `exact`, `attainment`, `period_label` and `day_label` are the ones templates
-    move to; `amount`/`percent`/`target_text` keep today's output until every surface has moved."""
+    Templates format values only through `localized`, `exact`, `localized_target`, `attainment`, `pct`,
+    `period_label` and `day_label`."""
     return formats.quantity(value, unit, locale, exact=exact)
 
 
@@ -163,13 +128,10 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=False,
     )
     env.filters["number"] = _number
-    env.filters["percent"] = _percent
     env.filters["compact"] = lambda value, locale="en": (
         "—" if value is None else format_compact(value, locale)
     )
     env.filters["pad"] = _pad
-    env.filters["amount"] = amount
-    env.filters["target_text"] = target_text
     env.filters["mrkdwn"] = mrkdwn_text
     env.filters["localized"] = localized
     env.filters["exact"] = lambda value, unit, locale="en": localized(value, unit, locale, exact=True)

@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.digests.messages import as_text
     from handlers.preview import plan_names, write_preview
 
-    url = parse_database_url(args.database, "--database")
+    url = parse_database_url(args.database, "--database", locale=args.locale)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         # The demo starts from nothing each time; it only ever owns its own file.
         for suffix in ("", "-wal", "-shm"):

@@ -19,7 +19,7 @@ from sqlmodel import SQLModel
 
 from bot.clock import set_clock
 from bot.config import load_settings
-from bot.formats import period_label
+from bot.formats import day_label, period_label
 from handlers.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,9 +263,12 @@ STORY = {
         "sqls": "🔴 *SQL 数* ・ {month_label} ・ インサイドセールス部",
         "root": "✅ *MQL 数* ・ {shortfall_label} ・ マーケティング部",
         "countermeasure": ":memo: *MQL 数の対策*(記録: <@U0MKTHEAD>)",
-        "before": "記録時: {shortfall} ",
+        "before": "記録時: {shortfall_label} ",
         "resolved": ":white_check_mark: *MQL 数* は目標水準に戻りました。アラートを解決済みにしました。",
-        "effect": r"{shortfall} (\d+)\(64 %\) → {month} \*(\d+)\*\(目標 (\d+) に対し 93 %\) 🟢 順調",
+        "effect": (
+            r"{shortfall_label} (\d+)件\(達成率 64%\) → {month_label} \*(\d+)件\*"
+            r"\(目標 (\d+)件、達成率 93%\) 🟢 順調"
+        ),
     },
     "en": {
         "reviewing": "reviewing {month_label} / {week_label}",
@@ -274,9 +277,12 @@ STORY = {
         "sqls": "🔴 *SQLs* · {month_label} · Inside Sales",
         "root": "✅ *MQLs* · {shortfall_label} · Marketing",
         "countermeasure": ":memo: *Countermeasure for MQLs*, logged by <@U0MKTHEAD>",
-        "before": "before: {shortfall} ",
+        "before": "before: {shortfall_label} ",
         "resolved": ":white_check_mark: *MQLs* is back on track: alert resolved.",
-        "effect": r"{shortfall} (\d+) \(64 %\) → {month} \*(\d+)\* \(93 % of target (\d+)\) 🟢 on track",
+        "effect": (
+            r"{shortfall_label} (\d+) \(64% of target\) → {month_label} \*(\d+)\*"
+            r" against a target of (\d+) \(93% of target\) 🟢 on track"
+        ),
     },
 }
 
@@ -417,23 +423,39 @@ def test_demo_tells_its_story_on_any_day(
 # recovery month, figure and target, the countermeasure's due date (two weeks after the
 # recovery month's first Monday, when it is logged) and the KGI's fiscal year.
 PINNED = [
-    ("2026-11-30", "2026-09 128 (64 %) → 2026-10 *186* (93 % of target 200)", "2026-10-19", "FY2026"),
-    ("2026-12-01", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
-    ("2026-12-07", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
-    ("2026-12-28", "2026-10 128 (64 %) → 2026-11 *186* (93 % of target 200)", "2026-11-16", "FY2026"),
-    ("2027-01-04", "2026-11 128 (64 %) → 2026-12 *186* (93 % of target 200)", "2026-12-21", "FY2026"),
-    ("2027-02-28", "2026-12 128 (64 %) → 2027-01 *186* (93 % of target 200)", "2027-01-18", "FY2026"),
-    ("2027-03-31", "2027-01 128 (64 %) → 2027-02 *186* (93 % of target 200)", "2027-02-15", "FY2026"),
+    ("2026-11-30", "Sep 2026", "Oct 2026", 186, 200, "2026-10-19", "FY2026"),
+    ("2026-12-01", "Oct 2026", "Nov 2026", 186, 200, "2026-11-16", "FY2026"),
+    ("2026-12-07", "Oct 2026", "Nov 2026", 186, 200, "2026-11-16", "FY2026"),
+    ("2026-12-28", "Oct 2026", "Nov 2026", 186, 200, "2026-11-16", "FY2026"),
+    ("2027-01-04", "Nov 2026", "Dec 2026", 186, 200, "2026-12-21", "FY2026"),
+    ("2027-02-28", "Dec 2026", "Jan 2027", 186, 200, "2027-01-18", "FY2026"),
+    ("2027-03-31", "Jan 2027", "Feb 2027", 186, 200, "2027-02-15", "FY2026"),
     # March has its own MQL target (250, the fiscal year-end push): the recovery is 93 % of it.
-    ("2027-04-01", "2027-02 128 (64 %) → 2027-03 *233* (93 % of target 250)", "2027-03-15", "FY2027"),
+    ("2027-04-01", "Feb 2027", "Mar 2027", 233, 250, "2027-03-15", "FY2027"),
 ]
 
 
-@pytest.mark.parametrize(("day", "effect", "due", "fiscal_year"), PINNED, ids=[row[0] for row in PINNED])
+@pytest.mark.parametrize(
+    ("day", "shortfall", "recovery", "recovered", "target", "due", "fiscal_year"),
+    PINNED,
+    ids=[row[0] for row in PINNED],
+)
 def test_demo_at_pinned_dates(
-    capsys: pytest.CaptureFixture[str], demos: DemoRuns, day: str, effect: str, due: str, fiscal_year: str
+    capsys: pytest.CaptureFixture[str],
+    demos: DemoRuns,
+    day: str,
+    shortfall: str,
+    recovery: str,
+    recovered: int,
+    target: int,
+    due: str,
+    fiscal_year: str,
 ) -> None:
     date = dt.date.fromisoformat(day)
+    effect = (
+        f"{shortfall} 128 (64% of target) → {recovery} *{recovered}*"
+        f" against a target of {target} (93% of target)"
+    )
 
     demo = demos.get(capsys, date, "en")
     out = demo.out
@@ -441,7 +463,7 @@ def test_demo_at_pinned_dates(
     assert (demo.code, demo.err) == (0, "")
     _assert_digests(out, "en", demo.folder / "kpibot-demo.html", date)
     assert f"{effect} 🟢 on track · better than before" in out
-    assert f"*Owner* <@U0MKT1> · *Due* {due}" in out
+    assert f"*Owner* <@U0MKT1> · *Due* {day_label(dt.date.fromisoformat(due), 'en')}" in out
     assert ":white_check_mark: Back on track: resolved" in out
     assert out.count(f"*🎯 Annual revenue ¥1bn* ({fiscal_year})") == 5
     month = Calendar(date).month
@@ -528,12 +550,39 @@ def test_bad_setting_is_one_line_naming_it(
     assert name in err and "Traceback" not in err and "s3cret" not in err
 
 
-def test_bad_setting_in_dotenv_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("KPIBOT_TIMEZONE=Tokyo\n", encoding="utf-8")
+@pytest.mark.parametrize(
+    ("locale_line", "said"),
+    [
+        # Japanese by default, as every other output.
+        (
+            "",
+            "kpibot: KPIBOT_TIMEZONE は Asia/Tokyo のような IANA のタイムゾーン名にしてください"
+            "(指定値: 'Tokyo')",
+        ),
+        (
+            "KPIBOT_LOCALE=en\n",
+            "kpibot: KPIBOT_TIMEZONE must be an IANA time zone such as Asia/Tokyo, got 'Tokyo'",
+        ),
+    ],
+)
+def test_bad_setting_in_dotenv_is_named_in_the_operators_language(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, locale_line: str, said: str
+) -> None:
+    (tmp_path / ".env").write_text(f"{locale_line}KPIBOT_TIMEZONE=Tokyo\n", encoding="utf-8")
+    code, _, err = run(capsys, "migrate")
+    assert code == 1
+    assert err.splitlines() == [said]
+
+
+def test_a_bad_locale_is_told_in_both_languages_on_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("KPIBOT_LOCALE=english\n", encoding="utf-8")
     code, _, err = run(capsys, "migrate")
     assert code == 1
     assert err.splitlines() == [
-        "kpibot: KPIBOT_TIMEZONE must be an IANA time zone such as Asia/Tokyo, got 'Tokyo'"
+        "kpibot: KPIBOT_LOCALE は ja、en のいずれかにしてください(指定値: 'english')"
+        " / KPIBOT_LOCALE must be one of ja, en, got 'english'"
     ]
 
 

@@ -162,7 +162,7 @@ def test_import_counts_and_problem_places_in_japanese(
         "  成功要因(KFS): 新規 1、更新 0、変更なし 0",
         "  KPI: 新規 5、更新 0、変更なし 0",
         "  目標値: 新規 6、更新 0、変更なし 0",
-        f"{SMALL}: 警告 6 件(インポートは止めません):",
+        f"{SMALL}: 警告 6件(インポートは止めません):",
     ]
     assert "  35 行目、`owner`: 「sqls」に担当者がいません。誰にも報告を求めません" in out.splitlines()
     bad = Path("bad.yaml")
@@ -174,7 +174,7 @@ def test_import_counts_and_problem_places_in_japanese(
     )
     assert main(["import-plan", str(bad)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "bad.yaml: 問題が 2 件あります。何も取り込んでいません:",
+        "bad.yaml: 問題が 2件あります。何も取り込んでいません:",
         "  21 行目、`locale`: 言語「fr」は使えません。次のいずれかにしてください: ja、en",
         "  31 行目、`unit`: 単位「kg」は使えません。次のいずれかにしてください: "
         "count、percent、jpy、usd、score、hours、days",

@@ -76,3 +76,18 @@ def test_slack_credentials_are_required_only_to_serve() -> None:
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
         settings.require_slack(socket_mode=True)
     load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, env_file=None).require_slack()
+
+
+def test_errors_are_in_the_configured_language() -> None:
+    with pytest.raises(ConfigError) as ja:
+        load_settings({"PORT": "eighty"}, env_file=None)
+    assert str(ja.value) == "PORT は 1〜65535 の整数にしてください(指定値: 'eighty')"
+    with pytest.raises(ConfigError) as en:
+        load_settings({"PORT": "eighty", "KPIBOT_LOCALE": "en"}, env_file=None)
+    assert str(en.value) == "PORT must be a whole number from 1 to 65535, got 'eighty'"
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}, env_file=None)
+    with pytest.raises(ConfigError) as missing:
+        settings.require_slack()
+    assert str(missing.value) == (
+        "SLACK_SIGNING_SECRET を設定してください(環境変数か .env に。.env.example を参照)"
+    )

@@ -244,7 +244,7 @@ def test_button_opens_the_form_and_its_submission_logs_one_countermeasure(slack:
     confirmation = wait_for_confirmation(slack, alert.thread_ts)
     shown = call_text(confirmation)
     assert "10 月のウェビナー参加者に全件架電" in shown
-    assert f"<@{SALES2}>" in shown and "2026-12-15" in shown and "+20 件" in shown
+    assert f"<@{SALES2}>" in shown and "12月15日(火)" in shown and "+20 件" in shown
     assert "予定" in shown and f"<@{SALES1}>" in shown
     (row,) = wait_for_rows(slack, 1)
     assert buttons(confirmation) == {
@@ -288,7 +288,7 @@ def test_the_form_refuses_a_past_due_date_and_an_empty_text_field_by_field(slack
     errors = answer.json()["errors"]
     assert answer.json()["response_action"] == "errors"
     assert set(errors) == {"text", "due"}
-    assert "2026-11-29" in errors["due"] and "過去" in errors["due"]
+    assert "11月29日(日)" in errors["due"] and "過去" in errors["due"]
     assert "入力" in errors["text"]
 
     assert "errors" not in (
@@ -306,8 +306,8 @@ def test_the_form_refuses_control_characters_in_the_text_and_the_effect(slack: S
     answer = submit(slack, view, text="架電\x00を増やす", effect="+20 件\x1b[31m\x7f")
     assert answer.json()["response_action"] == "errors"
     assert answer.json()["errors"] == {
-        "text": "制御文字(NUL など)が 1 個含まれています。取り除いてからもう一度送ってください。",
-        "effect": "制御文字(NUL など)が 2 個含まれています。取り除いてからもう一度送ってください。",
+        "text": "制御文字(NUL など)が 1個含まれています。取り除いてからもう一度送ってください。",
+        "effect": "制御文字(NUL など)が 2個含まれています。取り除いてからもう一度送ってください。",
     }
     slack.settle()
     assert countermeasures(slack) == []
@@ -408,12 +408,12 @@ def test_the_command_logs_against_the_kpis_open_alert_and_links_to_it(slack: Sla
     answer = log_by_command(slack, f"new_approaches 架電リストを見直す <@{SALES2}|sales2> 12/15")
 
     confirmation = wait_for_confirmation(slack, alert.thread_ts)
-    assert "架電リストを見直す" in call_text(confirmation) and "2026-12-15" in call_text(confirmation)
+    assert "架電リストを見直す" in call_text(confirmation) and "12月15日(火)" in call_text(confirmation)
     (row,) = countermeasures(slack)
     assert row.alert_id == alert.id and row.owner_user_id == SALES2 and row.due_date == dt.date(2026, 12, 15)
     assert row.text == "架電リストを見直す" and row.logged_by == SALES1
     assert row.permalink and row.permalink in answer.args["text"]
-    assert answer.args["response_type"] == "ephemeral" and "2026-10" in answer.args["text"]
+    assert answer.args["response_type"] == "ephemeral" and "2026年10月" in answer.args["text"]
 
 
 def test_the_command_without_an_alert_starts_a_thread_in_the_department_channel(slack: SlackHarness) -> None:
@@ -601,7 +601,7 @@ def test_the_effect_is_posted_in_the_thread_when_the_next_actual_arrives_once(sl
     slack.command("report new_approaches 85", user_id=SALES1)
     (effect,) = wait_for_posts(slack, alert.thread_ts, ":bar_chart:")
     text = effect.args["text"]
-    assert "2026-10 60(60 %) → 2026-11 *85*(目標 100 に対し 85 %)" in text
+    assert "2026年10月 60件(達成率 60%) → 2026年11月 *85件*(目標 100件、達成率 85%)" in text
     assert "🟡" in text and "改善" in text
 
     # A correction of the same period, and the same report again: the effect was already shown.
@@ -621,7 +621,7 @@ def test_a_corrected_baseline_period_shows_the_effect_and_a_dropped_countermeasu
     alert, row, confirmation = logged(slack)
     slack.command("report new_approaches 70 2026-10", user_id=SALES1)  # a correction of the baseline period
     effects = wait_for_posts(slack, alert.thread_ts, ":bar_chart:")
-    assert len(effects) == 1 and "2026-10 60" in effects[0].args["text"]  # corrected → shown once
+    assert len(effects) == 1 and "2026年10月 60件" in effects[0].args["text"]  # corrected → shown once
 
     confirmation_ts = _ts_of(slack, confirmation)
     click(slack, "countermeasure_dropped", row, alert, SALES1, confirmation_ts)
@@ -653,7 +653,8 @@ def test_the_owner_is_reminded_in_the_thread_on_the_due_date_once(slack: SlackHa
     (reminder,) = in_thread(slack, alert.thread_ts, ":alarm_clock:")
     assert reminder.args["text"].startswith(f":alarm_clock: <@{SALES2}>")
     assert (
-        "2026-12-01" in reminder.args["text"] and countermeasures(slack)[0].permalink in reminder.args["text"]
+        "12月1日(火)" in reminder.args["text"]
+        and countermeasures(slack)[0].permalink in reminder.args["text"]
     )
 
 
@@ -682,9 +683,9 @@ def test_the_list_groups_by_status_with_owner_due_and_overdue(slack: SlackHarnes
     answer = slack.command("countermeasures sales", user_id=OUTSIDER, channel_id="C0MARKETING")
     assert answer.args["response_type"] == "ephemeral"
     text = call_text(answer)
-    order = [text.index(word) for word in ("*実行中*(1 件)", "*予定*(1 件)", "*完了*(1 件)")]
+    order = [text.index(word) for word in ("*実行中*(1件)", "*予定*(1件)", "*完了*(1件)")]
     assert order == sorted(order)
-    assert "提案書の見直し" in text and "期限 2026-11-20 :warning: *期限超過*" in text
+    assert "提案書の見直し" in text and "期限 11月20日(金) :warning: *期限超過*" in text
     assert f"<@{SALES_HEAD}>" in text and "期限なし" in text
     assert f"<{row.permalink}|スレッド>" in text and "新規アプローチ数" in text
 
@@ -750,18 +751,18 @@ def test_review_posts_a_header_and_one_message_per_item_once_a_day(slack: SlackH
         call_text(p) for p in posts
     ]
     header, *items = [call_text(call) for call in posts]
-    assert "週次レビュー: 営業部" in header and "2026-11-30" in header
-    assert "要注意・要対策の KPI 2 件" in header and "対策 2 件" in header and "未報告の担当者 1 名" in header
-    assert "🔴 *新規アプローチ数* ・ 2026-10: 60" in items[0] and "未完了の対策 3 件" in items[0]
+    assert "週次レビュー: 営業部" in header and "11月30日(月)" in header
+    assert "要注意・要対策の KPI 2件" in header and "対策 2件" in header and "未報告の担当者 1名" in header
+    assert "🔴 *新規アプローチ数* ・ 2026年10月: 60件" in items[0] and "未完了の対策 3件" in items[0]
     assert (
-        "🟡 *成約率* ・ 2026-11: 12 % (目標 15–20 %、達成率 80 %)" in items[1]
+        "🟡 *成約率* ・ 2026年11月: 12%(目標 15〜20%、達成率 80%)" in items[1]
         and "対策はまだありません" in items[1]
     )
     assert "期限超過" in items[2] and "期限切れ" in items[2]
     assert "期限が今日" in items[3] and "今日が期限" in items[3]
-    assert f"*未報告* ・ <@{SALES2}>" in items[4] and "パイプライン商談数(2026-W48)" in items[4]
+    assert f"*未報告* ・ <@{SALES2}>" in items[4] and "第48週(11/23〜11/29)のパイプライン商談数" in items[4]
     assert "完了済み" not in "".join(items) and "来月" not in "".join(items)
-    assert answer.args["response_type"] == "ephemeral" and "5 件" in answer.args["text"]
+    assert answer.args["response_type"] == "ephemeral" and "5件" in answer.args["text"]
 
     again = slack.command("レビュー sales", user_id=SALES_HEAD, channel_id="C0MARKETING")
     assert (

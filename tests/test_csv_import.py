@@ -71,13 +71,13 @@ def test_preview_then_save_once_however_often_clicked(slack: SlackHarness, files
     answer = send_file(slack, files, "october.csv", body)
     assert files.downloads == [(answer["file"], f"Bearer {BOT_TOKEN}")]  # with the bot's token
     preview = text_of(answer)
-    assert "保存する値 1 件、修正 1 件、変更なし 0 件、問題 0 件" in preview
-    assert "• MQL 数 2026-10: 180 → *190*(修正)" in preview
-    assert "• リード獲得単価 2026-10: *¥9,500*" in preview
+    assert "保存する値 1件、修正 1件、変更なし 0件、問題 0件" in preview
+    assert "• MQL 数 2026年10月: 180件 → *190件*(修正)" in preview
+    assert "• リード獲得単価 2026年10月: *9,500円*" in preview
     assert buttons(answer) == ["import_save", "import_cancel"]
     assert csv_rows(slack) == []  # a preview stores nothing
 
-    assert "保存しました: 新しい値 1 件、修正 1 件" in click(slack, "import_save", answer)
+    assert "保存しました: 新しい値 1件、修正 1件" in click(slack, "import_save", answer)
     assert "すでに保存済み" in click(slack, "import_save", answer)  # a second click
     rows = csv_rows(slack)
     assert [(row.period, Decimal(row.value), row.reported_by) for row in rows] == [
@@ -103,7 +103,7 @@ def test_every_problem_is_listed_with_its_row_and_nothing_can_be_saved(
     for row, field in ((1, "value"), (2, "kpi"), (3, "kpi"), (4, "period"), (5, "value")):
         assert f"⚠️ {row} 行目、{field}:" in preview
     assert "revenue" in preview.split("2 行目")[1].splitlines()[0]
-    assert "問題 5 件" in preview and buttons(answer) == []
+    assert "問題 5件" in preview and buttons(answer) == []
     assert csv_rows(slack) == []
 
 
@@ -118,7 +118,7 @@ def test_excel_csv_files_read_correctly(
     slack: SlackHarness, files: FakeFiles, name: str, body: bytes
 ) -> None:
     answer = send_file(slack, files, name, body)
-    assert "保存する値 1 件" in text_of(answer)
+    assert "保存する値 1件" in text_of(answer)
     click(slack, "import_save", answer)
     [row] = csv_rows(slack)
     assert (Decimal(row.value), row.note) == (Decimal(120), "展示会")

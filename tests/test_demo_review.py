@@ -90,6 +90,6 @@ def test_the_demo_shows_the_funnel_a_streak_a_playbook_adopted_and_an_effect_wit
     assert "*Agreed in advance* for this KPI" in slack
     assert "*Countermeasure for Deals won*, logged by <@U0SALESHEAD>" in slack
     # The story's countermeasure: its effect from before to now, and the verdict.
-    assert "2026-10 128 (64 %) → 2026-11 *186*" in slack
+    assert "Oct 2026 128 (64% of target) → Nov 2026 *186*" in slack
     assert "Verdict: *worked*" in slack
     assert (tmp_path / "kpibot-demo.html").read_text(encoding="utf-8").count("The funnel leaks") >= 1

@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import Block, TableBlock
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from bot import render
+from bot import formats, render
 from bot.clock import set_clock
 from bot.config import load_settings
 from bot.database import transaction
@@ -254,10 +254,10 @@ def test_the_native_chart_is_the_kpis_needing_attention_in_percent_of_target(pla
     assert [item["name"] for item in series] == [row.kpi.name("ja") for row in worst_first]
     assert [row.kpi.key for row in worst_first] == ["new_approaches", "revenue", "close_rate"]
     # Only the periods somebody reported: 2026-08 is revenue's first figure.
-    assert monthly["axis_config"]["categories"] == ["2026-08", "2026-09", "2026-10"]
+    assert monthly["axis_config"]["categories"] == ["2026年8月", "2026年9月", "2026年10月"]
     revenue = next(item for item in series if item["name"] == worst_first[1].kpi.name("ja"))
     row = worst_first[1]
-    keys = [period.key for period in row.period.last(len(row.history))]
+    keys = [formats.axis_label(period, "ja") for period in row.period.last(len(row.history))]
     expected = {
         key: round(float(achievement_pct(actual, goal, row.kpi.direction)), 1)  # type: ignore[arg-type]
         for key, actual, goal in zip(keys, row.history, row.targets, strict=True)
@@ -265,11 +265,11 @@ def test_the_native_chart_is_the_kpis_needing_attention_in_percent_of_target(pla
     }
     assert {point["label"]: point["value"] for point in revenue["data"]} == expected
     close_rate = next(item for item in series if item["name"] == worst_first[2].kpi.name("ja"))
-    assert [point["label"] for point in close_rate["data"]] == ["2026-10"]  # no made-up earlier points
+    assert [point["label"] for point in close_rate["data"]] == ["2026年10月"]  # no made-up earlier points
     [pipeline] = weekly["series"][1:]
     assert {point["label"]: point["value"] for point in pipeline["data"]} == {
-        "2026-W47": 100.0,
-        "2026-W48": 50.0,
+        "第47週": 100.0,
+        "第48週": 50.0,
     }
     # The terminal (demo, --dry-run) renders no chart: it shows the fallback, every KPI's line.
     assert all(f"*{row.kpi.name('ja')}*" in as_text(messages) for row in digest.rows)

@@ -81,7 +81,7 @@ def test_a_running_period_is_provisional_and_the_final_figure_gets_a_verdict_a_c
 
     report(slack, "new_approaches 70")
     [running] = effects_in(slack, thread)
-    assert "2026-10 60(60 %) → 2026-11 *70*" in running
+    assert "2026年10月 60件(達成率 60%) → 2026年11月 *70件*" in running
     assert "まだ途中" in running and "期中の暫定" in running
     assert verdict_of(slack, cm) is None  # a running period decides nothing
 
@@ -89,14 +89,14 @@ def test_a_running_period_is_provisional_and_the_final_figure_gets_a_verdict_a_c
     report(slack, "new_approaches 75 2026-11")
     report(slack, "new_approaches 76 2026-11")  # a correction with the same verdict: nothing new
     final = effects_in(slack, thread)[1:]
-    assert len(final) == 1 and "2026-11 *75*" in final[0] and "まだ途中" in final[0]
+    assert len(final) == 1 and "2026年11月 *75件*" in final[0] and "まだ途中" in final[0]
     assert "期中の暫定" not in final[0]
     assert verdict_of(slack, cm) == "not_yet"
 
     report(slack, "new_approaches 95 2026-11")  # corrected: back on track
     report(slack, "new_approaches 97 2026-11")
     worked = effects_in(slack, thread)[2:]
-    assert len(worked) == 1 and "2026-11 *95*" in worked[0] and "効果あり" in worked[0]
+    assert len(worked) == 1 and "2026年11月 *95件*" in worked[0] and "効果あり" in worked[0]
     assert verdict_of(slack, cm) == "worked"
     assert effect_subjects(slack) == [
         f"effect:{cm.id}:2026-11",
@@ -119,7 +119,7 @@ def test_the_thread_shows_the_series_since_the_baseline_and_a_did_not_work_verdi
     on(dt.date(2027, 1, 5))
     report(slack, "new_approaches 40 2026-12")  # December's target is 80: 40 is no better than 60
     last = effects_in(slack, thread)[-1]
-    assert "2026-10 60(60 %) → 2026-11 65 → 2026-12 *40*" in last
+    assert "2026年10月 60件(達成率 60%) → 2026年11月 65件 → 2026年12月 *40件*" in last
     assert "効果なし" in last
     assert verdict_of(slack, cm) == "did_not_work"
 
@@ -135,6 +135,6 @@ def test_a_period_that_ends_after_its_last_report_gets_its_verdict_from_the_hour
     scan_and_post(slack.engine, make_web_client(slack.settings))
     scan_and_post(slack.engine, make_web_client(slack.settings))
     final = effects_in(slack, thread)[1:]
-    assert len(final) == 1 and "2026-11 *92*" in final[0] and "効果あり" in final[0]
+    assert len(final) == 1 and "2026年11月 *92件*" in final[0] and "効果あり" in final[0]
     assert "期中の暫定" not in final[0]
     assert verdict_of(slack, cm) == "worked"

@@ -265,7 +265,7 @@ def test_a_funnel_countermeasure_is_followed_on_the_hand_offs_conversion_once_pe
     report(slack, "deals 20 2026-12", "U0SALES1")
     [first] = effect_notes(slack, post.ts)
     assert "*インサイドセールス部 → 営業部* の転換率(SQL 数 → 商談化数)" in first
-    assert "2026-11 16.7 % → 2026-12 *40 %*(計画 66.7 %、計画比 60 %)" in first
+    assert "2026年11月 16.7% → 2026年12月 *40%*(計画 66.7%、計画比 60%)" in first
     assert "判定: *まだ途中*" in first and "期中の暫定" not in first
     # Not the single-KPI effect of deals (which would say 商談化数's count against its target).
     assert "以降の *商談化数*" not in first
@@ -278,7 +278,7 @@ def test_a_funnel_countermeasure_is_followed_on_the_hand_offs_conversion_once_pe
     report(slack, "deals 36 2026-12", "U0SALES1")
     notes = effect_notes(slack, post.ts)
     assert len(notes) == 2
-    assert "2026-11 16.7 % → 2026-12 *70 %*(計画 66.7 %、計画比 105 %)" in notes[1]
+    assert "2026年11月 16.7% → 2026年12月 *70%*(計画 66.7%、計画比 105%)" in notes[1]
     assert "判定: *効果あり*(引き渡しの漏れがなくなりました)" in notes[1]
     assert the_countermeasure(slack).verdict == "worked"
 
@@ -296,14 +296,14 @@ def test_a_report_of_the_stage_before_moves_the_funnel_effect_too_with_the_serie
     report(slack, "sqls 60 2027-01", "U0IS1")
     [first] = effect_notes(slack, post.ts)
     assert "*Inside Sales → Sales* conversion (SQLs → Deals opened)" in first
-    assert "2026-11 16.7 % → 2026-12 8.3 % → 2027-01 *10 %* (plan 66.7 %, 15 % of plan)" in first
+    assert "Nov 2026 16.7% → Dec 2026 8.3% → Jan 2027 *10%* (plan 66.7%, 15% of plan)" in first
     assert "Verdict: *did not work*" in first and "provisional" in first
 
     # Inside Sales corrects January's SQLs to 12: 6 of 12 is 50 %, better, still leaking.
     report(slack, "sqls 12 2027-01", "U0IS1")
     notes = effect_notes(slack, post.ts)
     assert len(notes) == 2
-    assert "→ 2027-01 *50 %* (plan 66.7 %, 75 % of plan)" in notes[1]
+    assert "→ Jan 2027 *50%* (plan 66.7%, 75% of plan)" in notes[1]
     assert "Verdict: *not yet*" in notes[1]
     # The hourly scan judges January (the period the thread last spoke of), not December's older figure.
     scan(slack)
@@ -333,7 +333,7 @@ def test_figures_fetched_without_a_slack_report_move_the_funnel_effect_in_the_ho
     scan(slack)  # the next hour's scan: nothing new
     [first] = effect_notes(slack, post.ts)
     assert "*Inside Sales → Sales* conversion (SQLs → Deals opened)" in first
-    assert "2026-11 16.7 % → 2026-12 *40 %* (plan 66.7 %, 60 % of plan)" in first
+    assert "Nov 2026 16.7% → Dec 2026 *40%* (plan 66.7%, 60% of plan)" in first
     assert "Verdict: *not yet*" in first and "provisional" not in first
 
     # The warehouse corrects December's deals to 36 (72 %): the leak is closed, "worked" is said once.
@@ -342,7 +342,7 @@ def test_figures_fetched_without_a_slack_report_move_the_funnel_effect_in_the_ho
     scan(slack)
     notes = effect_notes(slack, post.ts)
     assert len(notes) == 2
-    assert "2026-11 16.7 % → 2026-12 *72 %* (plan 66.7 %, 108 % of plan)" in notes[1]
+    assert "Nov 2026 16.7% → Dec 2026 *72%* (plan 66.7%, 108% of plan)" in notes[1]
     assert "Verdict: *worked*" in notes[1]
     cm = the_countermeasure(slack)
     with slack.session() as session:

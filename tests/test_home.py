@@ -75,9 +75,10 @@ def test_home_opened_is_answered_and_published_in_japanese(slack: SlackHarness) 
     shown = texts(view)
     assert "報告" in shown and "担当の対策" in shown and "所属部門" in shown
     # The month in progress and the two finished months nobody reported yet, oldest first.
-    assert "新規アプローチ数" in shown and "2026-11" in shown and "2026-10" in shown and "2026-09" in shown
+    assert "新規アプローチ数" in shown
+    assert "2026年11月" in shown and "2026年10月" in shown and "2026年9月" in shown
     mine = shown[shown.index("*報告*") : shown.index("*担当の対策*")]
-    assert mine.index("2026-09") < mine.index("2026-10") < mine.index("2026-11")
+    assert mine.index("2026年9月") < mine.index("2026年10月") < mine.index("2026年11月")
     reports = buttons(view, "home_report")
     assert {b["value"].split(":")[1] for b in reports} == {"2026-09", "2026-10", "2026-11"}
     assert "全部門" not in shown and "計画(管理者)" not in shown  # neither division head nor admin
@@ -232,7 +233,9 @@ def test_a_department_line_puts_its_counts_and_its_alerts_on_lines_of_their_own(
     [line] = [text for text in sections if "未解決のアラート" in text]
     head, _, rest = line.partition("(直近に終了した期間)")
     assert head.startswith("*営業部* ・ 🟢 ")
-    assert rest.startswith("\n未解決のアラート(1 件): <https://fake.slack.com/archives/C0SALES/p1700000000000100|")
+    assert rest.startswith(
+        "\n未解決のアラート(1件): <https://fake.slack.com/archives/C0SALES/p1700000000000100|"
+    )
 
 
 def test_an_admin_with_hundreds_of_kpis_gets_a_tab_within_the_limits(slack: SlackHarness) -> None:

@@ -117,7 +117,7 @@ def test_plan_check_in_japanese(db: Engine, tmp_path: Path, capsys: pytest.Captu
     code, out, _ = run(capsys, "plan", "check", str(plan_file(tmp_path)))
     assert code == 0
     assert (
-        "警告 2 件(インポートは止めません)" in out and "担当者がいません" in out and "辻褄が合いません" in out
+        "警告 2件(インポートは止めません)" in out and "担当者がいません" in out and "辻褄が合いません" in out
     )
 
 
@@ -178,7 +178,7 @@ def test_history_in_the_database_makes_a_target_unrealistic(
     assert code == 0
     [line] = [line for line in out.splitlines() if "new_approaches" in line]
     assert (
-        "the target 150 of 'new_approaches' is 88 % above its best period (80 in 2026-08, of the last 6)"
+        "the target 150 of 'new_approaches' is 88% above its best period (80 in 2026-08, of the last 6)"
         in line
     )
     # The example plan's own target, 100, is within 30 % of the best (80 × 1.3 = 104): realistic.

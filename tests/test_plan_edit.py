@@ -47,7 +47,7 @@ def test_head_sets_a_target_from_the_period_in_progress(slack: SlackHarness) -> 
     slack.command("report new_approaches 80 2026-10", user_id=SALES1)  # October was scored against 100
 
     answer = slack.command("target new_approaches 120", user_id=SALES_HEAD).args["text"]
-    assert "新規アプローチ数" in answer and "100" in answer and "120" in answer and "2026-11 以降" in answer
+    assert "新規アプローチ数" in answer and "100" in answer and "120" in answer and "2026年11月以降" in answer
     # October keeps what it was scored against; December's own target gives way to the new one.
     assert targets(slack, "new_approaches") == {EVERY_PERIOD: Decimal(120), "2026-10": Decimal(100)}
     [event] = audit(slack)
@@ -58,7 +58,7 @@ def test_head_sets_a_target_from_the_period_in_progress(slack: SlackHarness) -> 
 def test_a_range_for_one_period_in_english(slack: SlackHarness) -> None:
     slack.fake.set_user(SALES_HEAD, locale="en-US")
     answer = slack.command("target close_rate 18-22 2026-12", user_id=SALES_HEAD).args["text"]
-    assert "for 2026-12" in answer and "18" in answer and "22" in answer
+    assert "for Dec 2026" in answer and "18" in answer and "22" in answer
     assert targets(slack, "close_rate")["2026-12"] == (Decimal(18), Decimal(22))
 
 
@@ -67,7 +67,7 @@ def test_a_past_period_with_actuals_is_allowed_and_says_the_scorecard_is_recompu
 ) -> None:
     slack.command("report new_approaches 80 2026-10", user_id=SALES1)
     answer = slack.command("target new_approaches 80 2026-10", user_id=SALES_HEAD).args["text"]
-    assert "2026-10" in answer and "再計算" in answer
+    assert "2026年10月" in answer and "再計算" in answer
     assert targets(slack, "new_approaches")["2026-10"] == Decimal(80)
 
 
@@ -234,7 +234,7 @@ def test_a_retired_kpi_keeps_its_history_and_refuses_reports(slack: SlackHarness
     slack.command("report new_approaches 50 2026-10", user_id=SALES1)  # red: an open alert
     slack.settle()
     answer = slack.command("retire new_approaches", user_id=SALES_HEAD).args["text"]
-    assert "廃止しました" in answer and "履歴は残ります" in answer and "1 件" in answer
+    assert "廃止しました" in answer and "履歴は残ります" in answer and "1件" in answer
     slack.settle()
 
     refused = slack.command("report new_approaches 90", user_id=SALES1).args["text"]
@@ -346,7 +346,7 @@ def test_the_targets_form_sets_periods_its_own_targets(slack: SlackHarness) -> N
 
     assert submit(**{"2026_10": "90", "2027_01": "110-130"}).body == ""
     answer = slack.fake.wait_for("chat.postEphemeral")[0].args["text"]
-    assert "2026-10" in answer and "再計算" in answer and "110" in answer
+    assert "2026年10月" in answer and "再計算" in answer and "110" in answer
     found = targets(slack, "new_approaches")
     assert found["2026-10"] == Decimal(90) and found["2027-01"] == (Decimal(110), Decimal(130))
     assert [event.details["period"] for event in audit(slack)] == ["2026-10", "2027-01"]

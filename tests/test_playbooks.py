@@ -282,7 +282,7 @@ def test_the_review_agenda_names_alerts_without_a_countermeasure(slack: SlackHar
         for call in slack.fake.calls("chat.postMessage")
         if call.args.get("channel") == "C0MARKETING" and "対策が未登録のアラート" in str(call.args)
     )
-    assert "リード獲得単価(2026-10)" in str(header.args)
+    assert "2026年10月のリード獲得単価" in str(header.args)
 
     # Once a playbook is adopted, the alert is covered: the next day's agenda does not name it.
     click(slack, ACTION_ADOPT, f"{alerted.id}:0", MARKETING_OWNER, alerted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from decimal import Decimal
 
@@ -12,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
 from bot.database import make_engine
+from bot.formats import period_label
 from bot.models import Actual, AuditEvent, Kpi, ProcessedRequest
 from bot.reports.actuals import Recorded
 from tests.fakeslack.harness import SlackHarness, start_harness, stop_harness
@@ -23,8 +25,9 @@ def test_report_stores_the_actual_and_confirms(slack: SlackHarness) -> None:
     answer = slack.command("report new_approaches 85", user_id=OWNER)
     assert answer.args["response_type"] == "ephemeral"
     text = answer.args["text"]
-    assert "新規アプローチ数" in text and "2026-11" in text and "85" in text
-    assert "100" in text and "85 %" in text and "注意" in text  # target, % of target, amber
+    assert "新規アプローチ数" in text and "2026年11月の *新規アプローチ数* を報告しました" in text
+    assert "*85件*" in text
+    assert "目標 100件" in text and "達成率 85%" in text and "注意" in text  # target, % of target, amber
     assert slack.live_values("new_approaches") == {"2026-11": Decimal(85)}
     with slack.session() as session:
         event = session.exec(select(AuditEvent).where(AuditEvent.action == "actual.reported")).one()
@@ -58,7 +61,9 @@ def test_values_and_periods_as_people_type_them(
 ) -> None:
     answer = slack.command(text, user_id=user)
     assert slack.live_values(key) == {period: value}, answer.args["text"]
-    assert period in answer.args["text"]
+    label = re.escape(period_label(period, "ja"))
+    confirmed = answer.args["text"]
+    assert re.match(rf":white_check_mark: {label}の \*[^*]+\* を報告しました: \*", confirmed), confirmed
 
 
 def test_department_head_and_admin_may_report(slack: SlackHarness) -> None:
@@ -72,7 +77,7 @@ def test_department_head_and_admin_may_report(slack: SlackHarness) -> None:
 def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
     slack.fake.set_user(OWNER, locale="en-US")
     answer = slack.command("report new_approaches 85", user_id=OWNER)
-    assert "Reported *New approaches* for 2026-11" in answer.args["text"]
+    assert "Reported *New approaches* for Nov 2026: *85*" in answer.args["text"]
     assert "at risk" in answer.args["text"]
 
 
@@ -196,7 +201,7 @@ def test_a_value_the_column_cannot_hold_is_refused_before_it_is_stored(
 @pytest.mark.parametrize(
     ("locale", "expected"),
     [
-        ("ja-JP", "メモに制御文字が 2 個含まれています。取り除いてから送ってください。"),
+        ("ja-JP", "メモに制御文字が 2個含まれています。取り除いてから送ってください。"),
         ("en-US", "The note contains 2 control character(s); remove them and send again."),
     ],
 )

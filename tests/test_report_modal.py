@@ -143,18 +143,18 @@ def test_opens_with_the_owners_kpis_prefilled(slack: SlackHarness) -> None:
     assert approaches["optional"] is True
     assert approaches["element"]["action_id"] == "value"
     assert approaches["element"]["initial_value"] == "85"
-    assert "2026-11" in approaches["hint"]["text"] and "100" in approaches["hint"]["text"]
+    assert "2026年11月" in approaches["hint"]["text"] and "目標 100件" in approaches["hint"]["text"]
     assert "件数" in approaches["hint"]["text"]
     close_rate = fields["kpi:close_rate"]
     assert "initial_value" not in close_rate["element"]
-    assert "15–20 %" in close_rate["hint"]["text"]
+    assert "目標 15〜20%" in close_rate["hint"]["text"]
     assert fields["note"]["element"]["multiline"] is True
     metadata = json.loads(view["private_metadata"])
     assert metadata["channel"] == "C0SALES" and list(metadata["periods"]) == ["2026-11"]
 
     weekly = open_in_progress(slack, SALES2)
     assert kpi_fields(weekly) == ["pipeline_deals", "average_deal_size"]
-    assert "2026-W49" in inputs(weekly)["kpi:pipeline_deals"]["hint"]["text"]
+    assert "第49週(11/30〜12/6)" in inputs(weekly)["kpi:pipeline_deals"]["hint"]["text"]
     assert sorted(json.loads(weekly["private_metadata"])["periods"]) == ["2026-11", "2026-W49"]
 
 
@@ -164,10 +164,10 @@ def test_the_form_opens_on_the_oldest_period_with_something_unreported(slack: Sl
     assert picked(view) == "2026-09"
     assert list(json.loads(view["private_metadata"])["periods"]) == ["2026-09"]
     assert kpi_fields(view) == ["new_approaches", "close_rate"]
-    assert "2026-09" in inputs(view)["kpi:new_approaches"]["hint"]["text"]
-    assert "*2026-09*" in view["blocks"][0]["text"]["text"]
+    assert "2026年9月" in inputs(view)["kpi:new_approaches"]["hint"]["text"]
+    assert "*2026年9月*" in view["blocks"][0]["text"]["text"]
     options = [option["text"]["text"] for option in view["blocks"][0]["accessory"]["options"]]
-    assert options == ["進行中の期間", "2026-09 ・ 未報告 2 件", "2026-10 ・ 未報告 2 件"]
+    assert options == ["進行中の期間", "2026年9月 ・ 未報告 2件", "2026年10月 ・ 未報告 2件"]
 
     # September reported (one by the command, one by the form): October is next, then the month in progress.
     slack.command("report new_approaches 80 2026-09", user_id=SALES1)
@@ -190,7 +190,7 @@ def test_the_oldest_unreported_period_is_found_across_months_and_weeks(slack: Sl
     view = open_modal(slack, SALES2)
     assert picked(view) == "2026-W45"  # the four finished weeks still open start on 2 November
     assert kpi_fields(view) == ["pipeline_deals"]
-    assert "2026-W45" in inputs(view)["kpi:pipeline_deals"]["hint"]["text"]
+    assert "第45週(11/2〜11/8)" in inputs(view)["kpi:pipeline_deals"]["hint"]["text"]
 
 
 def test_changing_the_picker_shows_the_period_picked(slack: SlackHarness) -> None:
@@ -200,11 +200,11 @@ def test_changing_the_picker_shows_the_period_picked(slack: SlackHarness) -> Non
     october = pick_period(slack, view, SALES1, "2026-10")
     assert picked(october) == "2026-10"
     assert list(json.loads(october["private_metadata"])["periods"]) == ["2026-10"]
-    assert "2026-10" in inputs(october)["kpi:close_rate"]["hint"]["text"]
+    assert "Oct 2026" in inputs(october)["kpi:close_rate"]["hint"]["text"]
     in_progress = pick_period(slack, october, SALES1, "current")
     assert picked(in_progress) == "current"
     assert "Values for the current period" in in_progress["blocks"][0]["text"]["text"]
-    assert "2026-11" in inputs(in_progress)["kpi:close_rate"]["hint"]["text"]
+    assert "Nov 2026" in inputs(in_progress)["kpi:close_rate"]["hint"]["text"]
 
 
 def test_a_department_head_sees_every_kpi_of_the_department(slack: SlackHarness) -> None:
@@ -231,7 +231,7 @@ def test_english_speakers_get_an_english_form(slack: SlackHarness) -> None:
     assert view["submit"]["text"] == "Save" and view["close"]["text"] == "Cancel"
     assert kpi_fields(view) == ["nps", "retention_rate", "churn_rate"]
     assert inputs(view)["kpi:churn_rate"]["label"]["text"] == "Churn rate"
-    assert "target 2 %" in inputs(view)["kpi:churn_rate"]["hint"]["text"]
+    assert "target 2%" in inputs(view)["kpi:churn_rate"]["hint"]["text"]
 
 
 def test_a_user_with_nothing_to_report_gets_an_explanation_not_a_form(slack: SlackHarness) -> None:
@@ -267,7 +267,7 @@ def test_an_admin_with_many_kpis_gets_a_form_inside_slacks_limits(slack: SlackHa
     reportable = 15 + 150  # every plan KPI but the derived one, and the extra ones
     assert len(shown) == 97
     notice = next(block for block in view["blocks"] if block["type"] == "context")
-    assert f"あと {reportable - len(shown)} 件" in notice["elements"][0]["text"]
+    assert f"あと{reportable - len(shown)}件" in notice["elements"][0]["text"]
     assert "/kpi report <KPI> <値>" in notice["elements"][0]["text"]
 
     # The last field shown still saves, into the period recorded for it.
@@ -305,10 +305,10 @@ def test_a_submission_saves_every_value_in_one_go_and_confirms(slack: SlackHarne
     said = confirmation(slack)
     assert said["channel"] == "C0SALES" and said["user"] == SALES_HEAD
     text = said["text"]
-    assert "*新規アプローチ数*(2026-11): *85*" in text
-    assert "目標 100" in text and "達成率 85 %" in text and "注意" in text
-    assert "*成約率*(2026-11): *16.5 %*" in text and "目標 15–20 %" in text and "順調" in text
-    assert "*パイプライン商談数*(2026-W49): *1,200*" in text
+    assert "• 2026年11月の *新規アプローチ数*: *85件*" in text
+    assert "目標 100件" in text and "達成率 85%" in text and "注意" in text
+    assert "• 2026年11月の *成約率*: *16.5%*" in text and "目標 15〜20%" in text and "順調" in text
+    assert "• 第49週(11/30〜12/6)の *パイプライン商談数*: *1,200件*" in text
     assert "平均受注単価" not in text  # left empty: left as it is
     assert "> CRM の取り込みが遅れた" in text
 
@@ -327,7 +327,7 @@ def test_english_confirmation(slack: SlackHarness) -> None:
     submit(slack, open_in_progress(slack, SALES1), SALES1, {"new_approaches": "120"})
     text = confirmation(slack)["text"]
     assert "Saved from the report form" in text
-    assert "*New approaches* (2026-11): *120* · target 100 · 120 % of target · 🟢 on track" in text
+    assert "• *New approaches* for Nov 2026: *120* · target 100 · 120% of target · 🟢 on track" in text
 
 
 def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> None:
@@ -341,9 +341,9 @@ def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> N
     submit(slack, view, SALES1, {"new_approaches": "90"})  # close_rate sent back as prefilled
 
     text = confirmation(slack)["text"]
-    assert ":pencil2: 修正 *新規アプローチ数*(2026-11): 85 → *90*" in text
+    assert "• :pencil2: 修正 2026年11月の *新規アプローチ数*: 85件 → *90件*" in text
     assert "修正前の値も履歴に残ります" in text
-    assert "報告済みの 1 件は変更ありません" in text
+    assert "報告済みの1件は変更ありません" in text
     assert slack.live_values("new_approaches") == {"2026-11": Decimal(90)}
     with slack.session() as session:
         approaches = session.exec(select(Kpi).where(Kpi.key == "new_approaches")).one()
@@ -362,7 +362,7 @@ def test_a_correction_supersedes_and_keeps_the_history(slack: SlackHarness) -> N
         (SALES1, {"new_approaches": "eighty", "close_rate": "15"}, "new_approaches", ["eighty", "数値"]),
         (SALES1, {"new_approaches": "-5", "close_rate": "15"}, "new_approaches", ["-5", "マイナス"]),
         (SALES1, {"new_approaches": "8.5", "close_rate": "15"}, "new_approaches", ["8.5", "整数"]),
-        (SALES1, {"new_approaches": "85", "close_rate": "150%"}, "close_rate", ["150%", "100 %"]),
+        (SALES1, {"new_approaches": "85", "close_rate": "150%"}, "close_rate", ["150%", "100%"]),
         (SALES1, {"new_approaches": "15%", "close_rate": "15"}, "new_approaches", ["15%", "単位"]),
         (
             SALES2,
@@ -395,7 +395,7 @@ def test_every_problem_is_shown_at_once_in_the_users_language(slack: SlackHarnes
     errors = answer["errors"]
     assert set(errors) == {"kpi:new_approaches", "kpi:close_rate", "note"}
     assert "thousands separator" in errors["kpi:new_approaches"]
-    assert "over 100 %" in errors["kpi:close_rate"]
+    assert "over 100%" in errors["kpi:close_rate"]
     assert "2001" in errors["note"] and "2000" in errors["note"]
     assert all_actuals(slack) == []
 
@@ -446,7 +446,7 @@ def test_a_form_opened_before_midnight_saves_into_the_period_it_showed(slack: Sl
     view = open_in_progress(slack, SALES2)
     set_clock(lambda: dt.datetime(2026, 12, 1, 0, 0, 10, tzinfo=JST).astimezone(dt.UTC))
     submit(slack, view, SALES2, {"average_deal_size": "300万", "pipeline_deals": "40"})
-    assert "(2026-11)" in confirmation(slack)["text"]
+    assert "• 2026年11月の *平均受注単価*: *300万円*" in confirmation(slack)["text"]
     assert slack.live_values("average_deal_size") == {"2026-11": Decimal(3_000_000)}
     assert slack.live_values("pipeline_deals") == {"2026-W49": Decimal(40)}
 

@@ -58,11 +58,11 @@ def test_a_working_source_prints_its_value_for_the_period_in_progress_and_stores
 
     assert run(capsys, "source", "test", "won", "--locale", "en") == (
         0,
-        "Deals won (sql (WAREHOUSE), 2026-11): 2\n",
+        "Deals won (sql (WAREHOUSE), Nov 2026): 2\n",
         "",
     )
     code, out, _ = run(capsys, "source", "test", "won", "--locale", "ja")
-    assert (code, out) == (0, "受注数(sql (WAREHOUSE)、2026-11): 2\n")
+    assert (code, out) == (0, "受注数(sql (WAREHOUSE)、2026年11月): 2件\n")
     assert stored(db) == (0, 0)
 
 
@@ -74,7 +74,7 @@ def test_a_failing_source_says_why_in_one_line_and_exits_1(
 
     code, out, _ = run(capsys, "source", "test", "won", "--locale", "en")
     assert code == 1
-    assert out.startswith("Deals won (sql (WAREHOUSE), 2026-11): no value — could not connect")
+    assert out.startswith("Deals won (sql (WAREHOUSE), Nov 2026): no value — could not connect")
     assert out.count("\n") == 1
     code, out, _ = run(capsys, "source", "test", "won", "--locale", "ja")
     assert code == 1 and "取得できません" in out

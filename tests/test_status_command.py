@@ -12,6 +12,7 @@ from typing import Any
 from sqlmodel import select
 
 from bot.database import transaction
+from bot.formats import period_label
 from bot.models import Department, Kpi, Source
 from bot.reports.actuals import record_actual
 from handlers.blocks import MAX_BLOCKS, pack, split_text
@@ -78,15 +79,16 @@ def test_status_shows_value_target_percent_and_status(slack: SlackHarness) -> No
 
     assert answer.args["response_type"] == "ephemeral"
     assert_within_block_kit_limits(answer)
-    assert "営業部" in texts(answer)[0] and "2026-11-30" in texts(answer)[0]
+    assert "営業部" in texts(answer)[0] and "11月30日(月)時点" in texts(answer)[0]
     approaches = entry(answer, "new_approaches")
-    assert "新規アプローチ数" in approaches and "2026-11" in approaches
-    assert "*85*" in approaches and "目標 100" in approaches and "達成率 85 %" in approaches
+    assert "新規アプローチ数" in approaches and "2026年11月" in approaches
+    assert "*85件*" in approaches and "目標 100件" in approaches and "達成率 85%" in approaches
     assert "🟡" in approaches and "注意" in approaches
-    assert "↑ 前月 70 から" in approaches  # trend against 2026-10
+    assert "↑ 前月 70件 から" in approaches  # trend against 2026-10
     close_rate = entry(answer, "close_rate")
-    assert "目標 15–20 %" in close_rate and "未報告" in close_rate and "⚪" in close_rate
-    assert "2026-W49" in entry(answer, "pipeline_deals")  # a weekly KPI: the week in progress
+    assert "目標 15〜20%" in close_rate and "未報告" in close_rate and "⚪" in close_rate
+    # A weekly KPI: the week in progress.
+    assert period_label("2026-W49", "ja") in entry(answer, "pipeline_deals")
     for key in SALES_KPIS:
         entry(answer, key)
     assert not any(f"`{key}`" in text for text in texts(answer) for key in MARKETING_KPIS)
@@ -125,10 +127,10 @@ def test_english_speaking_user_gets_english(slack: SlackHarness) -> None:
 
     answer = slack.command("status 営業部", user_id="U0ENGLISH")
 
-    assert "*Sales*: scorecard as of 2026-11-30" in texts(answer)[0]
+    assert "*Sales*: scorecard as of Mon, Nov 30" in texts(answer)[0]
     approaches = entry(answer, "new_approaches")
     assert "New approaches" in approaches
-    assert "*85* / target 100 · 85 % of target · at risk" in approaches
+    assert "*85* / target 100 · 85% of target · at risk" in approaches
     assert "not reported" in entry(answer, "close_rate")
     assert not re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", "\n".join(texts(answer)))  # no Japanese left
 
@@ -154,7 +156,7 @@ def test_derived_kpi_is_computed_from_its_inputs(slack: SlackHarness) -> None:
     after = entry(slack.command("status marketing", user_id=MARKETING_OWNER), "sql_conversion")
 
     # 50 / 200 * 100 = 25 % against a 30 % target: 83 % of target, amber.
-    assert "*25 %*" in after and "目標 30 %" in after and "達成率 83 %" in after and "注意" in after
+    assert "*25%*" in after and "目標 30%" in after and "達成率 83%" in after and "注意" in after
     assert "自動計算" in after
 
 
@@ -162,12 +164,13 @@ def test_lower_is_better_kpi_has_direction_aware_percent_of_target(slack: SlackH
     owner = "U0MKT2"  # cost_per_lead: target ¥8,000, lower is better, amber above 110 %, red above 130 %
     slack.command("report cost_per_lead 10000", user_id=owner)
     over = entry(slack.command("status marketing", user_id=owner), "cost_per_lead")
-    assert "*¥10,000*" in over and "目標 ¥8,000" in over
-    assert "達成率 80 %" in over and "注意" in over  # 8,000 / 10,000; 125 % of target cost: amber
+    assert "*1万円*" in over and "目標 8,000円" in over
+    assert "上限を25%超過" in over and "注意" in over  # 10,000 / 8,000: 125 % of target cost, amber
 
     slack.command("report cost_per_lead 6000", user_id=owner)
     under = entry(slack.command("status marketing", user_id=owner), "cost_per_lead")
-    assert "達成率 133 %" in under and "順調" in under and "↓" not in under  # no previous month
+    # 6,000 / 8,000: 75 % of target cost. No previous month, so no trend.
+    assert "上限より25%低い" in under and "順調" in under and "↓" not in under
 
 
 def test_a_large_department_stays_inside_block_kit_limits(slack: SlackHarness) -> None:
@@ -193,9 +196,10 @@ def test_list_shows_exactly_the_users_kpis_and_whether_they_are_reported(slack: 
     body = "\n".join(texts(answer))
     assert "*営業部* (`sales`)" in body
     assert (
-        "`new_approaches` 新規アプローチ数 · 月次 · 件数 · 目標 100 · 2026-11: :white_check_mark: 85" in body
+        "`new_approaches` 新規アプローチ数 · 月次 · 件数 · 目標 100件 · 2026年11月: :white_check_mark: 85件"
+        in body
     )
-    assert "`close_rate` 成約率 · 月次 · % · 目標 15–20 % · 2026-11: 未報告" in body
+    assert "`close_rate` 成約率 · 月次 · % · 目標 15〜20% · 2026年11月: 未報告" in body
 
 
 def test_list_for_a_head_an_admin_and_an_owner_of_a_derived_kpi(slack: SlackHarness) -> None:
@@ -213,7 +217,8 @@ def test_list_for_a_head_an_admin_and_an_owner_of_a_derived_kpi(slack: SlackHarn
     body = "\n".join(texts(admin))
     assert "*Every KPI* (16)" in body and "*Customer Success* (`customer_success`)" in body
     assert (
-        "`website_visits` Website visits · weekly · count · target 5,000 · 2026-W49: not reported yet" in body
+        "`website_visits` Website visits · weekly · count · target 5,000 · week 49 (Nov 30–Dec 6): "
+        "not reported yet" in body
     )
 
 

@@ -83,12 +83,16 @@ def _test(engine: Engine, key: str, locale: str) -> int:
     # Once, as its help says: a test answers at once, not after the scheduler's retries (15 s).
     once = runs.Fetching(env=environment(), attempts=1)
     tried = runs.try_fetch(kpi, department, utcnow(), fetching=once)
-    params = {"kpi": kpi.name(locale), "label": registry.label(kpi.fetch_source), "period": tried.period.key}
+    params = {
+        "kpi": kpi.name(locale),
+        "label": registry.label(kpi.fetch_source),
+        "period": render.period_label(tried.period, locale),
+    }
     if tried.error is not None:
         error = render.message(f"sources.fetch_error.{tried.error.code}", locale)
         print(render.message("sources.test_error", locale, error=error, detail=tried.error.detail, **params))
         return 1
-    value = render.amount(tried.value, kpi.unit, locale)
+    value = render.localized(tried.value, kpi.unit, locale, exact=True)
     print(render.message("sources.test_value", locale, value=value, **params))
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
 
-from bot import render
+from bot import formats, render
 from bot.digests.provenance import Mark
 from bot.digests.service import Digest, DivisionSummary, on_streak, sparkline, trend
 from bot.models import CountermeasureStatus
@@ -193,7 +193,8 @@ def _attention_charts(rows: list[ScoreRow], locale: str) -> list[Block]:
     charts: list[Block] = []
     for cadence, chosen in sorted(by_cadence.items())[:CHARTS_PER_MESSAGE]:
         chosen = chosen[: CHART_MAX_SERIES - 1]  # one series is the target line
-        keys = [period.key for period in chosen[0].period.last(len(chosen[0].history))]
+        periods = chosen[0].period.last(len(chosen[0].history))
+        keys = [formats.axis_label(period, locale) for period in periods]
         values = [_achievements(row) for row in chosen]
         # Only the periods that have a figure: no axis stretched over periods nobody reported.
         shown = [i for i in range(len(keys)) if any(series[i] is not None for series in values)]

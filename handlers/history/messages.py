@@ -22,7 +22,7 @@ def history_text(found: KpiHistory, locale: str) -> str:
             locale,
             kpi=found.kpi.name(locale),
             kpi_key=found.kpi.key,
-            period=found.period.key,
+            period=render.period_label(found.period, locale),
         )
     ]
     if not found.entries:
@@ -33,8 +33,8 @@ def history_text(found: KpiHistory, locale: str) -> str:
             render.message(
                 "history.entry",
                 locale,
-                value=render.amount(entry.value, unit, locale),
-                previous=None if previous is None else render.amount(previous, unit, locale),
+                value=render.localized(entry.value, unit, locale, exact=True),
+                previous=None if previous is None else render.localized(previous, unit, locale, exact=True),
                 who=who(entry, locale),
                 at=entry.at.strftime("%Y-%m-%d %H:%M"),
                 note=entry.note,

@@ -49,8 +49,8 @@ def preview(found: Preview, file_id: str, name: str, locale: str) -> tuple[str, 
                 "imports.new_line",
                 locale,
                 kpi=item.kpi.name(locale),
-                period=item.period.key,
-                value=render.amount(item.value, item.kpi.unit.value, locale),
+                period=render.period_label(item.period, locale),
+                value=render.localized(item.value, item.kpi.unit.value, locale, exact=True),
             )  # fmt: skip
             for item in found.new
         ],
@@ -62,9 +62,9 @@ def preview(found: Preview, file_id: str, name: str, locale: str) -> tuple[str, 
                 "imports.correction_line",
                 locale,
                 kpi=item.kpi.name(locale),
-                period=item.period.key,
-                before=render.amount(before, item.kpi.unit.value, locale),
-                after=render.amount(item.value, item.kpi.unit.value, locale),
+                period=render.period_label(item.period, locale),
+                before=render.localized(before, item.kpi.unit.value, locale, exact=True),
+                after=render.localized(item.value, item.kpi.unit.value, locale, exact=True),
             )  # fmt: skip
             for item, before in found.corrections
         ],

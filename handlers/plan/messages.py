@@ -130,7 +130,7 @@ def targets_form(
             InputBlock(
                 block_id=f"{PERIOD_PREFIX}{period.key}",
                 optional=True,
-                label=PlainTextObject(text=period.key),
+                label=PlainTextObject(text=render.period_label(period, locale)),
                 element=PlainTextInputElement(
                     action_id=VALUE,
                     initial_value=None if target is None else _target_input(target),

@@ -121,7 +121,7 @@ def _kpi_input(item: ReportableKpi, locale: str) -> InputBlock:
         "modal.hint",
         locale,
         period=item.period.key,
-        target=render.target_text(item.target, kpi.unit.value, locale),
+        target=render.localized_target(item.target, kpi.unit.value, locale),
         unit=kpi.unit.value,
     )
     return InputBlock(

@@ -131,6 +131,18 @@ def test_a_label_that_is_not_a_period_is_shown_as_given() -> None:
     assert render.period_label("—", "ja") == "—"
     assert render.period_label(Period(Cadence.MONTHLY, 2026, 4), "en") == "Apr 2026"
 
+def test_a_charts_axis_names_periods_within_slacks_20_characters() -> None:
+    # 13 weeks back from week 2 reach week 42 of the year before (ISO 2026 has 53 weeks).
+    weeks = parse_key("2027-W02").last(13)
+    for locale in ("ja", "en"):
+        labels = [formats.axis_label(week, locale) for week in weeks]
+        assert len(set(labels)) == 13 and all(len(label) <= 20 for label in labels)
+    assert [formats.axis_label(week, "ja") for week in weeks[-3:]] == ["第53週", "第1週", "第2週"]
+    assert [formats.axis_label(week, "en") for week in weeks[-3:]] == ["wk 53", "wk 1", "wk 2"]
+    assert formats.axis_label("2026-11", "ja") == "2026年11月"
+    assert formats.axis_label("2026-11", "en") == "Nov 2026"
+
+
 
 @pytest.mark.parametrize(
     ("day", "ja", "en"),

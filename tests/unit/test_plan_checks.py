@@ -146,7 +146,7 @@ def test_a_funnel_stage_against_the_stage_before_times_its_conversion() -> None:
     assert warnings(BASE, Context(funnel=funnel)) == []
     [warning] = warnings(BASE.replace("    target: 60\n", "    target: 90\n"), Context(funnel=funnel))[1:]
     assert (warning.code, warning.where) == ("warn_funnel_target", "line 82")
-    assert "mqls 200 × 30 % = 60 expected" in warning.describe("en")
+    assert "mqls 200 × 30% = 60 expected" in warning.describe("en")
     assert "sqls" in warning.describe("en") and "90" in warning.describe("en")
 
 
@@ -157,7 +157,7 @@ def test_a_target_far_beyond_the_best_period_is_unrealistic() -> None:
     assert (warning.code, warning.where) == ("warn_unrealistic_higher", "line 44")
     english = warning.describe("en")
     assert (
-        "150" in english and "105 in 2026-05" in english and "43 %" in english and "of the last 5" in english
+        "150" in english and "105 in 2026-05" in english and "43%" in english and "of the last 5" in english
     )
     assert "過去最高" in warning.describe("ja")
     # Within the margin (30 % over 105 is 136.5): realistic.
@@ -184,4 +184,4 @@ def test_lower_is_better_is_unrealistic_below_the_best() -> None:
     past = {f"2026-0{month}": Decimal(9000 - month * 100) for month in range(1, 7)}  # best: 8,400 in 2026-06
     [warning] = warnings(text, Context(history={"cost_per_lead": past}))
     assert warning.code == "warn_unrealistic_lower"
-    assert "8400 in 2026-06" in warning.describe("en") and "40 % below" in warning.describe("en")
+    assert "8400 in 2026-06" in warning.describe("en") and "40% below" in warning.describe("en")

@@ -115,7 +115,7 @@ def test_a_kpi_not_known_by_that_name_gets_suggestions_or_the_list(text: str, ex
         ("new_approaches", "1,20", "not_a_number", ["1,20", "カンマ"]),
         ("new_approaches", "-5", "negative", ["-5", "マイナス"]),
         ("new_approaches", "8.5", "not_whole", ["8.5", "整数"]),
-        ("close_rate", "150%", "percent_over_100", ["150%", "100 %"]),
+        ("close_rate", "150%", "percent_over_100", ["150%", "100%"]),
         ("new_approaches", "15%", "unit_mismatch", ["15%", "単位"]),
         ("average_deal_size", "$12k", "unit_mismatch", ["$12k", "単位"]),
     ],
