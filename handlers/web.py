@@ -4,6 +4,7 @@ gunicorn in production."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -180,6 +181,9 @@ def serve(
         "loglevel": "info",
         "worker_exit": _drain_post_ack,
     }
+    render.warm()  # before the fork: every worker starts with the compiled messages
+    # ...and never walks them in a garbage collection (nor copies their pages by touching them).
+    gc.freeze()
     _Gunicorn(settings, options).run()
 
 
@@ -192,4 +196,5 @@ def serve_socket_mode(settings: Settings, *, locale: str | None = None) -> None:
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
     check_slack_tokens(settings, locale, socket_mode=True)
+    render.warm()
     SocketModeHandler(create_app(settings, engine, socket_mode=True), settings.slack_app_token).start()
