@@ -114,8 +114,10 @@ def _thread(
 
 
 def _message(text: str, blocks: list[dict[str, Any]], names: Names) -> list[str]:
+    # A message of text alone is drawn as a section with that text (Slack shows it so); its inline
+    # pieces go in one `.text` box, or the section's flex layout would set each beside the next.
     return slack_html.blocks(blocks, names) or [
-        f'<div class="section">{slack_html.mrkdwn(text, names)}</div>'
+        slack_html.block({"type": "section", "text": {"type": "mrkdwn", "text": text}}, names)
     ]
 
 

@@ -23,6 +23,7 @@ from bot.digests.charts import (
     build_figure,
     render_trend_chart,
 )
+from bot.formats import axis_label
 from bot.numbers import parse_number
 from bot.render import message
 
@@ -146,8 +147,10 @@ def test_plotted_lines_equal_the_input() -> None:
         np.testing.assert_array_equal(actual.get_ydata(), expected)  # NaN = a gap, not a zero
         assert axes.get_title(loc="left") == item.name
         labels = [label.get_text() for label in axes.get_xticklabels()]
-        assert labels and set(labels) <= set(item.periods[first:])
-        assert labels[-1] == item.periods[-1]  # the newest period is always labelled
+        # Periods named as the digest names them on an axis ("wk 49", 「2026年11月」), not as keys.
+        named = [axis_label(key, "en") for key in item.periods]
+        assert labels and set(labels) <= set(named[first:])
+        assert labels[-1] == named[-1]  # the newest period is always labelled
     assert len(figure.axes[3].lines[0].get_xdata()) == len(WEEKS) - 2
 
     single_target = figure.axes[0].lines[1]  # dashed line for one value
@@ -287,7 +290,8 @@ def test_a_kpi_with_three_months_uses_the_whole_width_for_them() -> None:
     axes = figure.axes[0]
     assert list(axes.lines[0].get_xdata()) == [0, 1, 2]
     assert axes.get_xlim() == (-0.5, 2.5)
-    assert [label.get_text() for label in axes.get_xticklabels()] == MONTHS[-3:]
+    shown = [label.get_text() for label in axes.get_xticklabels()]
+    assert shown == [axis_label(month, "ja") for month in MONTHS[-3:]]
 
 
 @pytest.mark.parametrize(

@@ -42,9 +42,9 @@ def test_the_chain_of_values_names_who_and_which_source_and_when(slack: SlackHar
     assert answer.args["response_type"] == "ephemeral"
     lines = answer.args["text"].splitlines()
     assert lines[0].startswith("*MQL 数*(`mqls`)— 2026年11月")
-    assert lines[1] == "• *120件* — <@U0MKT1>(/kpi report)、2026-11-28 09:05 —「from the event」"
-    assert lines[2] == "• 120件 → *125件* — API crm、2026-11-28 11:30"
-    assert lines[3] == "• 125件 → *126件*(現在の値) — HubSpot hs、2026-11-28 15:00"
+    assert lines[1] == "• *120件* — <@U0MKT1>(/kpi report)、11月28日(土) 09:05 —「from the event」"
+    assert lines[2] == "• 120件 → *125件* — API crm、11月28日(土) 11:30"
+    assert lines[3] == "• 125件 → *126件*(現在の値) — HubSpot hs、11月28日(土) 15:00"
     assert len(lines) == 4
 
 
@@ -55,7 +55,7 @@ def test_without_a_period_the_latest_period_with_a_value_in_english(slack: Slack
     answer = slack.command("history MQLs", user_id="U0EN")
     lines = answer.args["text"].splitlines()
     assert lines[0] == "*MQLs* (`mqls`) — Oct 2026: every value, oldest first"
-    assert lines[1].startswith("• *90* (current) — <@U0MKT1> (report form), 2026-11-30 10:00")
+    assert lines[1].startswith("• *90* (current) — <@U0MKT1> (report form), Mon, Nov 30 10:00")
     september = slack.command("history mqls 2026-09", user_id="U0EN").args["text"]
     assert "(CSV import)" in september
 

@@ -36,7 +36,7 @@ def history_text(found: KpiHistory, locale: str) -> str:
                 value=render.localized(entry.value, unit, locale, exact=True),
                 previous=None if previous is None else render.localized(previous, unit, locale, exact=True),
                 who=who(entry, locale),
-                at=entry.at.strftime("%Y-%m-%d %H:%M"),
+                at=f"{render.day_label(entry.at, locale)} {entry.at:%H:%M}",
                 note=entry.note,
                 live=entry.live,
             )
