@@ -26,10 +26,15 @@ from handlers.report import interactive as report
 from handlers.review import interactive as _review  # noqa: F401
 from handlers.status import interactive as _status  # noqa: F401
 from handlers.users import UserDirectory
-from handlers.work import acknowledge_other_events, failures_told, keep_ack, on_error
+from handlers.work import PostAckPool, acknowledge_other_events, failures_told, keep_ack, on_error
 
 
-def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False) -> App:
+def create_app(
+    settings: Settings, engine: Engine, *, socket_mode: bool = False, post_ack: PostAckPool | None = None
+) -> App:
+    """The Bolt app. `post_ack` is the worker's pool for work after an ack (handlers/web.py makes one
+    per worker and serves with it): the Home tabs' refreshes run there, two at a time, instead of on
+    the listener pool, where a burst of reports set up to one publish per user against the acks."""
     settings.require_slack(socket_mode=socket_mode)
     client: WebClient = make_web_client(settings)
     app = App(
@@ -54,7 +59,7 @@ def create_app(settings: Settings, engine: Engine, *, socket_mode: bool = False)
     report.register(app, deps)
     alerts.register(app, deps)
     countermeasures.register(app, deps)
-    refresher = home.HomeRefresher(deps, client, executor)
+    refresher = home.HomeRefresher(deps, client, post_ack or executor)
     deps.changed.listen(refresher.changed)
     home.register(app, deps, refresher)
     plan.register(app, deps)

@@ -52,12 +52,15 @@ def _push_api(app: App, engine: Engine, settings: Settings | None, pool: PostAck
     return PushApi(engine, default_locale=settings.locale, after_commit=after_commit)
 
 
-def make_wsgi_app(app: App, engine: Engine, settings: Settings | None = None) -> Any:
+def make_wsgi_app(
+    app: App, engine: Engine, settings: Settings | None = None, pool: PostAckPool | None = None
+) -> Any:
     bolt = SlackRequestHandler(app, path=EVENTS_PATH)
     # Verified on the raw body before Bolt parses anything (handlers/gate.py).
     events = verified(bolt, app._signing_secret)  # noqa: SLF001 (the secret the app was built with)
-    # One per worker: listeners reach it through `after_ack`, the push API and HubSpot directly.
-    pool = PostAckPool()
+    # One per worker: listeners reach it through `after_ack`, the push API and HubSpot directly
+    # (and the app's Home refreshes, when it was built with the same pool).
+    pool = pool or PostAckPool()
     app.use(post_ack_pool(pool))
     api = _push_api(app, engine, settings, pool)
     # Values HubSpot counts get the same follow-ups in Slack as pushed ones.
@@ -104,7 +107,8 @@ def build(settings: Settings) -> Any:
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
-    return make_wsgi_app(create_app(settings, engine), engine, settings)
+    pool = PostAckPool()
+    return make_wsgi_app(create_app(settings, engine, post_ack=pool), engine, settings, pool)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]

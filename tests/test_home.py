@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from slack_sdk.models.views import View
 from sqlmodel import select
 
@@ -22,6 +24,8 @@ from bot.models import (
     Kpi,
     Severity,
 )
+from handlers.home import interactive as home
+from handlers.work import POST_ACK_THREADS
 from tests.fakeslack.harness import SlackHarness
 from tests.plans import count_kpi
 
@@ -114,6 +118,30 @@ def test_a_value_reported_disappears_from_the_late_list_and_the_tab_is_refreshed
     reports = {b["value"] for b in buttons(refreshed[-1].args["view"], "home_report")}
     kpi_id = _kpi_id(slack, "new_approaches")
     assert f"{kpi_id}:2026-10" not in reports and f"{kpi_id}:2026-09" in reports
+
+
+def test_the_refresh_after_a_report_publishes_on_the_post_ack_pool(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report changes three users' tabs (its owner, the department head, the division head). On
+    # Bolt's listener pool the publishes ran beside the next acks, one thread each; on the worker's
+    # post-ack pool (two threads, shared with the saves) a burst queues behind the acks instead.
+    threads: list[str] = []
+    publish = home.HomeRefresher.publish
+
+    def recorded(self: home.HomeRefresher, user: str) -> bool:
+        threads.append(threading.current_thread().name)
+        return publish(self, user)
+
+    monkeypatch.setattr(home.HomeRefresher, "publish", recorded)
+    slack.fake.latency = 0.2  # every call takes a while: three publishes at once would overlap
+    slack.fake.max_in_flight = 0
+    slack.command("report new_approaches 90 2026-10", user_id=SALES1)
+    slack.settle()
+    published = {c.args["user_id"] for c in slack.fake.calls("views.publish")}
+    assert published == {SALES1, SALES_HEAD, DIVISION_HEAD}
+    assert len(threads) == 3 and all(name.startswith("kpibot-after-ack") for name in threads), threads
+    assert slack.fake.max_in_flight <= POST_ACK_THREADS
 
 
 def test_report_button_opens_the_form_on_that_period(slack: SlackHarness) -> None:

@@ -3,8 +3,9 @@
 - `app_home_opened` (the Home tab): acked at once (Bolt acks events), then the tab is built from
   bot.home.service and published with views.publish in the user's language.
 - `HomeRefresher.changed(users)`: after a report, a countermeasure closed or an alert acknowledged.
-  Debounced per user (several changes within DEBOUNCE_SECONDS publish once), run on the listener
-  executor after the request's own answer, so it never delays a report; rate limits are retried by
+  Debounced per user (several changes within DEBOUNCE_SECONDS publish once), published on the worker's
+  post-ack pool (two at a time, handlers/work.py) after the request's own answer, so it never delays a
+  report nor, in a burst, crowds the next acks off the interpreter; rate limits are retried by
   the Web API client (handlers/client.py, Retry-After), any other failure is logged.
 - The tab's buttons: Report (the report form on that KPI's period) and Done / Dropped (the same
   close as the countermeasure's buttons in its thread, bot.countermeasures.flows.close).
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -58,22 +58,22 @@ class HomeRefresher:
         self._links: dict[tuple[str, str], str] = {}  # permalinks never change
 
     def changed(self, users: Iterable[str | None]) -> None:
-        """Refresh these users' tabs soon, once however many changes arrive meanwhile. One task
-        at a time waits out the debounce (never one per user: the listeners share the pool)."""
+        """Refresh these users' tabs soon, once however many changes arrive meanwhile. One timer
+        at a time waits out the debounce, on a thread of its own: a pool thread must not sleep."""
         with self._lock:
             self._pending.update(user for user in users if user)
             start = bool(self._pending) and not self._flushing
             self._flushing = self._flushing or start
         if not start:
             return
-        try:
-            self._executor.submit(self._flush)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._flushing = False
+        if self._debounce <= 0:
+            self._flush()
+            return
+        timer = threading.Timer(self._debounce, self._flush)
+        timer.daemon = True  # a worker stopping does not wait for tabs nobody may be looking at
+        timer.start()
 
     def _flush(self) -> None:
-        time.sleep(self._debounce)
         with self._lock:
             users, self._pending, self._flushing = sorted(self._pending), set(), False
         for user in users:

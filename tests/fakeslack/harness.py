@@ -22,6 +22,7 @@ from bot.models import Actual, Kpi
 from handlers.app import create_app
 from handlers.home import interactive as home
 from handlers.web import make_wsgi_app
+from handlers.work import PostAckPool
 from tests.fakeslack.client import Response, SignedSlackClient
 from tests.fakeslack.server import Call, FakeSlack, WsgiServer
 from tests.plans import EXAMPLE_PLAN, import_plan_into_empty
@@ -147,12 +148,13 @@ def start_harness(
     # has stopped, for its publishes retried against a closed port).
     debounce, home.DEBOUNCE_SECONDS = home.DEBOUNCE_SECONDS, home_debounce
     try:
-        app = create_app(settings, engine)
+        pool = PostAckPool()
+        app = create_app(settings, engine, post_ack=pool)
     finally:
         home.DEBOUNCE_SECONDS = debounce
     activity = Activity()
     activity.watch_executor(app.listener_runner.listener_executor)
-    wsgi = make_wsgi_app(app, engine)
+    wsgi = make_wsgi_app(app, engine, pool=pool)
     activity.watch_executor(wsgi.post_ack)  # the follow-ups handed over after an ack, too
     server = WsgiServer(activity.watch_wsgi(wsgi)).start()
     client = SignedSlackClient(server.url, SIGNING_SECRET, fake=fake)
