@@ -138,3 +138,32 @@ def test_a_period_that_ends_after_its_last_report_gets_its_verdict_from_the_hour
     assert len(final) == 1 and "2026年11月 *92件*" in final[0] and "効果あり" in final[0]
     assert "期中の暫定" not in final[0]
     assert verdict_of(slack, cm) == "worked"
+
+
+def test_a_verdict_slack_refused_is_said_the_next_time_it_is_judged_and_only_once(
+    slack: SlackHarness,
+) -> None:
+    def said() -> list[str]:
+        calls = slack.fake.calls("chat.postMessage")
+        in_thread = [c for c in calls if not c.failed and c.args.get("thread_ts") == thread]
+        return [str(c.args["text"]) for c in in_thread if EFFECT in c.args["text"]]
+
+    cm, thread = countermeasure_on_october(slack)
+    report(slack, "new_approaches 92")  # provisional, said at once
+    assert len(said()) == 1
+
+    on(dt.date(2026, 12, 1))  # November has ended: the scan judges its final figure...
+    slack.fake.fail("chat.postMessage", "internal_error", times=None)  # ...while Slack fails every post
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    assert len(said()) == 1 and verdict_of(slack, cm) is None
+    refused = [
+        c for c in slack.fake.calls("chat.postMessage") if c.failed and c.args.get("thread_ts") == thread
+    ]
+    assert refused and EFFECT in refused[-1].args["text"]
+
+    slack.fake.clear_failures()  # the next hour: Slack is back
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan_and_post(slack.engine, make_web_client(slack.settings))
+    final = said()[1:]
+    assert len(final) == 1 and "2026年11月 *92件*" in final[0] and "効果あり" in final[0]
+    assert verdict_of(slack, cm) == "worked"

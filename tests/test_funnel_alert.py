@@ -351,3 +351,26 @@ def test_figures_fetched_without_a_slack_report_move_the_funnel_effect_in_the_ho
         ).all()
     assert cm.verdict == "worked"
     assert sorted(said) == [f"effect:{cm.id}:2026-12:not_yet", f"effect:{cm.id}:2026-12:worked"]
+
+
+def test_a_funnel_effect_slack_refuses_is_said_by_the_next_scan_once(slack: SlackHarness) -> None:
+    post = log_in_thread(slack, locale="en")
+    assert post.ts is not None
+    at(dt.date(2027, 1, 12))
+    fetched(slack, {"sqls": "50", "deals": "20"}, "2026-12")
+
+    # Slack fails the follow-up (not a rate limit: nothing for the client to wait out and retry).
+    slack.fake.fail("chat.postMessage", "internal_error", times=None)
+    scan(slack)
+    assert effect_notes(slack, post.ts) == []
+    assert slack.fake.calls("chat.postMessage")[-1].failed  # it was tried, and refused
+
+    # Slack is back: the next hourly scan says it, once; the scans after it say nothing more.
+    slack.fake.clear_failures()
+    scan(slack)
+    scan(slack)
+    [note] = effect_notes(slack, post.ts)
+    assert "Nov 2026 16.7% → Dec 2026 *40%* (plan 66.7%, 60% of plan)" in note
+    assert "Verdict: *not yet*" in note
+    in_slack = [m for m in slack.fake.messages(DIVISION) if m.get("thread_ts") == post.ts]
+    assert sum(":bar_chart:" in str(m.get("text", "")) for m in in_slack) == 1

@@ -192,7 +192,9 @@ def _post_effects(posts: Outbox, department: Department, effects: list[service.E
         subject = service.effect_subject(cm.id, effect.period, effect.verdict if effect.final else None)
         key = outbox.Key(department.id, PostKind.FOLLOWUP, effect.period, subject)
         try:
-            sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
+            # A verdict Slack refused (an outage, a 5xx) is said the next time it is judged: the
+            # ledger keeps it from being said twice, never from being said at all.
+            sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts, retry_failed=True)
             if sent.status == "posted" and effect.final:
                 with transaction(posts.engine) as session:
                     service.record_verdict(session, cm.id, effect.verdict)

@@ -280,7 +280,9 @@ def _say(posts: Outbox, found: list[FunnelEffect], divisions: dict[int, Departme
         subject = effect_subject(cm.id, effect.period, effect.verdict)
         key = outbox.Key(effect.division_id, PostKind.FOLLOWUP, effect.period, subject)
         try:
-            sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts)
+            # A verdict Slack refused (an outage, a 5xx) is said the next time it is judged: the
+            # ledger keeps it from being said twice, never from being said at all.
+            sent = posts.send(key, cm.channel_id, [Message(text)], thread_ts=cm.thread_ts, retry_failed=True)
             if sent.status in ("posted", "already"):
                 with transaction(posts.engine) as session:
                     record_verdict(session, cm.id, effect.verdict)
