@@ -35,7 +35,6 @@ from matplotlib.ticker import Formatter, MaxNLocator
 
 from bot import formats
 from bot.numbers import format_compact, format_decimal, parse_number
-from bot.periods import PeriodError
 from bot.render import display_width, message, message_keys, normalize_locale
 
 # Japanese first, so kana and kanji never fall back to tofu; DejaVu Sans catches anything IPAex lacks.
@@ -272,7 +271,7 @@ def _draw_series(axes: Any, item: ChartSeries, locale: str, columns: int) -> Non
         fontfamily=FONT_FAMILY,
     )
     ticks = _period_ticks(len(x), _MAX_PERIOD_LABELS[columns])
-    axes.set_xticks(ticks, [_period_tick(item.periods[i], locale) for i in ticks])
+    axes.set_xticks(ticks, [formats.axis_label(item.periods[i], locale) for i in ticks])
     axes.set_xlim(-0.5, max(len(x) - 0.5, 0.5))
     limits = y_range(item)
     if limits is not None:
@@ -302,14 +301,6 @@ def _draw_series(axes: Any, item: ChartSeries, locale: str, columns: int) -> Non
 
 def _is_range(target: tuple[Decimal, Decimal] | None) -> bool:
     return target is not None and target[0] != target[1]
-
-
-def _period_tick(key: str, locale: str) -> str:
-    """A period under the x-axis as the digest names it (「2026年11月」「第48週」 / "Nov 2026", "wk 48")."""
-    try:
-        return formats.axis_label(key, locale)
-    except PeriodError:
-        return key
 
 
 def _period_ticks(count: int, limit: int) -> list[int]:

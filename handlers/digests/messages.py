@@ -194,10 +194,10 @@ def _attention_charts(rows: list[ScoreRow], locale: str) -> list[Block]:
     for cadence, chosen in sorted(by_cadence.items())[:CHARTS_PER_MESSAGE]:
         chosen = chosen[: CHART_MAX_SERIES - 1]  # one series is the target line
         periods = chosen[0].period.last(len(chosen[0].history))
-        keys = [formats.axis_label(period, locale) for period in periods]
+        labels = [formats.axis_label(period, locale) for period in periods]
         values = [_achievements(row) for row in chosen]
         # Only the periods that have a figure: no axis stretched over periods nobody reported.
-        shown = [i for i in range(len(keys)) if any(series[i] is not None for series in values)]
+        shown = [i for i in range(len(labels)) if any(series[i] is not None for series in values)]
         names = _series_names([row.kpi.name(locale) for row in chosen])
         if not shown:
             continue
@@ -210,7 +210,7 @@ def _attention_charts(rows: list[ScoreRow], locale: str) -> list[Block]:
                     locale,
                     cadence=render.message(f"digest.native_chart.cadence.{cadence}", locale),
                 ),
-                [keys[i] for i in shown],
+                [labels[i] for i in shown],
                 [(target, [100.0] * len(shown)), *series],
                 y_label=render.message("digest.native_chart.y_label", locale),
             )
