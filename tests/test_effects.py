@@ -11,12 +11,12 @@ from decimal import Decimal
 
 from sqlmodel import select
 
-from bot.clock import set_clock
+from bot.clock import set_clock, utcnow
 from bot.database import transaction
 from bot.models import Alert, Countermeasure, Kpi, Post, PostKind, Source
 from bot.reports.actuals import record_actual
-from handlers.alerts.interactive import scan_and_post
 from handlers.client import make_web_client
+from handlers.digests.interactive import make_jobs
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call
 
@@ -38,7 +38,7 @@ def countermeasure_on_october(slack: SlackHarness) -> tuple[Countermeasure, str]
         record_actual(
             session, kpi=kpi, period="2026-10", value=Decimal(60), reported_by="U0SEED", source=Source.CSV
         )
-    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan(slack)
     slack.command("countermeasure new_approaches 既存顧客の紹介を依頼する", user_id=SALES1)
     slack.settle()
     with slack.session() as session:
@@ -46,6 +46,11 @@ def countermeasure_on_october(slack: SlackHarness) -> tuple[Countermeasure, str]
         alert = session.get(Alert, cm.alert_id)
     assert alert is not None and cm.thread_ts == alert.thread_ts and cm.baseline_value == Decimal(60)
     return cm, str(cm.thread_ts)
+
+
+def scan(slack: SlackHarness) -> None:
+    """The hourly scan as `kpibot scheduler` runs it."""
+    make_jobs(make_web_client(slack.settings), slack.engine, slack.settings).scan(utcnow())
 
 
 def report(slack: SlackHarness, text: str) -> None:
@@ -132,8 +137,8 @@ def test_a_period_that_ends_after_its_last_report_gets_its_verdict_from_the_hour
     assert len(effects_in(slack, thread)) == 1
 
     on(dt.date(2026, 12, 1))  # November has ended with no new report: the scan judges its figure
-    scan_and_post(slack.engine, make_web_client(slack.settings))
-    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan(slack)
+    scan(slack)
     final = effects_in(slack, thread)[1:]
     assert len(final) == 1 and "2026年11月 *92件*" in final[0] and "効果あり" in final[0]
     assert "期中の暫定" not in final[0]
@@ -154,7 +159,7 @@ def test_a_verdict_slack_refused_is_said_the_next_time_it_is_judged_and_only_onc
 
     on(dt.date(2026, 12, 1))  # November has ended: the scan judges its final figure...
     slack.fake.fail("chat.postMessage", "internal_error", times=None)  # ...while Slack fails every post
-    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan(slack)
     assert len(said()) == 1 and verdict_of(slack, cm) is None
     refused = [
         c for c in slack.fake.calls("chat.postMessage") if c.failed and c.args.get("thread_ts") == thread
@@ -162,8 +167,8 @@ def test_a_verdict_slack_refused_is_said_the_next_time_it_is_judged_and_only_onc
     assert refused and EFFECT in refused[-1].args["text"]
 
     slack.fake.clear_failures()  # the next hour: Slack is back
-    scan_and_post(slack.engine, make_web_client(slack.settings))
-    scan_and_post(slack.engine, make_web_client(slack.settings))
+    scan(slack)
+    scan(slack)
     final = said()[1:]
     assert len(final) == 1 and "2026年11月 *92件*" in final[0] and "効果あり" in final[0]
     assert verdict_of(slack, cm) == "worked"

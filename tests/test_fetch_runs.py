@@ -28,7 +28,19 @@ from bot.alerts.service import scan_department
 from bot.clock import set_clock
 from bot.database import make_engine, transaction
 from bot.digests.service import build_digest
-from bot.models import Actual, AlertReason, Department, FetchRun, FetchState, Kpi, Post, PostKind, Source
+from bot.models import (
+    Actual,
+    Alert,
+    AlertReason,
+    Countermeasure,
+    Department,
+    FetchRun,
+    FetchState,
+    Kpi,
+    Post,
+    PostKind,
+    Source,
+)
 from bot.schedule.jobs import ScheduledJobs
 from bot.sources import registry, runs
 from bot.sources.fetching import FetchError, FetchRequest
@@ -397,3 +409,62 @@ def test_the_digest_shows_a_failing_source_as_stale_with_the_reason_and_the_age(
         "2026-11": Decimal(2),
         "2026-10": Decimal(0),
     }  # the last good values
+
+
+def test_a_fetched_kpis_countermeasure_is_followed_by_the_schedulers_own_jobs(
+    harness: SlackHarness, tmp_path: Path
+) -> None:
+    """No one reports `won`: its countermeasure's effect comes from the fetched figures alone, said by
+    the fetch job while November runs (judged on its pace) and by the hourly scan once it ended."""
+
+    def effects() -> list[str]:
+        calls = harness.fake.calls("chat.postMessage")
+        return [
+            str(c.args["text"])
+            for c in calls
+            if c.args.get("thread_ts") == thread and ":bar_chart:" in c.args["text"]
+        ]
+
+    def tick(moment: dt.datetime, deals: list[str]) -> None:
+        at(moment)
+        warehouse(tmp_path, deals)
+        jobs.fetch(moment.astimezone(dt.UTC))
+        harness.settle()
+
+    october = ["2026-10-05"]
+    env = {"KPIBOT_SQL_WAREHOUSE": warehouse(tmp_path, october)}
+    jobs = jobs_for(harness, env)
+    # 5 November: October ended at 1 deal of 10 (an alert); November's 0 is too early to judge.
+    tick(dt.datetime(2026, 11, 5, 10, tzinfo=JST), october)
+    harness.command(
+        "countermeasure won 紹介キャンペーンを実施する", user_id="U0MKT1", channel_id="C0MARKETING"
+    )
+    harness.settle()
+    with harness.session() as session:
+        [cm] = session.exec(select(Countermeasure)).all()
+        alert = session.get(Alert, cm.alert_id)
+    assert alert is not None and alert.period == "2026-10" and cm.baseline_value == Decimal(1)
+    thread = str(cm.thread_ts)
+    assert effects() == []
+
+    # 20 November: 7 deals so far, 70 % of the month's target, but on pace for 10.5: provisional.
+    november = [f"2026-11-{day:02d}" for day in (2, 4, 8, 11, 13, 16, 19)]
+    tick(dt.datetime(2026, 11, 20, 10, tzinfo=JST), october + november)
+    [running] = effects()
+    assert "2026年10月 1件(達成率 10%) → 2026年11月 *7件*" in running
+    assert "このペースなら期末 10.5件" in running
+    assert "効果あり" in running and "期中の暫定" in running
+    with harness.session() as session:
+        assert session.get(Countermeasure, cm.id).verdict is None  # type: ignore[union-attr]
+
+    # 1 December: November ended at 9 (two late deals fetched with it): the final verdict, once,
+    # whether the fetch or the hourly scan gets there first; the next hour says nothing more.
+    final_deals = october + november + ["2026-11-25", "2026-11-27"]
+    tick(dt.datetime(2026, 12, 1, 10, tzinfo=JST), final_deals)
+    at(dt.datetime(2026, 12, 1, 11, tzinfo=JST))
+    jobs.scan(dt.datetime(2026, 12, 1, 11, tzinfo=JST).astimezone(dt.UTC))
+    final = effects()[1:]
+    assert len(final) == 1 and "2026年11月 *9件*" in final[0] and "効果あり" in final[0]
+    assert "期中の暫定" not in final[0]
+    with harness.session() as session:
+        assert session.get(Countermeasure, cm.id).verdict == "worked"  # type: ignore[union-attr]

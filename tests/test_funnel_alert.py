@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from sqlmodel import select
 
-from bot.clock import set_clock
+from bot.clock import set_clock, utcnow
 from bot.database import transaction
 from bot.models import Countermeasure, Department, Kpi, Post, PostKind, Source
 from bot.plan.service import apply_plan, load_plan
@@ -19,8 +19,8 @@ from bot.reports.actuals import record_actual
 from bot.reports.batch import Sender, Stored, ingest
 from bot.reports.rows import Row
 from bot.resources import EXAMPLE_FUNNEL
-from handlers.alerts.interactive import scan_and_post
 from handlers.client import make_web_client
+from handlers.digests.interactive import make_jobs
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import BOT_USER_ID, Call
 
@@ -54,7 +54,8 @@ def seed(slack: SlackHarness, period: str, values: dict[str, str]) -> None:
 
 
 def scan(slack: SlackHarness) -> None:
-    scan_and_post(slack.engine, make_web_client(slack.settings))
+    """The hourly scan as `kpibot scheduler` runs it."""
+    make_jobs(make_web_client(slack.settings), slack.engine, slack.settings).scan(utcnow())
 
 
 def division_roots(slack: SlackHarness) -> list[Call]:

@@ -19,12 +19,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from bot.alerts import flows as alerts
+from bot.clock import utcnow
 from bot.config import Settings, environment
 from bot.countermeasures import flows as countermeasures
 from bot.database import transaction
 from bot.digests import flows as digests
+from bot.funnel import flows as funnel
 from bot.models import Department
-from bot.outbox import Outbox
+from bot.outbox import Outbox, Poster
 from bot.schedule.slots import slot_key
 from bot.sources import runs
 
@@ -40,6 +42,46 @@ POST_WORKERS = 4
 BUILD_CHUNK = 50
 
 Due = tuple[str, dt.datetime]  # (department key, digest slot)
+
+
+def hourly_scan(
+    engine: Engine,
+    poster: Poster | None,
+    messages: alerts.AlertMessages,
+    now: dt.datetime | None = None,
+    *,
+    dry_run: bool = False,
+    department_key: str | None = None,
+) -> alerts.ScanResult:
+    """The hourly scan, whoever runs it (the scheduler, `kpibot alerts`, the demo): every
+    department's alerts (bot.alerts.flows.scan_and_post); then, posting through `poster` unless
+    None, the funnel's leaking hand-offs in the division channel and those a correction closed
+    (bot.funnel.flows), and the effects of countermeasures on periods that ended
+    (bot.countermeasures.flows.measure_finished). Each step's failure is recorded, never stops
+    the next."""
+    now = now or utcnow()
+    result = alerts.scan_and_post(
+        engine, poster, messages, now, dry_run=dry_run, department_key=department_key
+    )
+    if poster is None or dry_run or department_key is not None:
+        return result
+    posts = Outbox(engine, poster)
+    try:
+        leaks = funnel.alert_leaks(posts, messages, now)
+        leaks += funnel.close_leaks(posts, messages, now)
+    except Exception as error:
+        log.exception("the funnel's alerts failed")
+        result.failed.append(("funnel", str(error) or type(error).__name__))
+    else:
+        result.slack.posted += sum(leak.sent.status == "posted" for leak in leaks)
+        result.slack.failed += sum(leak.sent.status == "failed" for leak in leaks)
+    try:
+        # A period ended since its last report: its figure is final, the effects get their verdict.
+        result.slack.notes += countermeasures.measure_finished(posts, now)
+    except Exception as error:
+        log.exception("measuring the countermeasures' effects failed")
+        result.failed.append(("effects", str(error) or type(error).__name__))
+    return result
 
 
 def department(engine: Engine, key: str) -> Department | None:
@@ -167,13 +209,15 @@ class ScheduledJobs:
         countermeasures.remind_due(self.outbox, now)
 
     def scan(self, now: dt.datetime) -> None:
-        """Every department's KPIs evaluated for alerts, and what changed posted."""
-        alerts.scan_and_post(self.outbox.engine, self.outbox.poster, self.alert_messages, now)
+        """The hourly scan (`hourly_scan`): alerts, the funnel's hand-offs, countermeasures' effects."""
+        hourly_scan(self.outbox.engine, self.outbox.poster, self.alert_messages, now)
 
     def fetch(self, now: dt.datetime, before_digests: Sequence[tuple[str, dt.datetime]] = ()) -> None:
         """Sourced KPIs whose interval has no run yet, then once more for each department whose
         digest is near (its own slot, so the digest reads a value fetched minutes before). Values
-        that changed move alerts in their transaction; the scan then posts what changed."""
+        that changed move alerts in their transaction; the scan then posts what changed, and each
+        stored value is followed in its countermeasures' threads as a report is (a running
+        period's provisional effect; a finished one's verdict, said once whichever path says it)."""
         fetching = self.fetching()
         common = {
             "outbox": self.outbox,
@@ -186,5 +230,11 @@ class ScheduledJobs:
             outcomes += runs.fetch_kpis(
                 self.outbox.engine, now, fetching=fetching, departments=[key], slot=slot_name, **common
             )
-        if any(outcome.saved for outcome in outcomes):
+        saved = [reported for outcome in outcomes for reported in outcome.saved]
+        if saved:
             self.scan(now)
+        for reported in saved:
+            try:
+                countermeasures.on_reported(self.outbox, reported)
+            except Exception:
+                log.exception("the effects of fetched %s %s failed", reported.kpi.key, reported.period.key)

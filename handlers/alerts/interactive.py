@@ -19,14 +19,13 @@ from bot import render
 from bot.alerts import flows
 from bot.alerts import service as alerts
 from bot.alerts.flows import ScanResult, SyncResult
-from bot.clock import utcnow
-from bot.countermeasures import flows as countermeasure_flows
 from bot.countermeasures import playbooks
 from bot.countermeasures.service import today_for
 from bot.funnel import flows as funnel
 from bot.models import Alert, AlertStatus
 from bot.outbox import Outbox
 from bot.reports.service import Reported
+from bot.schedule.jobs import hourly_scan
 from handlers.alerts import messages
 from handlers.alerts.messages import ACTION_ACKNOWLEDGE, ACTION_ADOPT, ACTION_ADOPT_EDIT
 from handlers.countermeasures import interactive as countermeasures
@@ -57,35 +56,10 @@ def scan_and_post(
     dry_run: bool = False,
     department_key: str | None = None,
 ) -> ScanResult:
-    """The hourly scan (bot.alerts.flows.scan_and_post), posting through `client` unless None; then
-    the funnel's leaking hand-offs in the division channel (bot.funnel.flows.alert_leaks) and those
-    a correction closed (close_leaks), and the effects of countermeasures on periods that ended
-    (bot.countermeasures.flows.measure_finished)."""
+    """The hourly scan (bot.schedule.jobs.hourly_scan, as the scheduler runs it), posting through
+    `client` unless None."""
     poster = None if client is None else SlackPoster(client)
-    engine = _engine(target)
-    result = flows.scan_and_post(
-        engine, poster, messages, now, dry_run=dry_run, department_key=department_key
-    )
-    if poster is not None and not dry_run and department_key is None:
-        try:
-            posts = Outbox(engine, poster)
-            leaks = funnel.alert_leaks(posts, messages, now)
-            leaks += funnel.close_leaks(posts, messages, now)
-        except Exception as error:
-            log.exception("the funnel's alerts failed")
-            result.failed.append(("funnel", str(error) or type(error).__name__))
-        else:
-            result.slack.posted += sum(leak.sent.status == "posted" for leak in leaks)
-            result.slack.failed += sum(leak.sent.status == "failed" for leak in leaks)
-        try:
-            # A period ended since its last report: its figure is final, the effects get their verdict.
-            result.slack.notes += countermeasure_flows.measure_finished(
-                Outbox(engine, poster), now or utcnow()
-            )
-        except Exception as error:
-            log.exception("measuring the countermeasures' effects failed")
-            result.failed.append(("effects", str(error) or type(error).__name__))
-    return result
+    return hourly_scan(_engine(target), poster, messages, now, dry_run=dry_run, department_key=department_key)
 
 
 def sync_alerts(
