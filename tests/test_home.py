@@ -11,9 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from slack_sdk.models.views import View
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from bench.common import counting_statements
+from bench.generate import generate_division
+from bot.clock import set_clock
+from bot.home.service import build_home
 from bot.models import (
     Alert,
     AlertReason,
@@ -32,6 +37,7 @@ from tests.plans import count_kpi
 SALES1 = "U0SALES1"  # owns new_approaches and close_rate (monthly)
 SALES_HEAD = "U0SALESHEAD"
 DIVISION_HEAD = "U0DIVHEAD"
+DAY = dt.date(2026, 11, 30)
 JsonDict = dict[str, Any]
 
 
@@ -357,3 +363,31 @@ def test_report_from_the_home_tab_is_confirmed_in_the_dm(slack: SlackHarness) ->
     confirmation = slack.fake.wait_for("chat.postEphemeral")[0].args
     assert confirmation["user"] == SALES1 and confirmation["channel"].startswith("D")
     assert slack.live_values("new_approaches") == {"2026-11": Decimal(77)}
+
+
+def test_a_division_heads_tab_costs_the_same_statements_for_2_or_12_departments(engine: Any) -> None:
+    """The division head's tab is rebuilt after every report in the division: its department lines
+    are read together, so its cost does not grow with the number of departments."""
+
+    def statements_for_division_head(departments: int) -> tuple[int, int]:
+        generate_division(engine, departments=departments, weeks=8, today=DAY)
+        with Session(engine) as session:
+            session.add(
+                Department(
+                    key="division", name_ja="事業部", name_en="Division", channel_id="C0DIV",
+                    head_user_id="UDIVHEAD", is_division=True,
+                )
+            )  # fmt: skip
+            session.commit()
+        set_clock(lambda: dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.UTC))
+        with Session(engine) as session, counting_statements(engine) as statements:
+            tab = build_home(session, "UDIVHEAD", lambda: False)
+        with engine.begin() as connection:
+            for table in ("actual", "target", "kpi", "department"):
+                connection.execute(sa.text(f"DELETE FROM {table}"))
+        assert len(tab.division) == departments
+        assert all(sum(line.counts.values()) == 20 for line in tab.division)
+        return len(statements), len(tab.division)
+
+    small, large = statements_for_division_head(2), statements_for_division_head(12)
+    assert small[0] == large[0], (small, large)

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
@@ -28,7 +30,7 @@ from bot.periods import Period
 from bot.reports.actuals import live_values
 from bot.reports.periods_open import unreported
 from bot.reports.service import all_kpis
-from bot.scorecard import ScoreRow, all_departments, build_scorecard, current_period, targets_for
+from bot.scorecard import ScoreRow, all_departments, build_scorecards, current_period, targets_for
 from bot.scoring import Status, TargetValue
 
 WORST_SHOWN = 3
@@ -124,21 +126,43 @@ def my_countermeasures(session: Session, user_id: str, day: dt.date) -> list[Ite
     return sorted(items, key=lambda item: (not item.overdue(day),))
 
 
-def department_line(session: Session, department: Department) -> DepartmentLine:
-    assert department.id is not None
-    card = build_scorecard(session, department, _day_in(department), history_length=1)
-    counts = {status: 0 for status in Status}
-    for row in card.rows:
-        counts[row.score.status] += 1
-    bad = [row for row in card.rows if row.score.status in _BAD]
-    bad.sort(key=lambda row: (row.score.status is not Status.RED, row.score.achievement_pct or Decimal(0)))
-    open_alerts = alerts.load(
-        session,
-        col(Kpi.department_id) == department.id,
-        col(Alert.status).in_([AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]),
-    )
-    open_alerts.sort(key=lambda view: view.sort_key)
-    return DepartmentLine(department, counts, bad[:WORST_SHOWN], open_alerts[:ALERTS_SHOWN], len(open_alerts))
+def department_lines(session: Session, departments: Sequence[Department]) -> dict[int, DepartmentLine]:
+    """Each department's line, by id: the same few statements for one department or all of them
+    (a division head's tab shows every department, refreshed after each report): the scorecards
+    per local day (bot.scorecard.build_scorecards), the open alerts in one read."""
+    by_day: dict[dt.date, list[Department]] = defaultdict(list)
+    for department in departments:
+        by_day[_day_in(department)].append(department)
+    cards = [
+        card
+        for day, group in by_day.items()
+        for card in build_scorecards(session, group, day, history_length=1)
+    ]
+    ids = [department.id for department in departments if department.id is not None]
+    open_alerts: dict[int, list[AlertView]] = defaultdict(list)
+    if ids:
+        for view in alerts.load(
+            session,
+            col(Kpi.department_id).in_(ids),
+            col(Alert.status).in_([AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]),
+        ):
+            open_alerts[view.kpi.department_id].append(view)
+    lines: dict[int, DepartmentLine] = {}
+    for card in cards:
+        department = card.department
+        assert department.id is not None
+        counts = {status: 0 for status in Status}
+        for row in card.rows:
+            counts[row.score.status] += 1
+        bad = [row for row in card.rows if row.score.status in _BAD]
+        bad.sort(
+            key=lambda row: (row.score.status is not Status.RED, row.score.achievement_pct or Decimal(0))
+        )
+        shown = sorted(open_alerts[department.id], key=lambda view: view.sort_key)
+        lines[department.id] = DepartmentLine(
+            department, counts, bad[:WORST_SHOWN], shown[:ALERTS_SHOWN], len(shown)
+        )
+    return lines
 
 
 def _member_departments(session: Session, user_id: str, departments: list[Department]) -> list[Department]:
@@ -157,14 +181,14 @@ def build_home(session: Session, user_id: str, is_admin: Callable[[], bool]) -> 
     home.reports.extend(report_lines(session, user_id))
     home.countermeasures.extend(my_countermeasures(session, user_id, day))
     shown = [d for d in (departments if division_head else mine) if not d.is_division]
-    lines = {d.id: department_line(session, d) for d in shown}
+    lines = department_lines(session, shown)
     home.departments.extend(lines[d.id] for d in mine)
     if division_head:
         home.division.extend(line for d_id, line in lines.items() if d_id not in {d.id for d in mine})
     if admin:
-        counts: dict[int, int] = {}
-        for department_id in session.exec(select(Kpi.department_id)).all():
-            counts[department_id] = counts.get(department_id, 0) + 1
+        counts = dict(
+            session.exec(select(Kpi.department_id, sa.func.count()).group_by(col(Kpi.department_id))).all()
+        )
         home.plan.extend(PlanLine(d, counts.get(d.id or 0, 0)) for d in departments)
     return home
 
