@@ -245,7 +245,7 @@ def report_commands(departments: int, kpis: int, users: int, per_user: int, seed
             department = rng.randrange(departments)
             number = rng.randrange(kpis)
             _, channel, _ = department_of(department)
-            owner = f"UOWN{department:04d}{number % 3}"
+            owner = owners_of(department)[number % 3]
             text = f"report gen_{department:04d}_k{number:02d} {valid_value(number, rng)}"
             requests.append(Command(text, owner, channel))
         plan.append(requests)
@@ -346,3 +346,45 @@ def open_views(
                 raise RuntimeError(f"views.open for {len(views)} of {len(departments)} heads in {timeout} s")
             time.sleep(0.05)
     return views
+
+
+def watchers(departments: int) -> list[str]:
+    """Everyone whose App Home a report in the generated division refreshes: each department's head
+    and its KPIs' owners (bench/generate.py's naming; its divisions have no division head)."""
+    return [user for index in range(departments) for user in (department_of(index)[2], *owners_of(index))]
+
+
+def owners_of(index: int) -> tuple[str, ...]:
+    return tuple(f"UOWN{index:04d}{number}" for number in range(3))
+
+
+def open_homes(server_url: str, fake: BenchSlack, users: list[str], timeout: float = 120.0) -> int:
+    """`app_home_opened` for each of `users` (4 at a time), each tab published before it returns:
+    kpibot refreshes only tabs opened within the hour, so every watcher counts as looking."""
+    before = len(fake.calls("views.publish"))
+    queue = list(users)
+    lock = threading.Lock()
+
+    def opener() -> None:
+        client = SignedSlackClient(server_url, SIGNING_SECRET, fake=fake)
+        while True:
+            with lock:
+                if not queue:
+                    return
+                user = queue.pop()
+            event = {"type": "app_home_opened", "user": user, "channel": f"D{user}", "tab": "home"}
+            response = client.event(event, event_id=f"EvHOME{user}")
+            if response.status != 200:
+                raise RuntimeError(f"app_home_opened answered HTTP {response.status}")
+
+    threads = [threading.Thread(target=opener, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    deadline = time.monotonic() + timeout
+    while len(fake.calls("views.publish")) - before < len(users):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"views.publish for fewer than {len(users)} Home tabs in {timeout} s")
+        time.sleep(0.05)
+    return len(users)

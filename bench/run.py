@@ -861,6 +861,9 @@ def bench_ack(bench: Bench) -> None:
                 began = time.perf_counter()
                 views = load.open_views(server.url, bench.fake, list(range(min(16, config.departments))))
                 log(f"  {len(views)} report forms opened in {time.perf_counter() - began:.1f} s")
+                began = time.perf_counter()
+                homes = load.open_homes(server.url, bench.fake, load.watchers(config.departments))
+                log(f"  {homes} Home tabs opened in {time.perf_counter() - began:.1f} s")
             served[kind] = _load_server(bench, server, views)
         except BaseException:
             server.stop()

@@ -493,3 +493,13 @@ class FetchState(SQLModel, table=True):
     last_good_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     last_run_at: dt.datetime | None = _timestamp(nullable=True, default_now=False)
     episode: int = Field(default=0)
+
+
+class HomeOpened(SQLModel, table=True):
+    """When each person last opened their App Home tab: a change refreshes only the tabs opened
+    lately (bot.home.service.WATCHED_FOR); a tab opened again is published afresh anyway."""
+
+    __tablename__ = "home_opened"
+
+    user_id: str = Field(primary_key=True, max_length=32)
+    opened_at: dt.datetime = _timestamp()

@@ -26,12 +26,13 @@ from bot.models import (
     Countermeasure,
     CountermeasureStatus,
     Department,
+    HomeOpened,
     Kpi,
     Severity,
 )
 from handlers.home import interactive as home
 from handlers.work import POST_ACK_THREADS
-from tests.fakeslack.harness import SlackHarness
+from tests.fakeslack.harness import NOW, SlackHarness
 from tests.plans import count_kpi
 
 SALES1 = "U0SALES1"  # owns new_approaches and close_rate (monthly)
@@ -112,15 +113,16 @@ def test_messages_tab_opened_publishes_nothing(slack: SlackHarness) -> None:
 
 
 def test_a_value_reported_disappears_from_the_late_list_and_the_tab_is_refreshed(slack: SlackHarness) -> None:
-    open_home(slack, SALES1)
+    for user in (SALES1, SALES_HEAD, DIVISION_HEAD):  # whoever sees the KPI, each on their tab
+        open_home(slack, user)
     answer = slack.command("report new_approaches 90 2026-10", user_id=SALES1)
     assert "90" in answer.args["text"]  # the report is confirmed whatever the Home tab does
     slack.settle()  # the refresh runs after the report, debounced
-    calls = slack.fake.calls("views.publish")
-    refreshed = [c for c in calls[1:] if c.args["user_id"] == SALES1]
+    calls = slack.fake.calls("views.publish")[3:]
+    refreshed = [c for c in calls if c.args["user_id"] == SALES1]
     assert len(refreshed) == 1, [c.args["user_id"] for c in calls]
     # Whoever else sees the KPI: its department's head and the division head.
-    assert {c.args["user_id"] for c in calls[1:]} == {SALES1, SALES_HEAD, DIVISION_HEAD}
+    assert sorted(c.args["user_id"] for c in calls) == sorted({SALES1, SALES_HEAD, DIVISION_HEAD})
     reports = {b["value"] for b in buttons(refreshed[-1].args["view"], "home_report")}
     kpi_id = _kpi_id(slack, "new_approaches")
     assert f"{kpi_id}:2026-10" not in reports and f"{kpi_id}:2026-09" in reports
@@ -139,15 +141,42 @@ def test_the_refresh_after_a_report_publishes_on_the_post_ack_pool(
         threads.append(threading.current_thread().name)
         return publish(self, user)
 
+    for user in (SALES1, SALES_HEAD, DIVISION_HEAD):
+        open_home(slack, user)
     monkeypatch.setattr(home.HomeRefresher, "publish", recorded)
     slack.fake.latency = 0.2  # every call takes a while: three publishes at once would overlap
     slack.fake.max_in_flight = 0
     slack.command("report new_approaches 90 2026-10", user_id=SALES1)
     slack.settle()
-    published = {c.args["user_id"] for c in slack.fake.calls("views.publish")}
+    published = {c.args["user_id"] for c in slack.fake.calls("views.publish")[3:]}
     assert published == {SALES1, SALES_HEAD, DIVISION_HEAD}
     assert len(threads) == 3 and all(name.startswith("kpibot-after-ack") for name in threads), threads
     assert slack.fake.max_in_flight <= POST_ACK_THREADS
+
+
+def test_a_change_refreshes_only_the_tabs_opened_within_the_hour(slack: SlackHarness) -> None:
+    # The division head opened the tab 61 minutes ago, the department head 59: a tab opened again
+    # is published afresh, so only one that may still be open is refreshed. The owner never opened it.
+    for user, minutes_ago in ((DIVISION_HEAD, 61), (SALES_HEAD, 59)):
+        set_clock(lambda minutes=minutes_ago: NOW.astimezone(dt.UTC) - dt.timedelta(minutes=minutes))
+        open_home(slack, user)
+    set_clock(lambda: NOW.astimezone(dt.UTC))
+    slack.command("report new_approaches 90 2026-10", user_id=SALES1)
+    slack.settle()
+    assert [c.args["user_id"] for c in slack.fake.calls("views.publish")[2:]] == [SALES_HEAD]
+    with slack.session() as session:
+        opened = {row.user_id: row.opened_at for row in session.exec(select(HomeOpened)).all()}
+    assert opened == {
+        DIVISION_HEAD: NOW.astimezone(dt.UTC) - dt.timedelta(minutes=61),
+        SALES_HEAD: NOW.astimezone(dt.UTC) - dt.timedelta(minutes=59),
+    }
+
+    open_home(slack, DIVISION_HEAD)  # opened again: the next change refreshes it too
+    slack.command("report new_approaches 91 2026-10", user_id=SALES1)
+    slack.settle()
+    assert sorted(c.args["user_id"] for c in slack.fake.calls("views.publish")[4:]) == sorted(
+        [DIVISION_HEAD, SALES_HEAD]
+    )
 
 
 def test_report_button_opens_the_form_on_that_period(slack: SlackHarness) -> None:
@@ -314,10 +343,12 @@ def _kpi_id(slack: SlackHarness, key: str) -> int:
 def test_an_acknowledged_alert_refreshes_the_heads_tab(slack: SlackHarness) -> None:
     kpi_id = _kpi_id(slack, "new_approaches")
     alert_id = _open_alert(slack, kpi_id, "1700000000.000200")
+    for user in (SALES1, SALES_HEAD, DIVISION_HEAD):
+        open_home(slack, user)
     response = slack.client.block_action("alert_acknowledge", value=str(alert_id), user_id=SALES_HEAD)
     assert response.status == 200
     slack.settle()
-    published = {call.args["user_id"] for call in slack.fake.calls("views.publish")}
+    published = {call.args["user_id"] for call in slack.fake.calls("views.publish")[3:]}
     assert {SALES_HEAD, SALES1, DIVISION_HEAD} <= published
 
 

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
 from bot.alerts.service import AlertView
-from bot.clock import today
+from bot.clock import today, utcnow
 from bot.countermeasures import service as countermeasures
 from bot.countermeasures.service import Item
-from bot.models import Alert, AlertStatus, Countermeasure, Department, Kpi
+from bot.models import Alert, AlertStatus, Countermeasure, Department, HomeOpened, Kpi
 from bot.periods import Period
 from bot.reports.actuals import live_values
 from bot.reports.periods_open import unreported
@@ -35,6 +36,10 @@ from bot.scoring import Status, TargetValue
 
 WORST_SHOWN = 3
 ALERTS_SHOWN = 5
+# A change refreshes the tabs opened within this long. Slack sends `app_home_opened` each time a
+# person opens the tab, and it is published afresh then: a publish to a tab nobody has had open
+# for an hour would be work, and views.publish rate limit, spent on nothing.
+WATCHED_FOR = dt.timedelta(hours=1)
 _BAD = (Status.RED, Status.AMBER)
 
 
@@ -204,3 +209,33 @@ def watchers(session: Session, kpi: Kpi) -> set[str]:
     users = {kpi.owner_user_id, department.head_user_id if department else None}
     users |= set(session.exec(select(Department.head_user_id).where(col(Department.is_division))).all())
     return {user for user in users if user}
+
+
+def record_opened(session: Session, user_id: str) -> None:
+    """`user_id` opened their tab now (two opens at once, on two workers, both count once)."""
+    now = utcnow()
+    found = session.get(HomeOpened, user_id)
+    if found is not None:
+        found.opened_at = now
+        session.add(found)
+        return
+    try:
+        with session.begin_nested():
+            session.add(HomeOpened(user_id=user_id, opened_at=now))
+    except IntegrityError:  # another worker recorded the same open first: theirs is as recent
+        return
+
+
+def watching(session: Session, users: Iterable[str]) -> set[str]:
+    """Those of `users` who opened their tab within WATCHED_FOR: the tabs a change refreshes."""
+    wanted = sorted(set(users))
+    if not wanted:
+        return set()
+    since = utcnow() - WATCHED_FOR
+    return set(
+        session.exec(
+            select(HomeOpened.user_id).where(
+                col(HomeOpened.user_id).in_(wanted), col(HomeOpened.opened_at) >= since
+            )
+        ).all()
+    )

@@ -2,11 +2,13 @@
 
 - `app_home_opened` (the Home tab): acked at once (Bolt acks events), then the tab is built from
   bot.home.service and published with views.publish in the user's language.
-- `HomeRefresher.changed(users)`: after a report, a countermeasure closed or an alert acknowledged.
-  Debounced per user (several changes within DEBOUNCE_SECONDS publish once), published on the worker's
-  post-ack pool (two at a time, handlers/work.py) after the request's own answer, so it never delays a
-  report nor, in a burst, crowds the next acks off the interpreter; rate limits are retried by
-  the Web API client (handlers/client.py, Retry-After), any other failure is logged.
+- `HomeRefresher.changed(users)`: after a report, a countermeasure closed or an alert acknowledged,
+  for those who opened their tab within the last hour (bot.home.service.WATCHED_FOR: it is
+  published afresh whenever it is opened, so a publish to a tab nobody has open is waste).
+  Debounced per user (several changes within DEBOUNCE_SECONDS publish once), published on the
+  worker's post-ack pool (two at a time, handlers/work.py) after the request's own answer, so it
+  never delays a report nor, in a burst, crowds the next acks off the interpreter; rate limits are
+  retried by the Web API client (handlers/client.py, Retry-After), any other failure is logged.
 - The tab's buttons: Report (the report form on that KPI's period) and Done / Dropped (the same
   close as the countermeasure's buttons in its thread, bot.countermeasures.flows.close).
 """
@@ -28,7 +30,7 @@ from slack_sdk.models.views import View
 from bot import render
 from bot.countermeasures import flows
 from bot.countermeasures import service as countermeasures
-from bot.home.service import build_home
+from bot.home.service import build_home, record_opened, watching
 from handlers.countermeasures import messages as countermeasure_messages
 from handlers.deps import Deps
 from handlers.home import messages
@@ -75,7 +77,13 @@ class HomeRefresher:
 
     def _flush(self) -> None:
         with self._lock:
-            users, self._pending, self._flushing = sorted(self._pending), set(), False
+            changed, self._pending, self._flushing = sorted(self._pending), set(), False
+        try:
+            with unit_of_work(self._deps.engine) as session:
+                users = sorted(watching(session, changed))
+        except Exception:
+            log.exception("finding which of %d Home tabs to refresh failed", len(changed))
+            return
         for user in users:
             try:
                 self._executor.submit(self.publish, user)
@@ -88,6 +96,15 @@ class HomeRefresher:
             home = build_home(session, user, self._deps.admin_check(user))
         locale = locale or self._deps.locale_for(user)
         return messages.home_view(home, locale, self._permalinks(messages.alert_threads(home)))
+
+    def opened(self, user: str) -> bool:
+        """`app_home_opened`: remember it (a change refreshes tabs opened lately), then publish."""
+        try:
+            with unit_of_work(self._deps.engine) as session:
+                record_opened(session, user)
+        except Exception:
+            log.exception("recording that %s opened the Home tab failed", user)
+        return self.publish(user)
 
     def publish(self, user: str) -> bool:
         """Build and publish one user's tab; never raises (a failure is logged)."""
@@ -119,7 +136,7 @@ def register(app: App, deps: Deps, refresher: HomeRefresher) -> None:
     def home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return  # the Messages tab
-        refresher.publish(event["user"])
+        refresher.opened(event["user"])
 
     @app.action(messages.REPORT_ACTION)
     def report_clicked(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
