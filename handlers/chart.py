@@ -20,7 +20,7 @@ from handlers.commands import CommandRequest, subcommand
 from handlers.poster import SlackPoster
 
 
-@subcommand("chart", "グラフ")
+@subcommand("chart", "グラフ", queued=True)
 def chart_command(request: CommandRequest) -> None:
     locale = request.locale()
     with transaction(request.deps.engine) as session:

@@ -14,6 +14,7 @@ from bot import render
 from bot.database import reading
 from bot.models import Department
 from handlers.deps import Deps, department_of_channel
+from handlers.work import after_ack
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,22 @@ class CommandRequest:
 
 Subcommand = Callable[[CommandRequest], None]
 SUBCOMMANDS: dict[str, Subcommand] = {}
+# Subcommands whose whole work waits its turn on the worker's post-ack pool (handlers/work.py):
+# they read and answer through response_url (valid 30 minutes), so a burst of them queues there
+# instead of computing on as many listener threads beside the next requests' acks. The others run
+# on the listener thread: they open a form with the trigger_id, which dies ~3 s after the command.
+QUEUED: set[Subcommand] = set()
 
 
-def subcommand(*names: str) -> Callable[[Subcommand], Subcommand]:
-    """Register a handler for `/kpi <name>`; the first name is the one shown in help."""
+def subcommand(*names: str, queued: bool = False) -> Callable[[Subcommand], Subcommand]:
+    """Register a handler for `/kpi <name>`; the first name is the one shown in help. `queued`: it
+    never opens a form, so it runs on the post-ack pool."""
 
     def register(handler: Subcommand) -> Subcommand:
         for name in names:
             SUBCOMMANDS[name] = handler
+        if queued:
+            QUEUED.add(handler)
         return handler
 
     return register
@@ -88,6 +97,9 @@ def dispatch(request: CommandRequest, name: str) -> None:
     handler = SUBCOMMANDS.get(name)
     if handler is None:
         request.reply(render.message("command.unknown", request.locale(), name=name))
+        return
+    if handler in QUEUED:
+        after_ack(request.context, handler, request)
         return
     handler(request)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,7 @@ from handlers.work import PostAckPool, post_ack_pool
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+SWITCH_INTERVAL_S = 0.0005
 API_PREFIX = "/api/"
 
 
@@ -188,6 +190,10 @@ def serve(
     render.warm()  # before the fork: every worker starts with the compiled messages
     # ...and never walks them in a garbage collection (nor copies their pages by touching them).
     gc.freeze()
+    # A request thread waiting for the interpreter while a post-ack thread computes (a save, a Home
+    # tab) gets it within this long, not CPython's default 5 ms: an ack takes the interpreter a few
+    # dozen times between its reads and writes, and each wait was up to one interval.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     _Gunicorn(settings, options).run()
 
 

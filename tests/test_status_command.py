@@ -6,9 +6,12 @@ The clock is Monday 2026-11-30 10:00 JST: the periods in progress are 2026-11 an
 from __future__ import annotations
 
 import re
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from bot.database import transaction
@@ -16,6 +19,8 @@ from bot.formats import period_label
 from bot.models import Department, Kpi, Source
 from bot.reports.actuals import record_actual
 from handlers.blocks import MAX_BLOCKS, pack, split_text
+from handlers.status import interactive as status
+from handlers.work import POST_ACK_THREADS
 from tests.fakeslack.harness import SlackHarness
 from tests.fakeslack.server import Call
 from tests.plans import count_kpi
@@ -282,3 +287,39 @@ def add_department(slack: SlackHarness, key: str, *, kpis: int) -> list[str]:
         for position, kpi_key in enumerate(keys):
             session.add(count_kpi(kpi_key, department.id, owner_user_id="U0BIGOWNER", position=position))
     return keys
+
+
+def test_a_burst_of_status_commands_is_computed_on_the_post_ack_pool(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Six at once: each scorecard is built on one of the worker's post-ack threads, at most
+    # POST_ACK_THREADS at a time, not on six listener threads beside the next requests' acks.
+    lock, running = threading.Lock(), [0]
+    seen: list[tuple[str, int]] = []
+    build = status.build_scorecard
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            seen.append((threading.current_thread().name, running[0]))
+        time.sleep(0.05)  # long enough for six to overlap if they could
+        try:
+            return build(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(status, "build_scorecard", recorded)
+    before = len(slack.fake.calls("response_url"))
+    senders = [
+        threading.Thread(target=slack.send, args=("status",), kwargs={"user_id": SALES_OWNER})
+        for _ in range(6)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    answers = slack.fake.wait_for("response_url", count=before + 6)[before:]
+    assert len(answers) == 6 and all("新規アプローチ数" in str(a.args) for a in answers)
+    assert len(seen) == 6 and all(name.startswith("kpibot-after-ack") for name, _ in seen), seen
+    assert max(count for _, count in seen) <= POST_ACK_THREADS

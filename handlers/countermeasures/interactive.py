@@ -397,7 +397,7 @@ def ask_which_department(request: CommandRequest, departments: list[Department],
     )
 
 
-@subcommand("countermeasures", "対策一覧", "cms")
+@subcommand("countermeasures", "対策一覧", "cms", queued=True)
 def list_command(request: CommandRequest) -> None:
     with unit_of_work(request.deps.engine) as session:
         department, departments = department_for(request, session)

@@ -37,7 +37,7 @@ def make_jobs(client: WebClient, engine: Engine, settings: Settings) -> Schedule
     )
 
 
-@subcommand("digest", "ダイジェスト")
+@subcommand("digest", "ダイジェスト", queued=True)
 def digest_command(request: CommandRequest) -> None:
     """`/kpi digest [department]`: an admin posts a department's digest now (at most once a day)."""
     locale = request.locale()

@@ -21,7 +21,7 @@ def split(text: str) -> tuple[str, str | None]:
     return text.strip(), None
 
 
-@subcommand("history", "履歴")
+@subcommand("history", "履歴", queued=True)
 def history_command(request: CommandRequest) -> None:
     kpi_text, period_text = split(request.text)
     if not kpi_text:

@@ -19,7 +19,7 @@ from handlers.poster import SlackPoster
 from handlers.work import unit_of_work
 
 
-@subcommand("review", "レビュー")
+@subcommand("review", "レビュー", queued=True)
 def review_command(request: CommandRequest) -> None:
     deps = request.deps
     with unit_of_work(deps.engine) as session:

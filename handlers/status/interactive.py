@@ -20,7 +20,7 @@ from handlers.work import unit_of_work
 # -- /kpi list -------------------------------------------------------------------------------------
 
 
-@subcommand("list", "一覧")
+@subcommand("list", "一覧", queued=True)
 def list_command(request: CommandRequest) -> None:
     locale = request.locale()
     is_admin = request.deps.admin_check(request.user_id)  # the headline asks too: at most once
@@ -38,7 +38,7 @@ def list_command(request: CommandRequest) -> None:
 # -- /kpi status [department] ----------------------------------------------------------------------
 
 
-@subcommand("status", "状況")
+@subcommand("status", "状況", queued=True)
 def status_command(request: CommandRequest) -> None:
     scored: tuple[Scorecard, dt.date] | None = None
     with unit_of_work(request.deps.engine) as session:
