@@ -49,7 +49,7 @@ def _push_api(app: App, engine: Engine, settings: Settings | None, pool: PostAck
     deps = Deps(settings=settings, engine=engine, users=UserDirectory(app.client, settings.admins))
 
     def after_commit(saved: list[Reported]) -> None:
-        pool.submit(after_reports, deps, app.client, saved)
+        pool.submit_later(after_reports, deps, app.client, saved)
 
     return PushApi(engine, default_locale=settings.locale, after_commit=after_commit)
 
@@ -72,13 +72,16 @@ def make_wsgi_app(
         path = environ.get("PATH_INFO") or ""
         if path == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return _healthz(engine, start_response)
-        if path == EVENTS_PATH:
-            return events(environ, start_response)
-        if path.startswith(API_PREFIX):
-            return api(environ, start_response)
-        if path.startswith(HUBSPOT_PREFIX):
-            return hooks(environ, start_response)
-        return bolt(environ, start_response)
+        # Each app answers with a list: the request is answered once it returns. Follow-ups wait
+        # while any is in flight (PostAckPool.submit_later).
+        with pool.answering():
+            if path == EVENTS_PATH:
+                return events(environ, start_response)
+            if path.startswith(API_PREFIX):
+                return api(environ, start_response)
+            if path.startswith(HUBSPOT_PREFIX):
+                return hooks(environ, start_response)
+            return bolt(environ, start_response)
 
     wsgi.post_ack = pool  # type: ignore[attr-defined]  # drained when the worker stops
     return wsgi

@@ -16,10 +16,12 @@ is here, once (in the manner of Dispatch's `decorators.py` and Bolt's `app.error
   it is logged, never raised.
 - `acknowledge_other_events(app)`, registered after every listener: an event none of them takes
   is answered 200 and dropped (Bolt's answer is a 404, which Slack redelivers and counts as failed).
-- `PostAckPool` and `after_ack(context, fn, ...)`: work that may wait (a save and its follow-ups)
+- `PostAckPool` and `after_ack(context, fn, ...)`: work that may wait (a save and its answer)
   runs on a few threads of its own per web worker, so a burst of it neither holds the listeners'
-  threads that the next request's ack needs nor has many threads competing for the interpreter.
-  What escapes it is told to the user as app.error would (`failures_told`).
+  threads that the next request's ack needs nor has many threads competing for the interpreter;
+  `later(context, fn, ...)`: follow-ups (alerts, effects, Home tabs) after the saves, once the
+  worker has no request to answer. What escapes either is told to the user as app.error would
+  (`failures_told`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, BoltResponse
@@ -59,6 +64,12 @@ FAILED_AFTER_ACK = "failed_after_ack"  # app.error's handler for this request (f
 POST_ACK_THREADS = 2
 # Waiting beyond the threads; more than that runs where it was handed over (never dropped).
 POST_ACK_QUEUE = 64
+# Follow-ups start once no request has been in flight for this long, or once they have waited
+# the patience (so a steady stream of requests delays them by that much at most).
+FOLLOW_UP_IDLE_S = 0.02
+FOLLOW_UP_PATIENCE_S = 2.0
+# A post-ack thread with nothing to do for this long ends (the next work starts another).
+THREAD_IDLE_S = 5.0
 
 
 class KeptAck(Ack):
@@ -211,35 +222,144 @@ def acknowledge_other_events(app: App) -> None:
 
 
 class PostAckPool:
-    """Work after an ack on `threads` threads of its own, at most `queue` more waiting. When it is
-    full, or stopping, work runs in the thread that hands it over: slower for that request, never
-    lost. `shutdown` finishes everything queued (a worker stopping drains it first)."""
+    """Work after an ack on at most `threads` threads of its own, at most `queue` more waiting, in
+    two priorities. `submit`: what the user waits for (a save and its answer), first come first
+    served. `submit_later`: follow-ups nobody waits on (alerts, effects, Home tabs); they start when
+    the worker has answered every request in flight for `idle` seconds (handlers/web.py counts them
+    with `answering`), or once the oldest has waited `patience`, so a burst of requests is answered
+    before its follow-ups compete with it, and a steady stream delays them that long at most.
+    When full, or stopping, work runs in the thread that hands it over: slower for that request,
+    never lost. `shutdown` finishes everything queued (a worker stopping drains it first). A thread
+    left with nothing to do for a while ends; the next work starts another."""
 
-    def __init__(self, threads: int = POST_ACK_THREADS, queue: int = POST_ACK_QUEUE) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kpibot-after-ack")
+    def __init__(
+        self,
+        threads: int = POST_ACK_THREADS,
+        queue: int = POST_ACK_QUEUE,
+        *,
+        idle: float = FOLLOW_UP_IDLE_S,
+        patience: float = FOLLOW_UP_PATIENCE_S,
+    ) -> None:
         self._room = threading.BoundedSemaphore(threads + queue)
+        self._threads, self._idle, self._patience = threads, idle, patience
+        self._changed = threading.Condition()
+        self._now: deque[_Task] = deque()
+        self._later: deque[_Task] = deque()
+        self._running: dict[int, threading.Thread] = {}  # by thread number
+        self._busy = 0  # of them, running a task
+        self._answering = 0
+        self._quiet_since = time.monotonic()
         self._stopping = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if self._stopping or not self._room.acquire(blocking=False):
-            return _run_here(fn, *args, **kwargs)
-        try:
-            future = self._executor.submit(fn, *args, **kwargs)
-        except RuntimeError:  # shut down meanwhile
-            self._room.release()
-            return _run_here(fn, *args, **kwargs)
-        future.add_done_callback(self._done)
-        return future
+        return self._enqueue(self._now, fn, args, kwargs)
 
-    def _done(self, future: Future[Any]) -> None:
-        self._room.release()
-        if not future.cancelled() and (error := future.exception()) is not None:
-            log.error("work after an ack failed", exc_info=error)
+    def submit_later(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._enqueue(self._later, fn, args, kwargs)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around answering one request: follow-ups wait while any is in flight."""
+        with self._changed:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._answering -= 1
+                if not self._answering:
+                    self._quiet_since = time.monotonic()
+                    self._changed.notify_all()
 
     def shutdown(self) -> None:
         """Take no more work (it runs where it is handed over) and finish what is queued."""
-        self._stopping = True
-        self._executor.shutdown(wait=True)
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join()
+
+    def _enqueue(
+        self, queue: deque[_Task], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        if self._stopping or not self._room.acquire(blocking=False):
+            return _run_here(fn, *args, **kwargs)
+        future: Future[Any] = Future()
+        with self._changed:
+            if self._stopping:  # shut down meanwhile
+                self._room.release()
+                return _run_here(fn, *args, **kwargs)
+            queue.append(_Task(time.monotonic(), future, fn, args, kwargs))
+            free = [n for n in range(self._threads) if n not in self._running]
+            waiting_threads = len(self._running) - self._busy
+            if free and len(self._now) + len(self._later) > waiting_threads:
+                thread = threading.Thread(
+                    target=self._work, args=(free[0],), name=f"kpibot-after-ack_{free[0]}", daemon=True
+                )
+                self._running[free[0]] = thread
+                thread.start()
+            self._changed.notify()
+        return future
+
+    def _next(self, now: float) -> tuple[_Task | None, float | None]:
+        """The task to run now, or how long to wait before one may start (None: until told)."""
+        if self._now:
+            return self._now.popleft(), None
+        if not self._later:
+            return None, None
+        waited = now - self._later[0].queued
+        quiet = now - self._quiet_since if not self._answering else 0.0
+        if self._stopping or waited >= self._patience or (not self._answering and quiet >= self._idle):
+            return self._later.popleft(), None
+        wait = self._patience - waited
+        if not self._answering:
+            wait = min(wait, self._idle - quiet)
+        return None, max(wait, 0.001)
+
+    def _work(self, number: int) -> None:
+        while True:
+            with self._changed:
+                idle_since = time.monotonic()
+                while True:
+                    now = time.monotonic()
+                    task, wait = self._next(now)
+                    if task is not None:
+                        self._busy += 1
+                        break
+                    nothing = not self._now and not self._later
+                    if nothing and (self._stopping or now - idle_since >= THREAD_IDLE_S):
+                        del self._running[number]
+                        return
+                    self._changed.wait(wait if wait is not None else THREAD_IDLE_S)
+            result: Any = None
+            failed: BaseException | None = None
+            try:
+                if task.future.set_running_or_notify_cancel():
+                    result = task.fn(*task.args, **task.kwargs)
+            except BaseException as error:
+                log.error("work after an ack failed", exc_info=error)
+                failed = error
+            finally:
+                # Its place is free before anyone waiting on it hears it is done.
+                self._room.release()
+                with self._changed:
+                    self._busy -= 1
+            if task.future.cancelled():
+                continue
+            if failed is None:
+                task.future.set_result(result)
+            else:
+                task.future.set_exception(failed)
+
+
+@dataclass
+class _Task:
+    queued: float
+    future: Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 def _run_here(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -281,6 +401,16 @@ def after_ack(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwa
         fn(*args, **kwargs)
         return
     pool.submit(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
+
+
+def later(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+    """`after_ack` for a follow-up nobody waits on (alerts, effects, Home tabs): it yields to
+    requests being answered and to the saves queued before it (PostAckPool.submit_later)."""
+    pool = context.get(POST_ACK)
+    if pool is None:
+        fn(*args, **kwargs)
+        return
+    pool.submit_later(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
 
 
 def _told(

@@ -5,12 +5,14 @@ stopping finishes what it holds."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from bot.config import load_settings
+from handlers import work
 from handlers.app import create_app
 from handlers.web import make_wsgi_app
 from handlers.work import PostAckPool
@@ -114,3 +116,46 @@ def test_work_that_fails_is_logged_and_frees_its_place(caplog: pytest.LogCapture
     pool.shutdown()
     assert ran.result().name == "kpibot-after-ack_0"  # the place was freed: not run in place
     assert "work after an ack failed" in caplog.text
+
+
+def test_follow_ups_wait_for_the_requests_in_flight_and_the_saves_go_first() -> None:
+    pool = PostAckPool(threads=1, queue=5, idle=0.05, patience=30)
+    ran: list[str] = []
+    done = threading.Event()
+    with pool.answering():  # a request is being answered
+        pool.submit_later(ran.append, "follow-up")
+        pool.submit(ran.append, "save").result(10)  # queued after it, run before it
+        time.sleep(0.2)  # the follow-up had every chance to start, and did not
+        assert ran == ["save"]
+    pool.submit_later(lambda: done.set())
+    assert done.wait(10)  # answered: the follow-ups run, in their order
+    pool.shutdown()
+    assert ran == ["save", "follow-up"]
+
+
+def test_a_follow_up_runs_after_its_patience_even_while_requests_keep_coming() -> None:
+    pool = PostAckPool(threads=1, queue=5, idle=0.05, patience=0.2)
+    done = threading.Event()
+    with pool.answering():
+        pool.submit_later(done.set)
+        assert done.wait(10)  # without the patience it would wait for the request to end
+    pool.shutdown()
+
+
+def test_a_pool_with_nothing_to_do_ends_its_threads_and_starts_one_for_new_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(work, "THREAD_IDLE_S", 0.1)
+    pool = PostAckPool(threads=2, queue=5)
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("kpibot-after-ack") and t in mine]
+
+    mine: set[threading.Thread] = set()
+    mine.add(pool.submit(threading.current_thread).result(10))
+    deadline = time.monotonic() + 10
+    while threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threads() == []  # ended, not left waiting forever (a test makes a pool each)
+    assert pool.submit(lambda: 42).result(10) == 42
+    pool.shutdown()

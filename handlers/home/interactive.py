@@ -36,7 +36,7 @@ from handlers.deps import Deps
 from handlers.home import messages
 from handlers.poster import SlackPoster
 from handlers.report.interactive import form_view
-from handlers.work import answer_in, unit_of_work
+from handlers.work import PostAckPool, answer_in, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,11 @@ class HomeRefresher:
             return
         for user in users:
             try:
-                self._executor.submit(self.publish, user)
+                # On the worker's post-ack pool a tab is a follow-up: it yields to saves and acks.
+                if isinstance(self._executor, PostAckPool):
+                    self._executor.submit_later(self.publish, user)
+                else:
+                    self._executor.submit(self.publish, user)
             except RuntimeError:  # shutting down
                 return
 

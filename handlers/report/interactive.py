@@ -39,7 +39,7 @@ from handlers.deps import Deps, department_of_channel
 from handlers.report import messages
 from handlers.report.followup import after_reports
 from handlers.report.messages import KPI_BLOCK_PREFIX, NOTE_ACTION, NOTE_BLOCK, VALUE_ACTION
-from handlers.work import after_ack, answer_in, tell, unit_of_work
+from handlers.work import after_ack, answer_in, later, tell, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def save_command(request: CommandRequest) -> None:
             request.reply(answer)
             return
     request.reply(messages.report_confirmation(reported, request.locale(reported.department)))
-    after_reports(request.deps, request.client, [reported])
+    later(request.context, after_reports, request.deps, request.client, [reported])
 
 
 def open_report_modal(request: CommandRequest, period_text: str | None = None) -> None:
@@ -272,7 +272,7 @@ def save_form(
     with unit_of_work(deps.engine, f"view:{form.view_id}") as session:
         outcome = save_reports(session, checked, user_id=form.user_id, source=Source.MODAL, note=note)
     tell(client, body, messages.modal_confirmation(outcome, note, locale), channel=form.channel_id)
-    after_reports(deps, client, outcome.saved)
+    later(context, after_reports, deps, client, outcome.saved)
 
 
 def _form_locale(deps: Deps, form: Submission, department: Department | None = None) -> str:

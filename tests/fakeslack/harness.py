@@ -60,9 +60,12 @@ class Activity:
 
         return watched
 
-    def watch_executor(self, executor: Executor) -> None:
-        submit = executor.submit
+    def watch_executor(self, executor: Executor | PostAckPool) -> None:
+        for name in ("submit", "submit_later"):
+            if hasattr(executor, name):
+                setattr(executor, name, self._watched(getattr(executor, name)))
 
+    def _watched(self, submit: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
         def watched(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
             # Counted before the task is queued, so a request never ends with its listener unseen.
             self._begin()
@@ -74,7 +77,7 @@ class Activity:
             future.add_done_callback(self._end)
             return future
 
-        executor.submit = watched  # type: ignore[method-assign]
+        return watched
 
     def wait_idle(self, timeout: float) -> None:
         with self._changed:
