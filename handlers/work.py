@@ -67,6 +67,8 @@ POST_ACK_QUEUE = 64
 # Follow-ups start once no request has been in flight for this long, or once they have waited
 # the patience (so a steady stream of requests delays them by that much at most).
 FOLLOW_UP_IDLE_S = 0.02
+# Follow-ups waiting (they hold only their arguments); beyond that they run where handed over.
+FOLLOW_UP_QUEUE = 2048
 FOLLOW_UP_PATIENCE_S = 2.0
 # A post-ack thread with nothing to do for this long ends (the next work starts another).
 THREAD_IDLE_S = 5.0
@@ -222,12 +224,16 @@ def acknowledge_other_events(app: App) -> None:
 
 
 class PostAckPool:
-    """Work after an ack on at most `threads` threads of its own, at most `queue` more waiting, in
-    two priorities. `submit`: what the user waits for (a save and its answer), first come first
-    served. `submit_later`: follow-ups nobody waits on (alerts, effects, Home tabs); they start when
-    the worker has answered every request in flight for `idle` seconds (handlers/web.py counts them
-    with `answering`), or once the oldest has waited `patience`, so a burst of requests is answered
-    before its follow-ups compete with it, and a steady stream delays them that long at most.
+    """Work after an ack on at most `threads` threads of its own, in two priorities.
+
+    - `submit`: what the user waits for (a save and its answer), first come first served; at most
+      `queue` waiting.
+    - `submit_later`: follow-ups nobody waits on (alerts, effects, Home tabs); at most `later`
+      waiting. They start once, for `idle` seconds, the worker has had no request in flight
+      (handlers/web.py counts them with `answering`) and no save to do, or once the oldest has
+      waited `patience`: a burst is answered and saved before its follow-ups compete with it, and
+      a steady stream delays them that long at most.
+
     When full, or stopping, work runs in the thread that hands it over: slower for that request,
     never lost. `shutdown` finishes everything queued (a worker stopping drains it first). A thread
     left with nothing to do for a while ends; the next work starts another."""
@@ -237,25 +243,31 @@ class PostAckPool:
         threads: int = POST_ACK_THREADS,
         queue: int = POST_ACK_QUEUE,
         *,
+        later: int = FOLLOW_UP_QUEUE,
         idle: float = FOLLOW_UP_IDLE_S,
         patience: float = FOLLOW_UP_PATIENCE_S,
     ) -> None:
-        self._room = threading.BoundedSemaphore(threads + queue)
+        # Places: the saves' (threads + queue), and the follow-ups' own, which wait longer by design.
+        self._room = {
+            True: threading.BoundedSemaphore(threads + queue),
+            False: threading.BoundedSemaphore(later),
+        }
         self._threads, self._idle, self._patience = threads, idle, patience
         self._changed = threading.Condition()
         self._now: deque[_Task] = deque()
         self._later: deque[_Task] = deque()
         self._running: dict[int, threading.Thread] = {}  # by thread number
         self._busy = 0  # of them, running a task
-        self._answering = 0
-        self._quiet_since = time.monotonic()
+        self._answering = 0  # requests in flight
+        self._saving = 0  # `submit` work running
+        self._quiet_since = time.monotonic()  # when the last request or save ended
         self._stopping = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        return self._enqueue(self._now, fn, args, kwargs)
+        return self._enqueue(True, fn, args, kwargs)
 
     def submit_later(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        return self._enqueue(self._later, fn, args, kwargs)
+        return self._enqueue(False, fn, args, kwargs)
 
     @contextmanager
     def answering(self) -> Iterator[None]:
@@ -267,9 +279,7 @@ class PostAckPool:
         finally:
             with self._changed:
                 self._answering -= 1
-                if not self._answering:
-                    self._quiet_since = time.monotonic()
-                    self._changed.notify_all()
+                self._quieter()
 
     def shutdown(self) -> None:
         """Take no more work (it runs where it is handed over) and finish what is queued."""
@@ -281,16 +291,18 @@ class PostAckPool:
             thread.join()
 
     def _enqueue(
-        self, queue: deque[_Task], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, urgent: bool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
-        if self._stopping or not self._room.acquire(blocking=False):
+        room = self._room[urgent]
+        if self._stopping or not room.acquire(blocking=False):
             return _run_here(fn, *args, **kwargs)
         future: Future[Any] = Future()
         with self._changed:
             if self._stopping:  # shut down meanwhile
-                self._room.release()
+                room.release()
                 return _run_here(fn, *args, **kwargs)
-            queue.append(_Task(time.monotonic(), future, fn, args, kwargs))
+            queue = self._now if urgent else self._later
+            queue.append(_Task(time.monotonic(), future, fn, args, kwargs, urgent))
             free = [n for n in range(self._threads) if n not in self._running]
             waiting_threads = len(self._running) - self._busy
             if free and len(self._now) + len(self._later) > waiting_threads:
@@ -302,18 +314,29 @@ class PostAckPool:
             self._changed.notify()
         return future
 
+    def _busy_answering(self) -> bool:
+        """A request in flight, or a save queued or running: what a user is waiting for."""
+        return bool(self._answering or self._saving or self._now)
+
+    def _quieter(self) -> None:
+        if not self._busy_answering():
+            self._quiet_since = time.monotonic()
+            self._changed.notify_all()
+
     def _next(self, now: float) -> tuple[_Task | None, float | None]:
         """The task to run now, or how long to wait before one may start (None: until told)."""
         if self._now:
+            self._saving += 1
             return self._now.popleft(), None
         if not self._later:
             return None, None
         waited = now - self._later[0].queued
-        quiet = now - self._quiet_since if not self._answering else 0.0
-        if self._stopping or waited >= self._patience or (not self._answering and quiet >= self._idle):
+        busy = self._busy_answering()
+        quiet = 0.0 if busy else now - self._quiet_since
+        if self._stopping or waited >= self._patience or (not busy and quiet >= self._idle):
             return self._later.popleft(), None
         wait = self._patience - waited
-        if not self._answering:
+        if not busy:
             wait = min(wait, self._idle - quiet)
         return None, max(wait, 0.001)
 
@@ -342,9 +365,12 @@ class PostAckPool:
                 failed = error
             finally:
                 # Its place is free before anyone waiting on it hears it is done.
-                self._room.release()
+                self._room[task.urgent].release()
                 with self._changed:
                     self._busy -= 1
+                    if task.urgent:
+                        self._saving -= 1
+                        self._quieter()
             if task.future.cancelled():
                 continue
             if failed is None:
@@ -360,6 +386,7 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    urgent: bool  # `submit`'s, not `submit_later`'s
 
 
 def _run_here(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
