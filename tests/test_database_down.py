@@ -70,7 +70,7 @@ class OwnPostgres:
             shutil.chown(self.root, "postgres")
             self._as = ["runuser", "-u", "postgres", "--"]
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-        self.running = False
+        self.running = self.started = False
 
     @property
     def url(self) -> URL:
@@ -88,9 +88,21 @@ class OwnPostgres:
             )
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-        self.running = True
+        # The port was free when it was drawn; another test's server may take it before this one
+        # binds (seen once under xdist). Before anything knows the port, draw another and retry.
+        for attempt in range(3 if not self.started else 1):
+            options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
+                )
+                break
+            except AssertionError as error:
+                if self.started or attempt == 2:
+                    raise
+                print(f"own PostgreSQL on port {self.port} did not start, trying another port: {error}")
+                self.port = _free_port()
+        self.running = self.started = True
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
