@@ -294,7 +294,11 @@ class PostAckPool:
         self, urgent: bool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
         room = self._room[urgent]
-        if self._stopping or not room.acquire(blocking=False):
+        if self._stopping:
+            return _run_here(fn, *args, **kwargs)
+        if not room.acquire(blocking=False):
+            # Overloaded: the handing thread (a listener's, which the next acks need) does it.
+            log.warning("post-ack pool full: %s runs in the thread that handed it over", _name(fn, args))
             return _run_here(fn, *args, **kwargs)
         future: Future[Any] = Future()
         with self._changed:
@@ -387,6 +391,13 @@ class _Task:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     urgent: bool  # `submit`'s, not `submit_later`'s
+
+
+def _name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """What a task is, for a log line (`after_ack` and `later` wrap it in `_told`)."""
+    if fn is _told and len(args) > 1:
+        fn = args[1]
+    return getattr(fn, "__qualname__", repr(fn))
 
 
 def _run_here(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

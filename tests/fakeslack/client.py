@@ -23,6 +23,9 @@ JSON = "application/json"
 VERIFICATION_TOKEN = "verification-token-test"  # legacy field Slack still sends; Bolt ignores it
 
 
+_CLIENTS = itertools.count(1)  # every client of this process, for unique response URLs
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -53,6 +56,9 @@ class SignedSlackClient:
         self.timeout = timeout
         self.last_response_url: str | None = None  # of the most recent request, to find its Call
         self._serial = itertools.count(1)
+        # Response URLs are recorded by name at the fake: unique across clients, so one virtual user
+        # of a benchmark (each has a client) never counts another's answer as its own.
+        self._prefix = f"c{next(_CLIENTS)}"
 
     # -- Slack request kinds -----------------------------------------------------------------------
 
@@ -256,7 +262,7 @@ class SignedSlackClient:
         return self.raw(urlencode({"payload": json.dumps(payload)}).encode(), FORM)
 
     def _new_response_url(self, kind: str) -> str:
-        name = f"{kind}-{next(self._serial)}"
+        name = f"{kind}-{self._prefix}-{next(self._serial)}"
         if self.fake is not None:
             url = self.fake.response_url(name)
         else:  # same shape as Slack's; without a fake there is nothing local to receive it
