@@ -64,12 +64,12 @@ FAILED_AFTER_ACK = "failed_after_ack"  # app.error's handler for this request (f
 POST_ACK_THREADS = 2
 # Waiting beyond the threads; more than that runs where it was handed over (never dropped).
 POST_ACK_QUEUE = 64
-# Follow-ups start once no request has been in flight for this long, or once they have waited
-# the patience (so a steady stream of requests delays them by that much at most).
+# Follow-ups start once, for this long, no request has been in flight and no save waits or runs,
+# or once they have waited the patience (so a steady stream delays them by that much at most).
 FOLLOW_UP_IDLE_S = 0.02
+FOLLOW_UP_PATIENCE_S = 2.0
 # Follow-ups waiting (they hold only their arguments); beyond that they run where handed over.
 FOLLOW_UP_QUEUE = 2048
-FOLLOW_UP_PATIENCE_S = 2.0
 # A post-ack thread with nothing to do for this long ends (the next work starts another).
 THREAD_IDLE_S = 5.0
 
@@ -434,21 +434,24 @@ def failures_told(handler: Callable[..., None]) -> Callable[..., None]:
 def after_ack(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
     """Run `fn` after the ack on the worker's PostAckPool, or here when the app has none (Socket
     Mode, an app dispatched in-process). Call it after `ack()`: queued work is not the ack's."""
-    pool = context.get(POST_ACK)
-    if pool is None:
-        fn(*args, **kwargs)
-        return
-    pool.submit(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
+    _hand_over(context, True, fn, args, kwargs)
 
 
 def later(context: BoltContext, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
-    """`after_ack` for a follow-up nobody waits on (alerts, effects, Home tabs): it yields to
-    requests being answered and to the saves queued before it (PostAckPool.submit_later)."""
-    pool = context.get(POST_ACK)
+    """`after_ack` for a follow-up nobody waits on (alerts, effects, Home tabs): it yields to the
+    requests being answered and to the saves (PostAckPool.submit_later)."""
+    _hand_over(context, False, fn, args, kwargs)
+
+
+def _hand_over(
+    context: BoltContext, urgent: bool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    pool: PostAckPool | None = context.get(POST_ACK)
     if pool is None:
         fn(*args, **kwargs)
         return
-    pool.submit_later(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
+    submit = pool.submit if urgent else pool.submit_later
+    submit(_told, context.get(FAILED_AFTER_ACK), fn, args, kwargs)
 
 
 def _told(
