@@ -376,14 +376,20 @@ def test_ctrl_c_while_posting_is_one_line(tmp_path: Path, sqlite_plan: str) -> N
         env = environment(
             DATABASE_URL=sqlite_plan, SLACK_BOT_TOKEN="xoxb-test", SLACK_API_URL=slow.url, KPIBOT_LOCALE="en"
         )
-        process = subprocess.Popen(
-            [*kpibot(), "digest", "--department", "sales"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # A shell that runs pytest in the background ignores SIGINT, and its children inherit
+        # that: kpibot would never see the ctrl-C. Handled here, it is at its default in the child.
+        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(
+                [*kpibot(), "digest", "--department", "sales"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            signal.signal(signal.SIGINT, ignored)
         try:
             # The digest is claimed in the ledger just before it is sent: kpibot is now waiting on Slack.
             engine = make_engine(sqlite_plan)
