@@ -151,30 +151,51 @@ def _environment() -> jinja2.Environment:
 
 
 @cache
-def _catalog(locale: str) -> dict[str, jinja2.Template]:
+def _sources(locale: str) -> dict[str, str]:
     # messages.yaml plus one file per area in messages/, so surfaces keep their words apart.
     folder = TEMPLATES_DIR / locale
     paths = [folder / "messages.yaml", *sorted((folder / "messages").glob("*.yaml"))]
-    env = _environment()
-    catalog: dict[str, jinja2.Template] = {}
+    sources: dict[str, str] = {}
     for path in paths:
         if not path.is_file():
             continue
-        for key, text in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
-            if key in catalog:
+        # libyaml's loader where PyYAML has it: the pure-Python one costs every CLI run ~0.1 s.
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
+        for key, text in loaded.items():
+            if key in sources:
                 raise ValueError(f"message {key!r} is defined twice in templates/{locale}/")
-            catalog[key] = env.from_string(text)
-    return catalog
+            sources[key] = text
+    return sources
+
+
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Compiled messages by (locale, key). Each is compiled on first use: a CLI command says a handful
+# of its ~700 messages per language, and compiling them all cost every `kpibot` run ~0.4 s.
+# Two threads compiling the same message at once both get the same template; one is kept.
+_compiled: dict[tuple[str, str], jinja2.Template] = {}
+
+
+def _message_template(locale: str, key: str) -> jinja2.Template:
+    compiled = _compiled.get((locale, key))
+    if compiled is None:
+        try:
+            source = _sources(locale)[key]
+        except KeyError:
+            raise KeyError(f"no message {key!r} in templates/{locale}/messages.yaml") from None
+        compiled = _compiled.setdefault((locale, key), _environment().from_string(source))
+    return compiled
 
 
 def warm() -> None:
     """Compile every message and template of every language now. A process that answers Slack calls
     this before it serves: compiled on first use instead, the ~700 messages of a language cost the
-    first request that needs them 0.3-0.6 s on a quiet 2-core machine (bench/README.md), inside
-    Slack's 3 s for an ack. Called before gunicorn forks, the workers inherit the compiled copy."""
+    requests that first need them 0.3-0.6 s in all on a quiet 2-core machine (bench/README.md),
+    inside Slack's 3 s for an ack. Called before gunicorn forks, the workers inherit the compiled
+    copy."""
     env = _environment()
     for locale in LOCALES:
-        _catalog(locale)
+        for key in _sources(locale):
+            _message_template(locale, key)
     for name in env.list_templates(extensions=["j2"]):
         env.get_template(name)
 
@@ -189,12 +210,7 @@ def normalize_locale(locale: str | None) -> str:
 
 
 def message(key: str, locale: str, **params: Any) -> str:
-    catalog = _catalog(normalize_locale(locale))
-    try:
-        entry = catalog[key]
-    except KeyError:
-        raise KeyError(f"no message {key!r} in templates/{locale}/messages.yaml") from None
-    return entry.render(locale=locale, **params).strip()
+    return _message_template(normalize_locale(locale), key).render(locale=locale, **params).strip()
 
 
 def template(name: str, locale: str, **context: Any) -> str:
@@ -203,4 +219,4 @@ def template(name: str, locale: str, **context: Any) -> str:
 
 
 def message_keys(locale: str) -> set[str]:
-    return set(_catalog(locale))
+    return set(_sources(locale))
