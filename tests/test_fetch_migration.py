@@ -1,5 +1,5 @@
 """Migration 0010 (fetched sources) up, down and up again, on a fresh SQLite file and a fresh
-PostgreSQL database: the schema matches the models at head, 0009 cannot hold a fetched value,
+PostgreSQL schema: the schema matches the models at head, 0009 cannot hold a fetched value,
 and the CHECKs it widened are narrow again after the downgrade."""
 
 from __future__ import annotations
@@ -32,17 +32,19 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         return
     base = _postgres_url()
     assert base is not None
+    # A fresh schema, not a fresh database: DROP DATABASE waits for a checkpoint of every dirty
+    # page on the server (PostgreSQL 15), seconds in a busy suite.
     name = f"kpibot_mig_{uuid.uuid4().hex[:12]}"
     admin = make_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(base.set(database=name))
+        connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    engine = make_engine(base.update_query_dict({"options": f"-csearch_path={name}"}))
     try:
         yield engine
     finally:
         engine.dispose()
         with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            connection.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
         admin.dispose()
 
 

@@ -87,20 +87,16 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
         yield Warehouse("sqlite", url, table, SQLITE_SLEEP)
         return
     if request.param == "postgresql":
+        # A table of its own in the test database, not a database: DROP DATABASE waits for a
+        # checkpoint of every dirty page on the server (PostgreSQL 15), seconds in a busy suite.
         base = _postgres_url()
         assert base is not None
-        name = f"kpibot_wh_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = base.set(database=name).render_as_string(hide_password=False)
+        url = base.render_as_string(hide_password=False)
         _fill(url, table)
         try:
             yield Warehouse("postgresql", url, table, "SELECT 1 FROM pg_sleep(5)")
         finally:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            admin.dispose()
+            _drop(url, table)
         return
     url = os.environ.get(MYSQL_ENV, MYSQL_DEFAULT)
     try:
@@ -110,10 +106,14 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
     try:
         yield Warehouse("mariadb", url, table, "SELECT SLEEP(5)")
     finally:
-        engine = sa.create_engine(url, poolclass=NullPool)
-        with engine.begin() as connection:
-            connection.execute(sa.text(f"DROP TABLE {table}"))
-        engine.dispose()
+        _drop(url, table)
+
+
+def _drop(url: str, table: str) -> None:
+    engine = sa.create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE {table}"))
+    engine.dispose()
 
 
 def code(call: object) -> FetchError:
