@@ -7,6 +7,7 @@ PostgreSQL into a failure, so CI can never pass without running them.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import sys
@@ -48,6 +49,27 @@ def _fast_scratch_space() -> None:
 
 
 _fast_scratch_space()
+
+
+def _skip_finalization_in_workers() -> None:
+    """An xdist worker leaves without tearing down its interpreter.
+
+    By the time atexit runs, a worker has sent every report to the controller and its fixtures
+    have cleaned up after themselves. What is left is freeing a few hundred thousand objects one
+    by one, which the controller waited for: 1.2 s for four modules, ~4.5 s after a full suite.
+    Registered first, this runs after every other atexit handler (logging's flush among them)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(leave)
+
+
+_skip_finalization_in_workers()
 
 POSTGRES_ENV = "KPIBOT_TEST_POSTGRES_URL"
 _postgres_tests_run = 0
