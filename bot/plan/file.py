@@ -70,29 +70,41 @@ class _LineDict(dict[str, Any]):
     key_lines: dict[str, int]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader whose mappings know the line of each key."""
+class _LineMappings:
+    """A loader whose mappings know the line of each key."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:  # type: ignore[override]
-        mapping = _LineDict(super().construct_mapping(node, deep=deep))
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:
+        mapping = _LineDict(super().construct_mapping(node, deep=deep))  # type: ignore[misc]
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {str(key_node.value): key_node.start_mark.line + 1 for key_node, _ in node.value}
         return mapping
 
 
-# Every mapping, including the top one, is built by construct_mapping (SafeLoader's default
-# builds an empty dict first and fills it later, losing our subclass).
-_LineLoader.add_constructor(
-    "tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node, deep=True)
+class _LineLoader(_LineMappings, yaml.SafeLoader):
+    """Pure Python: what a plan with a syntax error is read with, for PyYAML's own wording of it."""
+
+
+# libyaml's parser where PyYAML has it, ~10x faster on a plan; the same constructors and resolver,
+# so what a plan means is the same. Its error messages are worded differently: a plan it refuses
+# is read again with _LineLoader, whose message the user is shown.
+_FastLineLoader: type = type(
+    "_FastLineLoader", (_LineMappings, getattr(yaml, "CSafeLoader", yaml.SafeLoader)), {}
 )
-# A float is kept as the text written: `0.1` or `99999999999999.99` through float would be a
-# different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.validation` parses
-# the text exactly, with the storable range, like any typed number.
-_LineLoader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node))
-# An integer too, so it means what it means when typed in Slack: YAML 1.1 reads `017` as octal 15,
-# `0x1F` as 31, `1_000` as 1000 and `1:30` as 90; as text, `017` is 17 and the others are refused
-# at their line as not a number.
-_LineLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: loader.construct_scalar(node))
+
+for _loader in (_LineLoader, _FastLineLoader):
+    # Every mapping, including the top one, is built by construct_mapping (SafeLoader's default
+    # builds an empty dict first and fills it later, losing our subclass).
+    _loader.add_constructor(
+        "tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node, deep=True)
+    )
+    # A float is kept as the text written: `0.1` or `99999999999999.99` through float would be a
+    # different number (0.1000000000000000055…, 99999999999999.98), and `bot.plan.validation`
+    # parses the text exactly, with the storable range, like any typed number.
+    _loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: loader.construct_scalar(node))
+    # An integer too, so it means what it means when typed in Slack: YAML 1.1 reads `017` as octal
+    # 15, `0x1F` as 31, `1_000` as 1000 and `1:30` as 90; as text, `017` is 17 and the others are
+    # refused at their line as not a number.
+    _loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: loader.construct_scalar(node))
 
 
 def read_plan(path: Path) -> PlanDocument:
@@ -110,7 +122,12 @@ def read_plan(path: Path) -> PlanDocument:
 def parse_yaml(text: str, source: str) -> PlanDocument:
     document = PlanDocument(source)
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_FastLineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        data = None
+    try:
+        if data is None:
+            data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""

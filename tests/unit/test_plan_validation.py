@@ -144,3 +144,30 @@ def test_every_problem_code_has_a_message_in_both_languages() -> None:
     for locale in ("ja", "en"):
         missing = {code for code in codes if f"plan.{code}" not in render.message_keys(locale)}
         assert not missing, f"templates/{locale}/messages.yaml lacks {sorted(missing)}"
+
+
+def test_a_yaml_syntax_error_is_worded_as_pyyaml_words_it_at_its_line() -> None:
+    # Plans are read with libyaml where PyYAML has it; its wording differs ("... in this
+    # context"), so a refused plan is read again for the message users have always been shown.
+    document = bot.plan.file.parse_yaml("goal:\n  key: g\n  owner: U0OWNER: boss\n", "plan.yaml")
+    assert document.problems == [
+        ("line 3", "", "yaml_syntax", {"reason": "mapping values are not allowed here"})
+    ]
+
+
+def test_libyaml_and_pure_python_read_the_example_plan_alike() -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "b2b-plan.yaml").read_text(encoding="utf-8")
+
+    def lines(node: object) -> object:  # every value, with the line of every mapping and key
+        if isinstance(node, dict):
+            return (node.line, node.key_lines, {key: lines(value) for key, value in node.items()})  # type: ignore[attr-defined]
+        if isinstance(node, list):
+            return [lines(item) for item in node]
+        return node
+
+    fast = yaml.load(text, Loader=bot.plan.file._FastLineLoader)  # noqa: S506
+    pure = yaml.load(text, Loader=bot.plan.file._LineLoader)  # noqa: S506
+    assert lines(fast) == lines(pure)
+    assert bot.plan.file._FastLineLoader.__mro__[2] is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
