@@ -150,6 +150,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+# libyaml's loader where PyYAML has it: the pure-Python one costs every CLI run ~0.1 s.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @cache
 def _sources(locale: str) -> dict[str, str]:
     # messages.yaml plus one file per area in messages/, so surfaces keep their words apart.
@@ -159,8 +163,7 @@ def _sources(locale: str) -> dict[str, str]:
     for path in paths:
         if not path.is_file():
             continue
-        # libyaml's loader where PyYAML has it: the pure-Python one costs every CLI run ~0.1 s.
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}
         for key, text in loaded.items():
             if key in sources:
                 raise ValueError(f"message {key!r} is defined twice in templates/{locale}/")
@@ -168,7 +171,6 @@ def _sources(locale: str) -> dict[str, str]:
     return sources
 
 
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Compiled messages by (locale, key). Each is compiled on first use: a CLI command says a handful
 # of its ~700 messages per language, and compiling them all cost every `kpibot` run ~0.4 s.
 # Two threads compiling the same message at once both get the same template; one is kept.
