@@ -119,15 +119,18 @@ def read_plan(path: Path) -> PlanDocument:
     return document
 
 
+def _load(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_FastLineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        # Raised again by the pure-Python loader, in the words users have always been shown.
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_yaml(text: str, source: str) -> PlanDocument:
     document = PlanDocument(source)
     try:
-        data = yaml.load(text, Loader=_FastLineLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError:
-        data = None
-    try:
-        if data is None:
-            data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = _load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
