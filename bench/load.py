@@ -385,9 +385,5 @@ def open_homes(server_url: str, fake: BenchSlack, users: list[str], timeout: flo
         thread.start()
     for thread in threads:
         thread.join(timeout)
-    deadline = time.monotonic() + timeout
-    while len(fake.calls("views.publish")) - before < len(users):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"views.publish for fewer than {len(users)} Home tabs in {timeout} s")
-        time.sleep(0.05)
+    fake.wait_for("views.publish", count=before + len(users), timeout=timeout)
     return len(users)

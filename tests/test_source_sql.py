@@ -86,34 +86,27 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wareho
         _fill(url, table)
         yield Warehouse("sqlite", url, table, SQLITE_SLEEP)
         return
+    # PostgreSQL and MariaDB: a table of its own in the server's test database. Not a database of
+    # its own: PostgreSQL 15's DROP DATABASE waits for a checkpoint of every dirty page on the
+    # server, seconds in a busy suite.
     if request.param == "postgresql":
-        # A table of its own in the test database, not a database: DROP DATABASE waits for a
-        # checkpoint of every dirty page on the server (PostgreSQL 15), seconds in a busy suite.
         base = _postgres_url()
         assert base is not None
-        url = base.render_as_string(hide_password=False)
+        url, sleep = base.render_as_string(hide_password=False), "SELECT 1 FROM pg_sleep(5)"
         _fill(url, table)
+    else:
+        url, sleep = os.environ.get(MYSQL_ENV, MYSQL_DEFAULT), "SELECT SLEEP(5)"
         try:
-            yield Warehouse("postgresql", url, table, "SELECT 1 FROM pg_sleep(5)")
-        finally:
-            _drop(url, table)
-        return
-    url = os.environ.get(MYSQL_ENV, MYSQL_DEFAULT)
+            _fill(url, table)
+        except sa.exc.OperationalError as exc:
+            pytest.skip(f"MariaDB/MySQL at {MYSQL_ENV} ({url}) is unreachable: {exc.orig}")
     try:
-        _fill(url, table)
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"MariaDB/MySQL at {MYSQL_ENV} ({url}) is unreachable: {exc.orig}")
-    try:
-        yield Warehouse("mariadb", url, table, "SELECT SLEEP(5)")
+        yield Warehouse(request.param, url, table, sleep)
     finally:
-        _drop(url, table)
-
-
-def _drop(url: str, table: str) -> None:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f"DROP TABLE {table}"))
-    engine.dispose()
+        engine = sa.create_engine(url, poolclass=NullPool)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE {table}"))
+        engine.dispose()
 
 
 def code(call: object) -> FetchError:
