@@ -8,8 +8,8 @@ scan, due a minute after start, is moved out of the way: it posts alerts, and wo
 runs and not others):
 
 - `catch-up`: Scheduler.start(), what `kpibot scheduler` does when it (re)starts after the
-  slot: every department's digest is posted by the catch-up, one after the other (the path
-  `kpibot digest` takes too), then shutdown.
+  slot: every department's digest is posted by the catch-up (built a chunk of departments at a
+  time, each chunk posted from the catch-up's threads while the next is built), then shutdown.
 - `cron`: the live path at 09:00: the department jobs are scheduled as start() does, then
   every digest job is made due at once and APScheduler's executor fires them (Scheduler.fire).
 
@@ -50,6 +50,7 @@ from bot.schedule import scheduler as scheduler_module
 from bot.schedule.scheduler import Scheduler
 from handlers.client import make_web_client
 from handlers.digests.interactive import make_jobs
+from handlers.web import SWITCH_INTERVAL_S
 
 MODES = ("catch-up", "cron")
 # A 1×1 transparent PNG.
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> int:
     if hasattr(scheduler_module, "SCAN_FIRST_DELAY"):
         scheduler_module.SCAN_FIRST_DELAY = dt.timedelta(days=7)
     settings = load_settings(env_file=None)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `kpibot scheduler` does
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
     rss_before_kb = proc_status(os.getpid()).get("VmRSS", 0)

@@ -14,6 +14,7 @@ its `plain_files` in its thread: a digest's PNG grid, drawn only then.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import threading
@@ -65,10 +66,17 @@ def refuses_blocks(error: SlackApiError) -> bool:
 
 
 class SlackPoster:
-    def __init__(self, client: WebClient) -> None:
+    """`in_flight` caps the Web API calls this poster has under way at once, whatever thread makes
+    them: the scheduler posts many channels in parallel within Slack's workspace burst, and holds
+    only the call to it, not the ledger's writes or the next digest's build around it."""
+
+    def __init__(self, client: WebClient, *, in_flight: int | None = None) -> None:
         self.client = client
         self._refused_at: float | None = None  # when Slack last refused a WithFallback's blocks
         self._mutex = threading.Lock()
+        self._calling: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if in_flight is None else threading.BoundedSemaphore(in_flight)
+        )
 
     def post(
         self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
@@ -121,13 +129,14 @@ class SlackPoster:
         self, channel: str, message: Message, *, thread_ts: str | None = None, key: str | None = None
     ) -> str:
         try:
-            response = self.client.chat_postMessage(
-                channel=channel,
-                thread_ts=thread_ts,
-                text=message.text,
-                blocks=message.blocks or None,
-                metadata=metadata(key) if key else None,
-            )
+            with self._calling:
+                response = self.client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    text=message.text,
+                    blocks=message.blocks or None,
+                    metadata=metadata(key) if key else None,
+                )
         except SlackApiError as error:
             if error.response.status_code >= 500:
                 raise PostUncertain(f"http_{error.response.status_code}") from error
@@ -145,21 +154,23 @@ class SlackPoster:
         """The ts of the message posted for `key` in `channel` (or its thread), if Slack has it."""
         try:
             if channel[:1] in ("U", "W"):  # a DM posted to a user id: its history is the IM's
-                channel = str(self.client.conversations_open(users=channel)["channel"]["id"])
+                with self._calling:
+                    channel = str(self.client.conversations_open(users=channel)["channel"]["id"])
             cursor = None
             for _ in range(FIND_PAGES):
-                if thread_ts:
-                    page = self.client.conversations_replies(
-                        channel=channel,
-                        ts=thread_ts,
-                        include_all_metadata=True,
-                        limit=200,
-                        cursor=cursor,
-                    )
-                else:
-                    page = self.client.conversations_history(
-                        channel=channel, include_all_metadata=True, limit=200, cursor=cursor
-                    )
+                with self._calling:
+                    if thread_ts:
+                        page = self.client.conversations_replies(
+                            channel=channel,
+                            ts=thread_ts,
+                            include_all_metadata=True,
+                            limit=200,
+                            cursor=cursor,
+                        )
+                    else:
+                        page = self.client.conversations_history(
+                            channel=channel, include_all_metadata=True, limit=200, cursor=cursor
+                        )
                 for found in page.get("messages") or []:
                     tag = found.get("metadata") or {}
                     if (
@@ -178,32 +189,36 @@ class SlackPoster:
 
     def update(self, channel: str, ts: str, message: Message) -> None:
         try:
-            self.client.chat_update(channel=channel, ts=ts, text=message.text, blocks=message.blocks)
+            with self._calling:
+                self.client.chat_update(channel=channel, ts=ts, text=message.text, blocks=message.blocks)
         except SlackApiError as error:
             raise PostFailed(error_code(error)) from error
 
     def upload(self, channel: str, upload: Upload, *, thread_ts: str | None = None) -> None:
         try:
-            self.client.files_upload_v2(
-                channel=channel,
-                thread_ts=thread_ts,
-                content=upload.content,
-                filename=upload.filename,
-                title=upload.title,
-                initial_comment=upload.comment,
-            )
+            with self._calling:  # its three requests one after the other
+                self.client.files_upload_v2(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    content=upload.content,
+                    filename=upload.filename,
+                    title=upload.title,
+                    initial_comment=upload.comment,
+                )
         except SlackApiError as error:
             raise PostFailed(error_code(error)) from error
 
     def ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
         try:
-            self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+            with self._calling:
+                self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
         except SlackApiError as error:
             raise PostFailed(error_code(error)) from error
 
     def permalink(self, channel: str, ts: str) -> str | None:
         try:
-            return str(self.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"])
+            with self._calling:
+                return str(self.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"])
         except SlackApiError as error:
             log.warning("chat.getPermalink for %s %s failed: %s", channel, ts, error_code(error))
             return None

@@ -622,8 +622,21 @@ def test_database_unavailable_right_after_the_send_records_it_on_retry(
 # -- many at once ------------------------------------------------------------------------------
 
 
+def assert_each_posted_once_and_the_shared_channel_in_order(fake: FakeSlack, engine: Engine) -> None:
+    """Every department's digest once, Sales' in Marketing's channel (update_department) after
+    Marketing's: one after the other, in the catch-up's (slot, key) order."""
+    assert root_channels(fake) == Counter({"C0CS": 1, "C0DIVISION": 1, "C0INSIDESALES": 1, "C0MARKETING": 2})
+    shared = [call.args["metadata"]["event_payload"]["key"] for call in roots(fake, "C0MARKETING")]
+    marketing, sales = department_id(engine, "marketing"), department_id(engine, "sales")
+    assert [key.split(":")[0] for key in shared] == [str(marketing), str(sales)]
+    ledger = posts(engine)
+    assert {key for key, _, _ in ledger} == set(CHANNELS)
+    assert all(post.status is PostStatus.SENT and post.attempts == 1 for post in ledger.values())
+    assert len({post.ts for post in ledger.values()}) == len(CHANNELS)
+
+
 def test_catch_up_posts_channels_in_parallel_each_once_and_a_shared_channel_in_order(
-    jobs: ScheduledJobs,
+    plan: Engine,
     fake: FakeSlack,
     engine: Engine,
     make_scheduler: Callable[..., Scheduler],
@@ -634,19 +647,45 @@ def test_catch_up_posts_channels_in_parallel_each_once_and_a_shared_channel_in_o
     monkeypatch.setattr(scheduled, "POST_WORKERS", 2)
     fake.latency = 0.5  # long enough that two posts in flight overlap however loaded the machine
 
-    ran = make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(seconds=30)))
+    ran = make_scheduler(make_jobs(plan, fake)).catch_up(at(SLOT + dt.timedelta(seconds=30)))
 
     assert [key for key, _ in ran] == sorted(CHANNELS)
-    assert fake.max_in_flight == 2  # in parallel, and never more than the pool
-    assert root_channels(fake) == Counter({"C0CS": 1, "C0DIVISION": 1, "C0INSIDESALES": 1, "C0MARKETING": 2})
-    # The shared channel's digests one after the other, in the catch-up's (slot, key) order.
-    shared = [call.args["metadata"]["event_payload"]["key"] for call in roots(fake, "C0MARKETING")]
-    marketing, sales = department_id(engine, "marketing"), department_id(engine, "sales")
-    assert [key.split(":")[0] for key in shared] == [str(marketing), str(sales)]
-    ledger = posts(engine)
-    assert {key for key, _, _ in ledger} == set(CHANNELS)
-    assert all(post.status is PostStatus.SENT and post.attempts == 1 for post in ledger.values())
-    assert len({post.ts for post in ledger.values()}) == len(CHANNELS)
+    assert fake.max_in_flight == 2  # in parallel, and never more calls at once than the cap
+    assert_each_posted_once_and_the_shared_channel_in_order(fake, engine)
+
+
+def test_the_catch_up_posts_a_chunk_while_it_builds_the_next_and_a_channel_stays_in_order(
+    jobs: ScheduledJobs,
+    fake: FakeSlack,
+    engine: Engine,
+    make_scheduler: Callable[..., Scheduler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One department per chunk: five builds, one after the other.
+    update_department(engine, "sales", channel_id="C0MARKETING")
+    monkeypatch.setattr(scheduled, "BUILD_CHUNK", 1)
+    monkeypatch.setattr(scheduled, "POST_THREADS", 1)
+    builds: list[list[str]] = []
+    posted_before_the_last_build: list[bool] = []
+    build_many = bot.digests.flows.build_many
+
+    def recorded(engine_: Engine, departments: list[Department], *args: Any, **kwargs: Any) -> Any:
+        builds.append([department.key for department in departments])
+        if len(builds) == len(CHANNELS):  # the last: Slack has the first digest already, or gets it now
+            try:
+                fake.wait_for("chat.postMessage", timeout=30)
+                posted_before_the_last_build.append(True)
+            except AssertionError:  # nothing is posted while the catch-up builds
+                posted_before_the_last_build.append(False)
+        return build_many(engine_, departments, *args, **kwargs)
+
+    monkeypatch.setattr(bot.digests.flows, "build_many", recorded)
+
+    ran = make_scheduler(jobs).catch_up(at(SLOT + dt.timedelta(seconds=30)))
+
+    assert builds == [[key] for key, _ in ran] and len(ran) == len(CHANNELS)
+    assert posted_before_the_last_build == [True]
+    assert_each_posted_once_and_the_shared_channel_in_order(fake, engine)
 
 
 def test_a_post_that_raises_in_the_catch_ups_pool_is_recorded_by_its_retry_not_sent_twice(

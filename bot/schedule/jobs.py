@@ -8,11 +8,14 @@ Each job only finds what it is about and hands it to its concept's flow; they po
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -32,16 +35,22 @@ from bot.sources import runs
 
 log = logging.getLogger(__name__)
 
-# Digests posted at once (`ScheduledJobs.digests`'s pool, and every job's posts together: APScheduler's
-# pool fires up to 10 department jobs at once at 09:00): Slack allows ~1 chat.postMessage per second per
-# channel and a short burst per workspace; four channels in flight stay well inside both (a 429's
-# Retry-After is waited out by the Web API client, handlers/client.py), and a channel's own posts go
-# one after the other, in their order.
+# Web API calls the scheduler's posts have in flight at once (the composition root caps its poster
+# to this: handlers/digests/interactive.py `make_jobs`), whichever path posts: APScheduler's pool fires
+# up to 10 department jobs at once at 09:00, the catch-up posts from POST_THREADS. Slack allows ~1
+# chat.postMessage per second per channel and a short burst per workspace; four calls in flight stay
+# well inside both (a 429's Retry-After is waited out by the Web API client, handlers/client.py), and
+# a channel's own posts go one after the other, in their order.
 POST_WORKERS = 4
-# Departments whose digests are read together (bot.digests.flows.build_many: one set of statements).
+# Threads the catch-up posts from: more than the calls in flight, so that one post's ledger writes
+# (claim, complete) happen while the others' calls are under way and no call's place waits for them.
+POST_THREADS = 2 * POST_WORKERS
+# Departments whose digests are read together (bot.digests.flows.build_many: one set of statements);
+# a day's first chunk is one department per posting thread, so that posting starts after a short build.
 BUILD_CHUNK = 50
 
 Due = tuple[str, dt.datetime]  # (department key, digest slot)
+T = TypeVar("T")
 
 
 def hourly_scan(
@@ -90,6 +99,57 @@ def department(engine: Engine, key: str) -> Department | None:
         return session.exec(select(Department).where(Department.key == key)).first()
 
 
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    """`items` in chunks of BUILD_CHUNK, the first of POST_THREADS."""
+    start = min(POST_THREADS, len(items))
+    if start:
+        yield items[:start]
+    for at in range(start, len(items), BUILD_CHUNK):
+        yield items[at : at + BUILD_CHUNK]
+
+
+class ChannelQueues(Generic[T]):
+    """Work run by `threads` threads as it is put, one channel's work at a time and in the order it
+    was put, different channels' in parallel. Leaving the `with` waits for all of it; what raised
+    is in `failed`, in no particular order."""
+
+    def __init__(self, run: Callable[[T], None], threads: int) -> None:
+        self._run = run
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="digest-post")
+        self._queues: dict[str, deque[T]] = {}  # a channel is here while a thread drains it
+        self._mutex = threading.Lock()
+        self.failed: list[T] = []
+
+    def put(self, channel: str, work: T) -> None:
+        with self._mutex:
+            queue = self._queues.get(channel)
+            if queue is not None:
+                queue.append(work)
+                return
+            self._queues[channel] = deque([work])
+        self._pool.submit(self._drain, channel)
+
+    def _drain(self, channel: str) -> None:
+        while True:
+            with self._mutex:
+                queue = self._queues[channel]
+                if not queue:
+                    del self._queues[channel]
+                    return
+                work = queue.popleft()
+            try:
+                self._run(work)
+            except Exception:
+                with self._mutex:
+                    self.failed.append(work)
+
+    def __enter__(self) -> ChannelQueues[T]:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._pool.shutdown(wait=True)
+
+
 @dataclass(frozen=True)
 class ScheduledJobs:
     """bot.schedule.scheduler.Jobs: the digest and the owners' reminder of a department's slot,
@@ -102,10 +162,6 @@ class ScheduledJobs:
     # How fetched sources run, built at each tick: their secrets (DSNs, tokens) from the
     # environment and .env, read afresh so a rotated secret needs no restart.
     fetching: Callable[[], runs.Fetching] = field(default=lambda: runs.Fetching(env=environment()))
-    # Held while a digest is built and posted: at most POST_WORKERS at once, whichever path posts.
-    posting: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(POST_WORKERS), compare=False, repr=False
-    )
 
     def digest(self, department_key: str, slot: dt.datetime) -> None:
         found = department(self.outbox.engine, department_key)
@@ -113,22 +169,22 @@ class ScheduledJobs:
             log.warning("digest for %s skipped: the department no longer exists", department_key)
             return
         tz = ZoneInfo(found.timezone)
-        with self.posting:
-            digests.post(
-                self.outbox,
-                self.digest_messages,
-                self.settings,
-                found,
-                slot.astimezone(tz).date(),
-                period=slot_key(slot, tz),
-            )
+        digests.post(
+            self.outbox,
+            self.digest_messages,
+            self.settings,
+            found,
+            slot.astimezone(tz).date(),
+            period=slot_key(slot, tz),
+        )
 
     def digests(self, due: Sequence[Due]) -> list[Due]:
         """The digests of many departments' slots at once (the catch-up): built together, a chunk of
-        departments per day with `build_many`, then posted through the ledger as `digest` does, up to
-        POST_WORKERS channels in parallel, each channel's posts in `due`'s order. Returns what is left
-        for the caller to run one at a time (`digest`, with its retries): a chunk whose build failed,
-        a post that raised. A department removed since is skipped, as by `digest`."""
+        departments of one day at a time with `build_many`, and each chunk's posted through the ledger
+        as `digest` does while the next is built, from POST_THREADS threads, each channel's posts one
+        after the other in `due`'s order. Returns what is left for the caller to run one at a time
+        (`digest`, with its retries): a chunk whose build failed, a post that raised. A department
+        removed since is skipped, as by `digest`."""
         engine = self.outbox.engine
         with transaction(engine) as session:
             found = {
@@ -137,65 +193,49 @@ class ScheduledJobs:
                     select(Department).where(col(Department.key).in_(sorted({key for key, _ in due})))
                 ).all()
             }
-        by_day: dict[dt.date, list[tuple[Due, Department]]] = {}
+        items: list[tuple[Due, Department, dt.date]] = []
         for key, slot in due:
             department_ = found.get(key)
             if department_ is None:
                 log.warning("digest for %s skipped: the department no longer exists", key)
                 continue
-            day = slot.astimezone(ZoneInfo(department_.timezone)).date()
-            by_day.setdefault(day, []).append(((key, slot), department_))
+            items.append(((key, slot), department_, slot.astimezone(ZoneInfo(department_.timezone)).date()))
         left: list[Due] = []
-        ready: dict[Due, digests.Built] = {}
-        for day, items in by_day.items():
-            for start in range(0, len(items), BUILD_CHUNK):
-                chunk = items[start : start + BUILD_CHUNK]
-                try:
-                    built = digests.build_many(
-                        engine, [d for _, d in chunk], day, self.digest_messages, with_chart=False
-                    )
-                except Exception:
-                    log.exception(
-                        "digests of %d departments on %s: building them together failed", len(chunk), day
-                    )
-                    left += [item for item, _ in chunk]
-                    continue
-                ready.update(zip((item for item, _ in chunk), built, strict=True))
-        # Per channel, in `due`'s order: one thread posts a channel's digests one after the other.
-        channels: dict[str, list[Due]] = {}
-        for item in due:
-            if item in ready:
-                channels.setdefault(ready[item].department.channel_id or "", []).append(item)
-
-        def post_channel(items: list[Due]) -> list[Due]:
-            failed = []
-            for key, slot in items:
-                made = ready[(key, slot)]
-                tz = ZoneInfo(made.department.timezone)
-                try:
-                    with self.posting:
-                        digests.post(
-                            self.outbox,
-                            self.digest_messages,
-                            self.settings,
-                            made.department,
-                            made.day,
-                            period=slot_key(slot, tz),
-                            built=made,
+        with ChannelQueues(self._post_built, POST_THREADS) as posting:
+            # Chunks in `due`'s order (a day's departments together), so a channel's digests are
+            # ready, and queued, in that order too.
+            for day, group in itertools.groupby(items, key=lambda item: item[2]):
+                for chunk in _chunks(list(group)):
+                    try:
+                        built = digests.build_many(
+                            engine, [d for _, d, _ in chunk], day, self.digest_messages, with_chart=False
                         )
-                except Exception:
-                    # Run again alone by the caller, with its retries; the ledger keeps it single.
-                    log.warning("digest for %s: posting it with others failed", key, exc_info=True)
-                    failed.append((key, slot))
-            return failed
+                    except Exception:
+                        log.exception(
+                            "digests of %d departments on %s: building them together failed", len(chunk), day
+                        )
+                        left += [item for item, _, _ in chunk]
+                        continue
+                    for (item, _, _), made in zip(chunk, built, strict=True):
+                        posting.put(made.department.channel_id or "", (item, made))
+        return left + [item for item, _ in posting.failed]
 
-        if channels:
-            with ThreadPoolExecutor(
-                min(POST_WORKERS, len(channels)), thread_name_prefix="digest-post"
-            ) as pool:
-                for failed in pool.map(post_channel, channels.values()):
-                    left += failed
-        return left
+    def _post_built(self, work: tuple[Due, digests.Built]) -> None:
+        (key, slot), made = work
+        try:
+            digests.post(
+                self.outbox,
+                self.digest_messages,
+                self.settings,
+                made.department,
+                made.day,
+                period=slot_key(slot, ZoneInfo(made.department.timezone)),
+                built=made,
+            )
+        except Exception:
+            # Run again alone by the caller, with its retries; the ledger keeps it single.
+            log.warning("digest for %s: posting it with others failed", key, exc_info=True)
+            raise
 
     def reminder(self, department_key: str, slot: dt.datetime) -> None:
         """`slot` is the digest the reminder announces (bot.schedule.scheduler passes it so)."""

@@ -19,7 +19,7 @@ from bot.database import transaction
 from bot.departments import find_department
 from bot.digests import flows
 from bot.outbox import Outbox
-from bot.schedule.jobs import ScheduledJobs
+from bot.schedule import jobs as scheduled
 from bot.scorecard import all_departments
 from handlers.alerts import messages as alert_messages
 from handlers.commands import CommandRequest, subcommand
@@ -27,10 +27,10 @@ from handlers.digests import messages
 from handlers.poster import SlackPoster
 
 
-def make_jobs(client: WebClient, engine: Engine, settings: Settings) -> ScheduledJobs:
+def make_jobs(client: WebClient, engine: Engine, settings: Settings) -> scheduled.ScheduledJobs:
     """What `kpibot scheduler` runs, posting to Slack through `client`."""
-    return ScheduledJobs(
-        outbox=Outbox(engine, SlackPoster(client)),
+    return scheduled.ScheduledJobs(
+        outbox=Outbox(engine, SlackPoster(client, in_flight=scheduled.POST_WORKERS)),
         digest_messages=messages,
         alert_messages=alert_messages,
         settings=settings,
