@@ -211,8 +211,20 @@ def normalize_locale(locale: str | None) -> str:
     return "en"
 
 
+# Messages said without parameters, by (key, locale as given): each reads the same every time (the
+# templates' filters and their one global, `message`, depend on their arguments alone), and a digest
+# says ~20 of them per department (trend arrows, status words, column headers), a Jinja render each.
+_constants: dict[tuple[str, str], str] = {}
+
+
 def message(key: str, locale: str, **params: Any) -> str:
-    return _message_template(normalize_locale(locale), key).render(locale=locale, **params).strip()
+    if params:
+        return _message_template(normalize_locale(locale), key).render(locale=locale, **params).strip()
+    said = _constants.get((key, locale))
+    if said is None:
+        said = _message_template(normalize_locale(locale), key).render(locale=locale).strip()
+        said = _constants.setdefault((key, locale), said)
+    return said
 
 
 def template(name: str, locale: str, **context: Any) -> str:
