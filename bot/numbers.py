@@ -17,6 +17,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from functools import lru_cache
 
 PERCENT = "percent"
 JPY = "jpy"
@@ -255,6 +256,14 @@ def format_decimal(value: Decimal, locale: str = "en", max_fraction_digits: int 
     del locale  # ja and en share "," and "."; kept so callers need not change when a locale differs
     if not value.is_finite():
         raise ValueError(f"cannot format {value}")
+    return _format_decimal(value, max_fraction_digits)
+
+
+# The text depends on the value and the digits alone (1.0 and 1 read "1"; equal Decimals hash
+# alike), and a digest run formats each figure several times (its table cell, its row line, its
+# fallback): remembered, a figure is rounded once.
+@lru_cache(maxsize=8192)
+def _format_decimal(value: Decimal, max_fraction_digits: int) -> str:
     if max_fraction_digits < 0:
         raise ValueError("max_fraction_digits must be >= 0")
     with localcontext(_wide_context(value, max_fraction_digits)):

@@ -215,32 +215,38 @@ class DataVisualizationBlock(Block):
 
 def check_chart(block: dict[str, Any]) -> None:
     """A data_visualization block (as sent) within Slack's documented limits, else BlockLimitError."""
+    # The problems are formatted only when found: a digest run checks thousands of valid points.
     title, chart = block.get("title") or "", block.get("chart") or {}
-    _check(0 < len(title) <= CHART_TITLE_MAX, f"chart title of 1-{CHART_TITLE_MAX} characters: {title!r}")
-    _check(chart.get("type") in CHART_TYPES, f"chart type one of {CHART_TYPES}: {chart.get('type')!r}")
+    _check(0 < len(title) <= CHART_TITLE_MAX, "chart title of 1-{} characters: {!r}", CHART_TITLE_MAX, title)
+    _check(chart.get("type") in CHART_TYPES, "chart type one of {}: {!r}", CHART_TYPES, chart.get("type"))
     axis, series = chart.get("axis_config") or {}, chart.get("series") or []
     categories = axis.get("categories") or []
-    _check(0 < len(categories) <= CHART_MAX_POINTS, f"1-{CHART_MAX_POINTS} categories, not {len(categories)}")
+    _check(
+        0 < len(categories) <= CHART_MAX_POINTS, "1-{} categories, not {}", CHART_MAX_POINTS, len(categories)
+    )
     known = set(categories)
-    _check(len(known) == len(categories), f"categories are unique: {categories}")
+    _check(len(known) == len(categories), "categories are unique: {}", categories)
     for label in categories:
-        _check(0 < len(label) <= CHART_LABEL_MAX, f"category of 1-{CHART_LABEL_MAX} characters: {label!r}")
+        _check(0 < len(label) <= CHART_LABEL_MAX, "category of 1-{} characters: {!r}", CHART_LABEL_MAX, label)
     for name in ("x_label", "y_label"):
-        _check(len(axis.get(name) or "") <= CHART_AXIS_LABEL_MAX, f"{name} over {CHART_AXIS_LABEL_MAX}")
-    _check(0 < len(series) <= CHART_MAX_SERIES, f"1-{CHART_MAX_SERIES} series, not {len(series)}")
+        _check(len(axis.get(name) or "") <= CHART_AXIS_LABEL_MAX, "{} over {}", name, CHART_AXIS_LABEL_MAX)
+    _check(0 < len(series) <= CHART_MAX_SERIES, "1-{} series, not {}", CHART_MAX_SERIES, len(series))
     names = [item.get("name") or "" for item in series]
-    _check(len(set(names)) == len(names), f"series names are unique: {names}")
+    _check(len(set(names)) == len(names), "series names are unique: {}", names)
     for item in series:
         name, data = item.get("name") or "", item.get("data") or []
-        _check(0 < len(name) <= CHART_LABEL_MAX, f"series name of 1-{CHART_LABEL_MAX} characters: {name!r}")
-        _check(0 < len(data) <= CHART_MAX_POINTS, f"{name!r}: 1-{CHART_MAX_POINTS} points, not {len(data)}")
-        # Checked before a message is formatted: a digest checks thousands of points, all valid.
-        for point in data:
-            label, value = point.get("label"), point.get("value")
-            if label not in known:
-                raise BlockLimitError(f"{name!r}: {label!r} is not a category")
-            if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
-                raise BlockLimitError(f"{name!r}: a finite number, not {value!r}")
+        _check(
+            0 < len(name) <= CHART_LABEL_MAX, "series name of 1-{} characters: {!r}", CHART_LABEL_MAX, name
+        )
+        _check(
+            0 < len(data) <= CHART_MAX_POINTS, "{!r}: 1-{} points, not {}", name, CHART_MAX_POINTS, len(data)
+        )
+        labels = [point.get("label") for point in data]
+        strays = [label for label in labels if label not in known]
+        _check(not strays, "{!r}: {!r} is not a category", name, *strays[:1])
+        values = [point.get("value") for point in data]
+        odd = [value for value in values if not _finite(value)]
+        _check(not odd, "{!r}: a finite number, not {!r}", name, *odd[:1])
 
 
 def line_chart(
@@ -272,10 +278,10 @@ def line_chart(
 def check_message(blocks: Sequence[dict[str, Any]]) -> None:
     """One message's blocks within the limits Slack sets per message, else BlockLimitError."""
     kinds = [block.get("type") for block in blocks]
-    _check(len(blocks) <= MAX_BLOCKS, f"at most {MAX_BLOCKS} blocks in a message, not {len(blocks)}")
+    _check(len(blocks) <= MAX_BLOCKS, "at most {} blocks in a message, not {}", MAX_BLOCKS, len(blocks))
     tables, charts = kinds.count(TableBlock.type), kinds.count(DataVisualizationBlock.type)
-    _check(tables <= TABLES_PER_MESSAGE, f"at most {TABLES_PER_MESSAGE} table in a message, not {tables}")
-    _check(charts <= CHARTS_PER_MESSAGE, f"at most {CHARTS_PER_MESSAGE} charts in a message, not {charts}")
+    _check(tables <= TABLES_PER_MESSAGE, "at most {} table in a message, not {}", TABLES_PER_MESSAGE, tables)
+    _check(charts <= CHARTS_PER_MESSAGE, "at most {} charts in a message, not {}", CHARTS_PER_MESSAGE, charts)
     for block in blocks:
         if block.get("type") == DataVisualizationBlock.type:
             check_chart(block)
@@ -285,6 +291,11 @@ def uses_new_blocks(blocks: Sequence[dict[str, Any]]) -> bool:
     return any(block.get("type") in NEW_BLOCK_TYPES for block in blocks)
 
 
-def _check(condition: bool, problem: str) -> None:
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(condition: bool, problem: str, *details: object) -> None:
+    """`problem` is a str.format pattern, filled with `details` only when the check fails."""
     if not condition:
-        raise BlockLimitError(problem)
+        raise BlockLimitError(problem.format(*details))

@@ -56,14 +56,14 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
         head += sections(render.template("digest/goal.md", locale, goal=digest.goal))
     if not digest.rows:
         head += sections(render.message("digest.no_kpis", locale))
+    # The scorecard in mrkdwn, a line per KPI: today's rendering, the text fallback, and the table's notes.
+    card_lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in digest.rows]
     card: list[Block] = []
-    card_lines: list[str] = []  # the scorecard in mrkdwn: today's rendering, and the text fallback
-    for kind, rows in (("result", digest.results), ("process", digest.processes)):
-        if rows:
+    results = len(digest.results)
+    for kind, lines in (("result", card_lines[:results]), ("process", card_lines[results:])):
+        if lines:
             card.append(DividerBlock())
-            lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in rows]
             card += _titled(kind, lines, locale)
-            card_lines += lines
     if card:
         card.append(_chart_hint(digest, locale))
     tail: list[Block] = []
@@ -93,7 +93,7 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
         amber=digest.count(Status.AMBER),
         red=digest.count(Status.RED),
     )
-    rich_card = _rich_scorecard(digest, locale)
+    rich_card = _rich_scorecard(digest, locale, card_lines)
     if rich_card is None:
         return split_messages([*head, *card, *tail], fallback, locale)
     rich = split_messages([*head, *rich_card, *tail], fallback, locale)
@@ -120,8 +120,9 @@ _COLUMNS = ("kpi", "actual", "target", "achievement", "trend", "status")
 _ALIGN = ("left", "right", "right", "right", "left", "left")
 
 
-def _rich_scorecard(digest: Digest, locale: str) -> list[Block] | None:
-    """The scorecard as one table (and the attention charts), or None where a table does not fit."""
+def _rich_scorecard(digest: Digest, locale: str, lines: list[str]) -> list[Block] | None:
+    """The scorecard as one table (and the attention charts), or None where a table does not fit;
+    `lines` are the rows' mrkdwn lines, in the order of `digest.rows`."""
     rows = digest.rows
     if not rows or len(rows) + 1 > TABLE_MAX_ROWS:
         return None
@@ -134,9 +135,9 @@ def _rich_scorecard(digest: Digest, locale: str) -> list[Block] | None:
     blocks: list[Block] = [DividerBlock(), table(header, cells, _ALIGN)]
     # What a cell cannot say (a value from a system, a correction, a streak) in today's row lines.
     marked = [
-        _row_line(row, locale, mark)
-        for row in rows
-        if (mark := digest.marks.get(row.kpi.id or 0)) is not None or on_streak(row)
+        line
+        for row, line in zip(rows, lines, strict=True)
+        if digest.marks.get(row.kpi.id or 0) is not None or on_streak(row)
     ]
     if marked:
         blocks += sections("\n".join([render.message("digest.table.notes", locale), *marked]))
