@@ -50,7 +50,7 @@ from bot.schedule import scheduler as scheduler_module
 from bot.schedule.scheduler import Scheduler
 from handlers.client import make_web_client
 from handlers.digests.interactive import make_jobs
-from handlers.web import SWITCH_INTERVAL_S
+from handlers.process import settle
 
 MODES = ("catch-up", "cron")
 # A 1×1 transparent PNG.
@@ -78,9 +78,9 @@ def main(argv: list[str]) -> int:
     if hasattr(scheduler_module, "SCAN_FIRST_DELAY"):
         scheduler_module.SCAN_FIRST_DELAY = dt.timedelta(days=7)
     settings = load_settings(env_file=None)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as `kpibot scheduler` does
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
+    settle()  # as `kpibot scheduler` does before its first run
     rss_before_kb = proc_status(os.getpid()).get("VmRSS", 0)
     for number, mode in enumerate(argv):
         with engine.begin() as connection:

@@ -344,16 +344,18 @@ def _digest_day(period: str | None, default: dt.date, locale: str) -> dt.date:
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from bot.schedule.scheduler import Scheduler
     from handlers.digests.interactive import make_jobs
-    from handlers.web import SWITCH_INTERVAL_S, check_slack_tokens
+    from handlers.process import settle
+    from handlers.web import check_slack_tokens
 
     client = _slack_client(settings, args.locale)
     engine = _database(settings)
     # A refused token would otherwise fail every post, one log line each, for as long as it runs.
     check_slack_tokens(settings, args.locale)
-    # The posting threads, back from a Web API call, get the interpreter from a digest being built
-    # within this long, not CPython's 5 ms: the calls in flight stay at their cap.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    Scheduler(engine, make_jobs(client, engine, settings)).run_forever()
+    jobs = make_jobs(client, engine, settings)
+    # The posting threads get the interpreter back from a digest being built within half a
+    # millisecond (the calls in flight stay at their cap), and no collection walks the startup heap.
+    settle()
+    Scheduler(engine, jobs).run_forever()
     return 0
 
 

@@ -4,10 +4,8 @@ gunicorn in production."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +27,7 @@ from handlers.deps import Deps
 from handlers.gate import verified
 from handlers.hubspot.receiver import PREFIX as HUBSPOT_PREFIX
 from handlers.hubspot.receiver import HubSpotReceiver
+from handlers.process import settle
 from handlers.report.followup import after_reports
 from handlers.users import UserDirectory
 from handlers.work import PostAckPool, post_ack_pool
@@ -36,7 +35,6 @@ from handlers.work import PostAckPool, post_ack_pool
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-SWITCH_INTERVAL_S = 0.0005
 API_PREFIX = "/api/"
 
 
@@ -192,11 +190,7 @@ def serve(
     }
     render.warm()  # before the fork: every worker starts with the compiled messages
     # ...and never walks them in a garbage collection (nor copies their pages by touching them).
-    gc.freeze()
-    # A request thread waiting for the interpreter while a post-ack thread computes (a save, a Home
-    # tab) gets it within this long, not CPython's default 5 ms: an ack takes the interpreter a few
-    # dozen times between its reads and writes, and each wait was up to one interval.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    settle()
     _Gunicorn(settings, options).run()
 
 
@@ -210,4 +204,5 @@ def serve_socket_mode(settings: Settings, *, locale: str | None = None) -> None:
     require_current_schema(engine)
     check_slack_tokens(settings, locale, socket_mode=True)
     render.warm()
+    settle()
     SocketModeHandler(create_app(settings, engine, socket_mode=True), settings.slack_app_token).start()
