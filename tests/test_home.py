@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from slack_sdk.models.views import View
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bench.common import counting_statements
 from bench.generate import generate_division
@@ -422,3 +422,28 @@ def test_a_division_heads_tab_costs_the_same_statements_for_2_or_12_departments(
 
     small, large = statements_for_division_head(2), statements_for_division_head(12)
     assert small[0] == large[0], (small, large)
+
+
+def test_a_department_heads_tab_reads_no_other_department(engine: Any) -> None:
+    """A department head's (or an owner's) tab is rebuilt after each of their reports: it reads
+    their own departments, not the division's, so its cost does not grow with the division."""
+    generate_division(engine, departments=12, weeks=8, today=DAY)
+    set_clock(lambda: dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.UTC))
+    with Session(engine) as session:
+        head, key = session.exec(
+            select(Department.head_user_id, Department.key).order_by(col(Department.id)).offset(3)
+        ).first()  # type: ignore[misc]
+    loaded: list[str] = []
+
+    def on_load(department: Department, _context: object) -> None:
+        loaded.append(department.key)
+
+    sa.event.listen(Department, "load", on_load)
+    try:
+        with Session(engine) as session:
+            tab = build_home(session, head, lambda: False)
+    finally:
+        sa.event.remove(Department, "load", on_load)
+    assert [line.department.key for line in tab.departments] == [key]
+    assert not tab.division and not tab.plan and not tab.is_division_head
+    assert loaded == [key]

@@ -170,22 +170,35 @@ def department_lines(session: Session, departments: Sequence[Department]) -> dic
     return lines
 
 
-def _member_departments(session: Session, user_id: str, departments: list[Department]) -> list[Department]:
-    owned = set(session.exec(select(Kpi.department_id).where(Kpi.owner_user_id == user_id).distinct()).all())
-    return [d for d in departments if not d.is_division and (d.head_user_id == user_id or d.id in owned)]
+def _member_departments(session: Session, user_id: str) -> list[Department]:
+    """The departments the user heads or owns a KPI of (never the division's own), by id."""
+    owned = select(Kpi.department_id).where(Kpi.owner_user_id == user_id)
+    query = select(Department).where(
+        sa.not_(col(Department.is_division)),
+        sa.or_(col(Department.head_user_id) == user_id, col(Department.id).in_(owned)),
+    )
+    return list(session.exec(query.order_by(col(Department.id))).all())
+
+
+def _heads_the_division(session: Session, user_id: str) -> bool:
+    query = select(Department.id).where(col(Department.is_division), col(Department.head_user_id) == user_id)
+    return session.exec(query.limit(1)).first() is not None
 
 
 def build_home(session: Session, user_id: str, is_admin: Callable[[], bool]) -> Home:
-    departments = all_departments(session)
-    division_head = any(d.is_division and d.head_user_id == user_id for d in departments)
+    # Every department is read only for a tab that lists them all (the division head's, an admin's
+    # plan): an owner's or a department head's tab, refreshed after each of their reports, costs
+    # what their own departments cost, whatever the size of the division.
+    division_head = _heads_the_division(session, user_id)
     admin = is_admin()
-    mine = _member_departments(session, user_id, departments)
-    zone = (mine or departments)[0].timezone if (mine or departments) else "Asia/Tokyo"
+    departments = all_departments(session) if division_head or admin else []
+    mine = _member_departments(session, user_id)
+    zone = mine[0].timezone if mine else _first_timezone(session)
     day = today(ZoneInfo(zone))
     home = Home(user_id=user_id, day=day, is_admin=admin, is_division_head=division_head)
     home.reports.extend(report_lines(session, user_id))
     home.countermeasures.extend(my_countermeasures(session, user_id, day))
-    shown = [d for d in (departments if division_head else mine) if not d.is_division]
+    shown = [d for d in departments if not d.is_division] if division_head else mine
     lines = department_lines(session, shown)
     home.departments.extend(lines[d.id] for d in mine)
     if division_head:
@@ -196,6 +209,12 @@ def build_home(session: Session, user_id: str, is_admin: Callable[[], bool]) -> 
         )
         home.plan.extend(PlanLine(d, counts.get(d.id or 0, 0)) for d in departments)
     return home
+
+
+def _first_timezone(session: Session) -> str:
+    """The first department's time zone: the day of a tab whose user is in no department."""
+    query = select(Department.timezone).order_by(col(Department.id)).limit(1)
+    return session.exec(query).first() or "Asia/Tokyo"
 
 
 def watchers_of(session: Session, kpi_id: int) -> set[str]:
