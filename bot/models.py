@@ -144,7 +144,8 @@ class Department(SQLModel, table=True):
     name_ja: str = Field(max_length=200)
     name_en: str = Field(max_length=200)
     channel_id: str | None = Field(default=None, max_length=32)
-    head_user_id: str | None = Field(default=None, max_length=32)
+    # Indexed: what a user may report is found by who heads the department (migration 0012).
+    head_user_id: str | None = Field(default=None, max_length=32, index=True)
     locale: str = Field(default="ja", max_length=8)
     timezone: str = Field(default="Asia/Tokyo", max_length=64)
     digest_cron: str = Field(default="0 9 * * mon", max_length=64)
@@ -216,7 +217,7 @@ class Kpi(SQLModel, table=True):
     name_en: str = Field(max_length=200)
     department_id: int = Field(foreign_key="department.id", ondelete="RESTRICT", index=True)
     success_factor_id: int | None = Field(default=None, foreign_key="success_factor.id", ondelete="RESTRICT")
-    owner_user_id: str | None = Field(default=None, max_length=32)
+    owner_user_id: str | None = Field(default=None, max_length=32, index=True)  # as head_user_id
     unit: Unit = _enum(Unit)
     direction: Direction = _enum(Direction)
     cadence: Cadence = _enum(Cadence)

@@ -447,3 +447,42 @@ def test_a_department_heads_tab_reads_no_other_department(engine: Any) -> None:
     assert [line.department.key for line in tab.departments] == [key]
     assert not tab.division and not tab.plan and not tab.is_division_head
     assert loaded == [key]
+
+
+def test_a_department_heads_tab_reads_kpis_and_departments_by_index(engine: Any) -> None:
+    """Which KPIs a user may report, and their departments, are found by index (migration 0012),
+    not by reading every KPI of the division: each statement of the tab is asked for its plan."""
+    generate_division(engine, departments=12, weeks=8, today=DAY)
+    set_clock(lambda: dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.UTC))
+    with Session(engine) as session:
+        head = session.exec(select(Department.head_user_id).order_by(col(Department.id)).offset(3)).first()
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with Session(engine) as session:
+            build_home(session, head or "", lambda: False)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    sqlite = engine.dialect.name == "sqlite"
+    full_reads: list[str] = []
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        cursor = raw.cursor()
+        if not sqlite:
+            cursor.execute("SET enable_seqscan = off")  # a tiny table would be read whole anyway
+        for statement, parameters in statements:
+            cursor.execute(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters)
+            for row in cursor.fetchall():
+                step = str(row[-1] if sqlite else row[0])
+                if any(
+                    read in step
+                    for read in ("SCAN kpi", "SCAN department", "Seq Scan on kpi", "Seq Scan on department")
+                ):
+                    full_reads.append(f"{step.strip()} in {statement[:60]}")
+    assert len(statements) >= 5
+    assert full_reads == []

@@ -172,10 +172,11 @@ def department_lines(session: Session, departments: Sequence[Department]) -> dic
 
 def _member_departments(session: Session, user_id: str) -> list[Department]:
     """The departments the user heads or owns a KPI of (never the division's own), by id."""
-    owned = select(Kpi.department_id).where(Kpi.owner_user_id == user_id)
+    # Two index lookups (0012), as bot.reports.service.all_kpis finds what a user may report.
+    owned = select(Kpi.department_id).where(col(Kpi.owner_user_id) == user_id)
+    headed = select(Department.id).where(col(Department.head_user_id) == user_id)
     query = select(Department).where(
-        sa.not_(col(Department.is_division)),
-        sa.or_(col(Department.head_user_id) == user_id, col(Department.id).in_(owned)),
+        sa.not_(col(Department.is_division)), col(Department.id).in_(sa.union(owned, headed))
     )
     return list(session.exec(query.order_by(col(Department.id))).all())
 

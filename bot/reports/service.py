@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, or_, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
 from bot.alerts import service as alerts
 from bot.clock import today
@@ -106,7 +107,15 @@ def all_kpis(session: Session, *, reported_by: str | None = None) -> list[tuple[
     user owns or whose department they head."""
     query = select(Kpi, Department).join(Department, col(Department.id) == Kpi.department_id)
     if reported_by is not None:
-        query = query.where(or_(Kpi.owner_user_id == reported_by, Department.head_user_id == reported_by))
+        # A union of two index lookups (0012), not an OR across the join, which both databases answer
+        # by reading every KPI of the division: the user's own KPIs are all that is read.
+        owned = select(Kpi.id).where(col(Kpi.owner_user_id) == reported_by)
+        headed = (
+            select(Kpi.id)
+            .join(Department, col(Department.id) == Kpi.department_id)
+            .where(col(Department.head_user_id) == reported_by)
+        )
+        query = query.where(col(Kpi.id).in_(sa.union(owned, headed)))
     rows = session.exec(query.order_by(col(Department.id), col(Kpi.position), col(Kpi.id))).all()
     return [(kpi, department) for kpi, department in rows]
 
