@@ -424,15 +424,23 @@ def test_a_division_heads_tab_costs_the_same_statements_for_2_or_12_departments(
     assert small[0] == large[0], (small, large)
 
 
-def test_a_department_heads_tab_reads_no_other_department(engine: Any) -> None:
-    """A department head's (or an owner's) tab is rebuilt after each of their reports: it reads
-    their own departments, not the division's, so its cost does not grow with the division."""
+def _a_department_head_of_twelve(engine: Any) -> tuple[str, str]:
+    """A generated division of 12 departments, the clock on its review day: the fourth
+    department's head and the department's key."""
     generate_division(engine, departments=12, weeks=8, today=DAY)
     set_clock(lambda: dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.UTC))
     with Session(engine) as session:
-        head, key = session.exec(
+        row = session.exec(
             select(Department.head_user_id, Department.key).order_by(col(Department.id)).offset(3)
-        ).first()  # type: ignore[misc]
+        ).first()
+    assert row is not None and row[0] is not None
+    return row[0], row[1]
+
+
+def test_a_department_heads_tab_reads_no_other_department(engine: Any) -> None:
+    """A department head's (or an owner's) tab is rebuilt after each of their reports: it reads
+    their own departments, not the division's, so its cost does not grow with the division."""
+    head, key = _a_department_head_of_twelve(engine)
     loaded: list[str] = []
 
     def on_load(department: Department, _context: object) -> None:
@@ -452,10 +460,7 @@ def test_a_department_heads_tab_reads_no_other_department(engine: Any) -> None:
 def test_a_department_heads_tab_reads_kpis_and_departments_by_index(engine: Any) -> None:
     """Which KPIs a user may report, and their departments, are found by index (migration 0012),
     not by reading every KPI of the division: each statement of the tab is asked for its plan."""
-    generate_division(engine, departments=12, weeks=8, today=DAY)
-    set_clock(lambda: dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.UTC))
-    with Session(engine) as session:
-        head = session.exec(select(Department.head_user_id).order_by(col(Department.id)).offset(3)).first()
+    head, _ = _a_department_head_of_twelve(engine)
     statements: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -465,7 +470,7 @@ def test_a_department_heads_tab_reads_kpis_and_departments_by_index(engine: Any)
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
         with Session(engine) as session:
-            build_home(session, head or "", lambda: False)
+            build_home(session, head, lambda: False)
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     sqlite = engine.dialect.name == "sqlite"
