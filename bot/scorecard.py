@@ -161,19 +161,22 @@ def _scorecards(
     values = live_values(session, {*scored, *inputs_by_key.values()}, period_keys)
     targets = _targets_by_cadence(session, kpis, keys_of)
 
-    def value_of(kpi_id: int, key: str) -> Decimal | None:
+    def series_of(kpi_id: int, keys: list[str]) -> list[Decimal | None]:
         formula = formulas.get(kpi_id)
         if formula is None:
-            return values.get((kpi_id, key))
-        return formula.evaluate(
-            {name: values.get((input_id, key)) for name, input_id in inputs_by_key.items()}
-        )
+            return [values.get((kpi_id, key)) for key in keys]
+        return [
+            formula.evaluate({name: values.get((input_id, key)) for name, input_id in inputs_by_key.items()})
+            for key in keys
+        ]
 
     def row_of(kpi: Kpi) -> ScoreRow:
-        assert kpi.id is not None
-        window, keys = by_cadence[kpi.cadence], keys_of[kpi.cadence]
-        series = [value_of(kpi.id, key) for key in keys]
-        target_series = [targets.get((kpi.id, key)) for key in keys]
+        # Each attribute read once: an ORM attribute costs a descriptor call, and rows are thousands.
+        kpi_id, cadence = kpi.id, kpi.cadence
+        assert kpi_id is not None
+        window, keys = by_cadence[cadence], keys_of[cadence]
+        series = series_of(kpi_id, keys)
+        target_series = [targets.get((kpi_id, key)) for key in keys]
         kpi_score = score(
             series[-1], target_series[-1], kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct)
         )
@@ -210,12 +213,13 @@ def _targets_by_cadence(
     found = _stored_targets(session, ids, {key for keys in keys_of.values() for key in keys})
     result: dict[tuple[int, str], TargetValue] = {}
     for kpi in kpis:
-        assert kpi.id is not None
-        default = found.get((kpi.id, EVERY_PERIOD))
+        kpi_id = kpi.id  # read once (see row_of)
+        assert kpi_id is not None
+        default = found.get((kpi_id, EVERY_PERIOD))
         for key in keys_of[kpi.cadence]:
-            target = found.get((kpi.id, key)) or default
+            target = found.get((kpi_id, key)) or default
             if target is not None:
-                result[(kpi.id, key)] = target
+                result[(kpi_id, key)] = target
     return result
 
 

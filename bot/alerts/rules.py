@@ -136,9 +136,11 @@ def history_needed(streaks: Iterable[int | None]) -> int:
 
 def below_streak(kpi: Kpi, values: Sequence[Decimal | None], targets: Sequence[TargetValue | None]) -> int:
     """How many periods in a row, ending with the last one given, were under amber (or red)."""
+    # The KPI's thresholds read once, not per period: below_target's rule over a whole history.
+    direction, amber, red = kpi.direction, Decimal(kpi.amber_pct), Decimal(kpi.red_pct)
     count = 0
     for value, target in zip(reversed(values), reversed(targets), strict=True):
-        if value is None or target is None or below_target(kpi, value, target) is None:
+        if value is None or target is None or status(value, target, direction, amber, red) not in _SEVERITY:
             break
         count += 1
     return count
