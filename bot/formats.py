@@ -143,7 +143,7 @@ def quantity(value: Decimal | int | float | None, unit: str, locale: str, *, exa
 
 
 def percent(value: Decimal | int | float | None, digits: int = 0) -> str:
-    """"61%" in both languages: no space before the sign."""
+    """ "61%" in both languages: no space before the sign."""
     if value is None:
         return "—"
     return f"{format_decimal(_decimal(value), 'en', digits)}%"

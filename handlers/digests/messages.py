@@ -12,13 +12,14 @@ posted instead, in the same ledger claim, by a workspace that refuses the new bl
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
 
 from bot import formats, render
 from bot.digests.provenance import Mark
-from bot.digests.service import Digest, DivisionSummary, on_streak, sparkline, trend
+from bot.digests.service import SPARKLINE_PERIODS, Digest, DivisionSummary, on_streak, sparkline, trend
 from bot.models import CountermeasureStatus
 from bot.outbox import Message
 from bot.scorecard import ScoreRow
@@ -56,8 +57,9 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
         head += sections(render.template("digest/goal.md", locale, goal=digest.goal))
     if not digest.rows:
         head += sections(render.message("digest.no_kpis", locale))
+    texts = [_row_text(row, locale) for row in digest.rows]
     # The scorecard in mrkdwn, a line per KPI: today's rendering, the text fallback, and the table's notes.
-    card_lines = [_row_line(row, locale, digest.marks.get(row.kpi.id or 0)) for row in digest.rows]
+    card_lines = [_row_line(text, locale, digest.marks.get(text.row.kpi.id or 0)) for text in texts]
     card: list[Block] = []
     results = len(digest.results)
     for kind, lines in (("result", card_lines[:results]), ("process", card_lines[results:])):
@@ -93,7 +95,7 @@ def digest_messages(digest: Digest, locale: str) -> list[Message]:
         amber=digest.count(Status.AMBER),
         red=digest.count(Status.RED),
     )
-    rich_card = _rich_scorecard(digest, locale, card_lines)
+    rich_card = _rich_scorecard(digest, locale, texts, card_lines)
     if rich_card is None:
         return split_messages([*head, *card, *tail], fallback, locale)
     rich = split_messages([*head, *rich_card, *tail], fallback, locale)
@@ -120,14 +122,16 @@ _COLUMNS = ("kpi", "actual", "target", "achievement", "trend", "status")
 _ALIGN = ("left", "right", "right", "right", "left", "left")
 
 
-def _rich_scorecard(digest: Digest, locale: str, lines: list[str]) -> list[Block] | None:
+def _rich_scorecard(
+    digest: Digest, locale: str, texts: list[_RowText], lines: list[str]
+) -> list[Block] | None:
     """The scorecard as one table (and the attention charts), or None where a table does not fit;
-    `lines` are the rows' mrkdwn lines, in the order of `digest.rows`."""
+    `texts` and `lines` are the rows' words and mrkdwn lines, in the order of `digest.rows`."""
     rows = digest.rows
     if not rows or len(rows) + 1 > TABLE_MAX_ROWS:
         return None
     header = [render.message(f"digest.table.{column}", locale) for column in _COLUMNS]
-    cells = [_cells(row, locale) for row in rows]
+    cells = [_cells(text, locale) for text in texts]
     # Cell text counts toward a message's reading budget as section text does: a table longer than
     # one message (60 KPIs with 150-character names) reads better as sections split into replies.
     if sum(len(cell) for row in [header, *cells] for cell in row) > TABLE_TEXT_BUDGET:
@@ -136,8 +140,8 @@ def _rich_scorecard(digest: Digest, locale: str, lines: list[str]) -> list[Block
     # What a cell cannot say (a value from a system, a correction, a streak) in today's row lines.
     marked = [
         line
-        for row, line in zip(rows, lines, strict=True)
-        if digest.marks.get(row.kpi.id or 0) is not None or on_streak(row)
+        for text, line in zip(texts, lines, strict=True)
+        if digest.marks.get(text.row.kpi.id or 0) is not None or text.streak
     ]
     if marked:
         blocks += sections("\n".join([render.message("digest.table.notes", locale), *marked]))
@@ -155,18 +159,44 @@ def _filter(name: str) -> Any:
     return render._environment().filters[name]
 
 
-def _cells(row: ScoreRow, locale: str) -> list[str]:
+@dataclass(frozen=True)
+class _RowText:
+    """What a KPI's row line and its table cells both say, formatted once."""
+
+    row: ScoreRow
+    name: str
+    emoji: str
+    actual: str
+    target: str  # "no target" in words where it has none
+    arrow: str
+    spark: str  # "" with no figure in the window
+    streak: bool
+
+
+def _row_text(row: ScoreRow, locale: str) -> _RowText:
+    kpi, score = row.kpi, row.score
+    unit = kpi.unit
+    return _RowText(
+        row,
+        kpi.name(locale),
+        _filter("status_emoji")(score.status),
+        _filter("localized")(score.actual, unit, locale),
+        _filter("localized_target")(score.target, unit, locale),
+        render.message(f"digest.arrow.{trend(row) or 'none'}", locale),
+        sparkline(row.history[-SPARKLINE_PERIODS:]),
+        on_streak(row),
+    )
+
+
+def _cells(text: _RowText, locale: str) -> list[str]:
     """One KPI's cells, built in Python: a template call per row is the digest build's hot spot."""
-    unit, status = row.kpi.unit, row.score.status
-    arrow = render.message(f"digest.arrow.{trend(row) or 'none'}", locale).strip()
-    spark = sparkline(row.history[-6:])
     return [
-        row.kpi.name(locale),
-        _filter("localized")(row.score.actual, unit, locale),
-        _filter("localized_target")(row.score.target, unit, locale),
-        _achievement_cell(row, locale),
-        f"{arrow} {spark}".strip(),
-        f"{_filter('status_emoji')(status)} {render.message(f'status.{status}', locale)}",
+        text.name,
+        text.actual,
+        text.target,
+        _achievement_cell(text.row, locale),
+        f"{text.arrow} {text.spark}".strip(),
+        f"{text.emoji} {render.message(f'status.{text.row.score.status}', locale)}",
     ]
 
 
@@ -388,12 +418,17 @@ def _wrap(line: str, limit: int = SECTION_TEXT_BUDGET) -> list[str]:
     return [*pieces, line]
 
 
-def _row_line(row: ScoreRow, locale: str, mark: Mark | None = None) -> str:
-    arrow = render.message(f"digest.arrow.{trend(row) or 'none'}", locale)
-    spark = sparkline(row.history[-6:]) or "·"
-    streak = on_streak(row)
+def _row_line(text: _RowText, locale: str, mark: Mark | None = None) -> str:
+    row = text.row
     return render.template(
-        "digest/row.md", locale, row=row, arrow=arrow, spark=spark, streak=streak, mark=mark
+        "digest/row.md",
+        locale,
+        row=row,
+        text=text,
+        # The line's own: how far from target in words (the cell says a bare %), the period it reviews.
+        attainment=_filter("attainment")(row.score.achievement_pct, row.kpi.direction, locale),
+        period=_filter("period_label")(row.period, locale),
+        mark=mark,
     ).strip()
 
 
